@@ -1,0 +1,133 @@
+"""The frozen Stable Diffusion parts an adapter works with: UNet, VAE, text encoder(s), scheduler.
+
+One loader for generation, training and evaluation, so SD1.x, SD2.x, SDXL and the packaged demo
+model all go through the same code: a diffusers folder, a hub id, or a single-file checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from t2i_adapter.errors import InputFileError, MissingWeightsError
+from t2i_adapter.hub import is_demo_name
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+@dataclass
+class BaseModel:
+    """The components of a Stable Diffusion model; `text_encoder_2`/`tokenizer_2` only for SDXL."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
+    name: str = ""
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
+    @property
+    def family(self) -> str:
+        """`sdxl` or `sd` (SD1.x/2.x and the demo model share one architecture family)."""
+        return "sdxl" if self.is_sdxl else "sd"
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if m is not None]
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> BaseModel:
+        for module in self.frozen_modules():
+            module.to(device=device, dtype=dtype)
+        return self
+
+
+def _resolve_model_path(name: str) -> str | Path:
+    if is_demo_name(name):
+        from t2i_adapter.demo.assets import demo_model_path
+
+        return demo_model_path()
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    if name.startswith((".", "/", "~")):
+        raise InputFileError(name, "no such file or folder")
+    return name  # a hub id: diffusers downloads it through the huggingface_hub cache
+
+
+def _load_pipeline(source: str | Path, dtype: torch.dtype):
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if isinstance(source, Path) and source.is_file():
+        if source.suffix not in SINGLE_FILE_SUFFIXES:
+            raise InputFileError(source, "not a diffusers folder or a .safetensors/.ckpt checkpoint")
+        # Single files carry no architecture name: SDXL has a second text encoder under
+        # `conditioner.embedders.1`, which is how diffusers' own single-file loader tells them apart.
+        pipeline_class = StableDiffusionXLPipeline if _single_file_is_sdxl(source) else StableDiffusionPipeline
+        return pipeline_class.from_single_file(str(source), torch_dtype=dtype)
+    if isinstance(source, Path) and not (source / "model_index.json").is_file():
+        raise InputFileError(source, "not a diffusers model folder (no model_index.json)")
+    return DiffusionPipeline.from_pretrained(str(source), torch_dtype=dtype, safety_checker=None)
+
+
+def _single_file_is_sdxl(path: Path) -> bool:
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return any(key.startswith("conditioner.embedders.1") for key in handle.keys())
+
+
+def load_base_model(
+    name_or_path: str, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> BaseModel:
+    """Load a Stable Diffusion model (hub id, diffusers folder, single file, or `demo`), frozen, in eval mode."""
+    source = _resolve_model_path(name_or_path)
+    try:
+        pipeline = _load_pipeline(source, dtype)
+    except (InputFileError, MissingWeightsError):
+        raise
+    except (OSError, ValueError, json.JSONDecodeError, EnvironmentError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if isinstance(source, Path):
+            raise InputFileError(source, f"cannot load the model: {first_line}") from error
+        raise MissingWeightsError(
+            f"could not get model '{name_or_path}' from the Hugging Face hub ({first_line}); download it "
+            f"once with network access (kept in the cache under HF_HOME), or pass a local diffusers folder"
+        ) from error
+    components = pipeline.components
+    model = BaseModel(
+        unet=components["unet"],
+        vae=components["vae"],
+        text_encoder=components["text_encoder"],
+        tokenizer=components["tokenizer"],
+        scheduler=components["scheduler"],
+        text_encoder_2=components.get("text_encoder_2"),
+        tokenizer_2=components.get("tokenizer_2"),
+        name=name_or_path,
+    )
+    for module in model.frozen_modules():
+        module.requires_grad_(False)
+        module.eval()
+    return model.to(device=device)

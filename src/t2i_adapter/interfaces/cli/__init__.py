@@ -1,0 +1,1 @@
+"""The `t2i-adapter` command line; `main.py` wires the subcommands."""

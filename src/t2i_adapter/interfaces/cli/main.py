@@ -1,0 +1,70 @@
+"""`t2i-adapter`: one command, one subcommand module per job.
+
+Each module in `COMMAND_MODULES` exposes `register(subparsers)`, which adds its parser and sets
+`func` to a function taking the parsed arguments and returning an exit status. Errors the user
+caused (`T2IAdapterError`) become one line `error: ...` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from t2i_adapter.errors import T2IAdapterError
+
+# Order is the order `t2i-adapter --help` lists them.
+COMMAND_MODULES = [
+    "demo",
+    "generate",
+    "preprocess",
+    "convert",
+    "train",
+    "data",
+    "evaluate",
+    "serve",
+]
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="t2i-adapter",
+        description="Controllable text-to-image generation with T2I-Adapters.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"t2i_adapter.interfaces.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("t2i-adapter")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(args.func(args) or 0)
+    except T2IAdapterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

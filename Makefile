@@ -1,0 +1,26 @@
+# The front door: `make demo` runs the offline demo, `make test` runs the tests.
+# Both install what they need first (idempotent; fast when already installed).
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: install install-browser demo test lint
+
+install:
+	@# torch first: the CPU build on machines without CUDA. A plain `torch` requirement would
+	@# otherwise pull several GB of CUDA packages. A torch you installed yourself is kept.
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PIP) install -q -e ".[test]"
+
+install-browser:
+	@# Debian's Chromium for the browser tests; never a browser download by a test tool.
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+
+demo: install
+	t2i-adapter demo --out outputs/demo
+
+test: install install-browser
+	$(PYTHON) -m pytest -q
+
+lint: install
+	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks

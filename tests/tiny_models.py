@@ -1,0 +1,256 @@
+"""Tiny Stable Diffusion (SD1.x-style and SDXL-style) components built in code, for tests.
+
+Nothing is downloaded: the tokenizer is a character-level CLIP BPE tokenizer whose vocabulary is
+the 256 byte symbols (plus their end-of-word forms) and the two special tokens, the networks are
+randomly initialised from a fixed seed. The shapes follow the real models where it matters for
+adapters:
+
+- the VAE downsamples by 8 (four blocks), like every real Stable Diffusion VAE;
+- the SD UNet ends with a `DownBlock2D` without downsampler (like SD1.5), so a full adapter with
+  `downscale_factor=8` and `channels=TINY_SD_ADAPTER_CHANNELS` fits it;
+- the SDXL UNet has three down blocks (plain, cross-attention, cross-attention) and text-time
+  added conditioning, so an XL adapter (`full_adapter_xl`, `downscale_factor=16`) with
+  `channels=TINY_SDXL_ADAPTER_CHANNELS` fits it (its 4th map goes to the mid block).
+
+Use `save_tiny_sd(folder)` / `save_tiny_sdxl(folder)` to get a diffusers folder that
+`load_base_model` reads, or `tiny_sd_base_model()` for the components in memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TINY_TEXT_DIM = 32
+TINY_SD_BLOCK_CHANNELS = (32, 64)
+TINY_SD_ADAPTER_CHANNELS = [32, 64]
+TINY_SDXL_BLOCK_CHANNELS = (32, 64, 64)
+TINY_SDXL_ADAPTER_CHANNELS = [32, 64, 64, 64]
+TINY_IMAGE_SIZE = 64  # pixels; a multiple of what every tiny model needs
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2/CLIP's reversible byte -> printable character table (the BPE alphabet)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(code) for code in codes]
+
+
+def tiny_tokenizer(model_max_length: int = 77):
+    """A character-level CLIPTokenizer (514 tokens, no merges): same special tokens as CLIP."""
+    from transformers import CLIPTokenizer
+
+    alphabet = _bytes_to_unicode()
+    vocab: dict[str, int] = {}
+    for symbol in alphabet + [symbol + "</w>" for symbol in alphabet]:
+        vocab[symbol] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+
+
+def _text_config(hidden_size: int = TINY_TEXT_DIM, projection_dim: int = TINY_TEXT_DIM):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+        hidden_size=hidden_size,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=3,
+        vocab_size=514,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        hidden_act="gelu",
+    )
+
+
+def tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=TINY_IMAGE_SIZE,
+    )
+
+
+def tiny_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+def tiny_sd_components(seed: int = 0) -> dict:
+    """UNet, VAE, text encoder, tokenizer, DDIM scheduler of a tiny SD1.x-shaped model."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=TINY_SD_BLOCK_CHANNELS,
+        layers_per_block=2,
+        sample_size=TINY_IMAGE_SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TINY_TEXT_DIM,
+        norm_num_groups=16,
+        attention_head_dim=8,
+    )
+    torch.manual_seed(seed + 1)
+    vae = tiny_vae()
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_text_config())
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": tiny_tokenizer(),
+        "scheduler": tiny_scheduler(),
+    }
+
+
+def tiny_sdxl_components(seed: int = 0) -> dict:
+    """The SDXL component set: two text encoders (the second with projection), text-time UNet."""
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    time_embed_dim = 8
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=TINY_SDXL_BLOCK_CHANNELS,
+        layers_per_block=2,
+        sample_size=TINY_IMAGE_SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        transformer_layers_per_block=(1, 1, 1),
+        # two text encoders concatenated: 32 + 32
+        cross_attention_dim=2 * TINY_TEXT_DIM,
+        # 6 time ids * time_embed_dim + pooled projection of encoder 2
+        projection_class_embeddings_input_dim=6 * time_embed_dim + TINY_TEXT_DIM,
+        norm_num_groups=16,
+    )
+    torch.manual_seed(seed + 1)
+    vae = tiny_vae()
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_text_config())
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config())
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": tiny_tokenizer(),
+        "text_encoder_2": text_encoder_2.eval(),
+        "tokenizer_2": tiny_tokenizer(),
+        "scheduler": scheduler,
+    }
+
+
+def tiny_adapter(in_channels: int = 3, *, sdxl: bool = False, seed: int = 0):
+    """A diffusers T2IAdapter that fits the tiny SD (or SDXL) UNet, with non-trivial random weights."""
+    from diffusers import T2IAdapter
+
+    torch.manual_seed(seed)
+    if sdxl:
+        adapter = T2IAdapter(
+            in_channels=in_channels,
+            channels=TINY_SDXL_ADAPTER_CHANNELS,
+            num_res_blocks=1,
+            downscale_factor=16,
+            adapter_type="full_adapter_xl",
+        )
+    else:
+        adapter = T2IAdapter(
+            in_channels=in_channels,
+            channels=TINY_SD_ADAPTER_CHANNELS,
+            num_res_blocks=1,
+            downscale_factor=8,
+            adapter_type="full_adapter",
+        )
+    return adapter.eval()
+
+
+def save_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
+    """Write the tiny SD model as a diffusers folder (model_index.json + components)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipeline = StableDiffusionPipeline(
+        **tiny_sd_components(seed),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(str(folder))
+    return Path(folder)
+
+
+def save_tiny_sdxl(folder: str | Path, seed: int = 0) -> Path:
+    """Write the tiny SDXL model as a diffusers folder."""
+    from diffusers import StableDiffusionXLPipeline
+
+    pipeline = StableDiffusionXLPipeline(**tiny_sdxl_components(seed))
+    pipeline.save_pretrained(str(folder))
+    return Path(folder)
+
+
+def tiny_sd_base_model(seed: int = 0):
+    """The tiny SD components as a `BaseModel`, frozen, on CPU."""
+    from t2i_adapter.generation.base_model import BaseModel
+
+    model = BaseModel(**tiny_sd_components(seed), name="tiny-sd")
+    for module in model.frozen_modules():
+        module.requires_grad_(False)
+    return model
+
+
+def tiny_sdxl_base_model(seed: int = 0):
+    """The tiny SDXL components as a `BaseModel`, frozen, on CPU."""
+    from t2i_adapter.generation.base_model import BaseModel
+
+    model = BaseModel(**tiny_sdxl_components(seed), name="tiny-sdxl")
+    for module in model.frozen_modules():
+        module.requires_grad_(False)
+    return model

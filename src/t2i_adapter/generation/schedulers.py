@@ -1,0 +1,64 @@
+"""Schedulers by name: short names users know (`ddim`, `euler_a`, `dpm++_2m_karras`, ...) or any
+diffusers scheduler class that works with Stable Diffusion's noise schedule (the base
+scheduler's `compatibles`). Each generation gets a fresh scheduler built from the model's own
+scheduler config, so concurrent generations never share step state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from t2i_adapter.errors import UnknownNameError
+
+# short name -> (diffusers class name, config overrides)
+SCHEDULER_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm2": ("KDPM2DiscreteScheduler", {}),
+    "dpm2_a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {}),
+    "dpm++_2m": ("DPMSolverMultistepScheduler", {}),
+    "dpm++_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "dpm++_2s": ("DPMSolverSinglestepScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+}
+
+
+def _compatible_classes(base_scheduler) -> dict[str, type]:
+    classes = {cls.__name__: cls for cls in getattr(base_scheduler, "compatibles", [])}
+    classes[type(base_scheduler).__name__] = type(base_scheduler)
+    return classes
+
+
+def available_schedulers(base_scheduler=None) -> list[str]:
+    """Short names plus, given a model's scheduler, the diffusers class names compatible with it."""
+    names = list(SCHEDULER_ALIASES)
+    if base_scheduler is not None:
+        names += sorted(_compatible_classes(base_scheduler))
+    return names
+
+
+def make_scheduler(name: str, base_scheduler):
+    """A new scheduler named `name`, configured from `base_scheduler`'s config (the model's schedule)."""
+    classes = _compatible_classes(base_scheduler)
+    key = name.strip()
+    if key.lower() in SCHEDULER_ALIASES:
+        class_name, overrides = SCHEDULER_ALIASES[key.lower()]
+    else:
+        class_name, overrides = key, {}
+    scheduler_class = classes.get(class_name)
+    if scheduler_class is None:
+        import diffusers
+
+        candidate = getattr(diffusers, class_name, None)
+        if candidate is None or not class_name.endswith("Scheduler"):
+            raise UnknownNameError("scheduler", name, available_schedulers(base_scheduler))
+        scheduler_class = candidate
+    return scheduler_class.from_config(base_scheduler.config, **overrides)

@@ -1,0 +1,114 @@
+"""Every parameter of a generation, as plain data: what the CLI parses, the web UI fills in and a
+PNG records, so an image can be made again from the file alone (`generate --from-png`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from t2i_adapter.errors import T2IAdapterError
+
+# The original release's negative prompt (its inference scripts' default).
+ORIGINAL_NEGATIVE_PROMPT = (
+    "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
+    "worst quality, low quality"
+)
+DEFAULT_CLIP_VISION = "openai/clip-vit-large-patch14"
+DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+SETTINGS_VERSION = 1
+
+
+@dataclass
+class AdapterSpec:
+    """One adapter and its condition: `cond` is an image path (or None when given in memory).
+
+    `cond_type` names the preprocessor that turns `cond` into the condition map (`none`: it is one
+    already). `weight` multiplies the adapter's features; the adapter acts on the steps whose
+    fraction `step / steps` lies in `[start, end)` (the original `cond_tau` is `end`). `task` names
+    the condition for a CoAdapter fuser (defaults to `cond_type`).
+    """
+
+    adapter: str
+    cond: str | None = None
+    cond_type: str = "none"
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        self.weight = float(self.weight)
+        self.start = float(self.start)
+        self.end = float(self.end)
+        if not 0.0 <= self.start <= 1.0 or not 0.0 <= self.end <= 1.0 or self.start > self.end:
+            raise T2IAdapterError(
+                f"adapter '{self.adapter}': range {self.start}:{self.end} must satisfy 0 <= start <= end <= 1"
+            )
+
+
+@dataclass
+class GenerationSettings:
+    """All parameters of one generation run (defaults follow the original release's inference)."""
+
+    model: str
+    prompt: str
+    adapters: list[AdapterSpec] = field(default_factory=list)
+    negative_prompt: str = ""
+    steps: int = 50
+    guidance_scale: float = 7.5
+    seed: int = 42
+    num_images: int = 1
+    width: int | None = None
+    height: int | None = None
+    resize_short_edge: int | None = None
+    max_resolution: int = 512 * 512
+    scheduler: str = "ddim"
+    fuser: str | None = None
+    clip_vision: str = DEFAULT_CLIP_VISION
+    dtype: str = "float32"
+    device: str | None = None  # None: CUDA when available, else CPU
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False
+
+    def __post_init__(self) -> None:
+        self.adapters = [spec if isinstance(spec, AdapterSpec) else AdapterSpec(**spec) for spec in self.adapters]
+        self.dtype = DTYPE_ALIASES.get(self.dtype, self.dtype)
+        if self.dtype not in DTYPES:
+            from t2i_adapter.errors import UnknownNameError
+
+            raise UnknownNameError("dtype", self.dtype, [*DTYPES, *DTYPE_ALIASES])
+        for name in ("steps", "num_images", "max_resolution"):
+            if int(getattr(self, name)) < 1:
+                raise T2IAdapterError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("width", "height", "resize_short_edge"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise T2IAdapterError(f"{name} must be at least 1, not {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data, with a format version so later releases can read old PNGs."""
+        data = asdict(self)
+        data["version"] = SETTINGS_VERSION
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationSettings:
+        """Rebuild settings from `to_dict()` output; unknown keys (from newer versions) are ignored."""
+        if not isinstance(data, dict) or "model" not in data or "prompt" not in data:
+            raise T2IAdapterError("generation parameters need at least 'model' and 'prompt'")
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        spec_fields = {f.name for f in fields(AdapterSpec)}
+        values["adapters"] = [
+            AdapterSpec(**{key: value for key, value in spec.items() if key in spec_fields})
+            for spec in data.get("adapters", [])
+        ]
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> GenerationSettings:
+        data = asdict(self)
+        data.update(changes)
+        data["adapters"] = [s if isinstance(s, AdapterSpec) else AdapterSpec(**s) for s in data["adapters"]]
+        return GenerationSettings(**data)

@@ -1,0 +1,64 @@
+"""Output size: from the condition (short edge or pixel budget) or explicit, rounded to what the
+base model and the adapters need, so any input size works.
+
+A UNet with `n` down blocks halves the latent `n - 1` times and the VAE divides by its scale
+factor, so the image side must be a multiple of `vae_scale_factor * 2 ** (n - 1)` (64 for SD1.x/2.x,
+32 for SDXL). A spatial adapter divides by its `total_downscale_factor` (64 for SD1.x adapters,
+32 for SDXL ones). The side must be a multiple of both.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def unet_multiple(vae_scale_factor: int, num_down_blocks: int) -> int:
+    return vae_scale_factor * 2 ** (num_down_blocks - 1)
+
+
+def required_multiple(vae_scale_factor: int, num_down_blocks: int, adapter_factors: list[int]) -> int:
+    """The smallest side length every size must be a multiple of."""
+    multiple = unet_multiple(vae_scale_factor, num_down_blocks)
+    for factor in adapter_factors:
+        multiple = math.lcm(multiple, int(factor))
+    return multiple
+
+
+def round_to_multiple(value: float, multiple: int) -> int:
+    """Nearest multiple (like the original's `round(x / 64) * 64`), at least one multiple."""
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def resolve_size(
+    multiple: int,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    condition_size: tuple[int, int] | None = None,
+    resize_short_edge: int | None = None,
+    max_resolution: int = 512 * 512,
+    default_side: int = 512,
+) -> tuple[int, int]:
+    """(width, height) of the output.
+
+    Explicit `width`/`height` win (one of them alone keeps the condition's aspect ratio). Otherwise
+    the condition's size is scaled so its short edge is `resize_short_edge`, or so it has
+    `max_resolution` pixels (the original inference scripts' rule), then rounded.
+    """
+    if width is not None and height is not None:
+        return round_to_multiple(width, multiple), round_to_multiple(height, multiple)
+    if condition_size is None:
+        if width is None and height is None:
+            return round_to_multiple(default_side, multiple), round_to_multiple(default_side, multiple)
+        side = width if width is not None else height
+        return round_to_multiple(side, multiple), round_to_multiple(side, multiple)
+    cond_width, cond_height = condition_size
+    if width is not None:
+        return round_to_multiple(width, multiple), round_to_multiple(width * cond_height / cond_width, multiple)
+    if height is not None:
+        return round_to_multiple(height * cond_width / cond_height, multiple), round_to_multiple(height, multiple)
+    if resize_short_edge is not None:
+        scale = resize_short_edge / min(cond_width, cond_height)
+    else:
+        scale = math.sqrt(max_resolution / (cond_width * cond_height))
+    return round_to_multiple(cond_width * scale, multiple), round_to_multiple(cond_height * scale, multiple)

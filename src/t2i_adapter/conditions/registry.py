@@ -69,7 +69,7 @@ class ConditionSpec:
 
     def __call__(self, image: Image.Image, **options: Any) -> Image.Image:
         """Run the preprocessor on `image`; returns an "L" or "RGB" image (see `channels`)."""
-        self._check_options(options)
+        options = self._check_options(options)
         source = image if image.mode == "RGB" else _to_rgb(image)
         result = self.fn(source, **options)
         if not isinstance(result, Image.Image):
@@ -80,14 +80,38 @@ class ConditionSpec:
             result = result.resize(image.size, Image.Resampling.BILINEAR)
         return result
 
-    def _check_options(self, options: dict[str, Any]) -> None:
+    def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Reject unknown option names; convert values to the type of the option's default."""
         parameters = inspect.signature(self.fn).parameters.values()
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-            return
+            return options
         valid = self.options
-        for key in options:
+        checked = {}
+        for key, value in options.items():
             if key not in valid:
-                raise UnknownNameError(f"option for condition '{self.name}'", key, valid or ["(none)"])
+                raise UnknownNameError(f"{self.name} option", key, valid or ["(none)"])
+            checked[key] = _coerce(self.name, key, value, valid[key])
+        return checked
+
+
+def _coerce(condition: str, key: str, value: Any, default: Any) -> Any:
+    """`value` as the type of `default` (bool, int or float); other defaults accept anything."""
+    kind = type(default)
+    if kind not in (bool, int, float) or type(value) is kind:
+        return value
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind is bool and isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    if kind is not bool and isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    expected = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+    raise T2IAdapterError(f"{condition} option {key}={value!r} must be {expected}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,16 +1,77 @@
-"""`t2i-adapter serve`: placeholder until its owner lands it (replace this whole file)."""
+"""`t2i-adapter serve`: the web UI (Gradio) on this machine only, unless `--host` says otherwise."""
 
 from __future__ import annotations
 
 import argparse
 
+from t2i_adapter.errors import T2IAdapterError
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("serve", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "serve",
+        help="start the web UI",
+        description="Start the web UI: condition previews, 1-4 adapter units, gallery, PNGs with parameters.",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)",
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    parser.add_argument(
+        "--model",
+        default="demo",
+        help="base model: 'demo', a diffusers folder, a checkpoint file or a hub id",
+    )
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="adapter offered in the page's lists (repeatable; default: the demo adapters with --model demo)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=20.0,
+        help="largest upload accepted, in megabytes (default 20); larger files are refused in the page",
+    )
+    parser.add_argument("--size", type=int, default=None, help="default width and height in the page")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="default number of sampling steps in the page"
+    )
+    parser.add_argument(
+        "--output-dir", default=None, help="where generated PNGs are kept (default: a new temporary folder)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from t2i_adapter.errors import T2IAdapterError
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise T2IAdapterError(
+            "the web UI needs Gradio; install it with: pip install 't2i-adapter[web]'"
+        ) from None
+    from t2i_adapter.interfaces.webui import build_app, launch_app
 
-    raise T2IAdapterError("'serve' is not available yet")
+    if args.max_upload_mb <= 0:
+        raise T2IAdapterError(f"--max-upload-mb must be positive, not {args.max_upload_mb:g}")
+    if not 0 < args.port < 65536:
+        raise T2IAdapterError(f"--port must be within 1..65535, not {args.port}")
+    from t2i_adapter.generation.api import ModelCache
+
+    app = build_app(
+        model=args.model,
+        cache=ModelCache(),
+        adapters=args.adapter,
+        output_dir=args.output_dir,
+        max_upload_mb=args.max_upload_mb,
+        default_size=args.size,
+        default_steps=args.steps,
+    )
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}: anyone who can reach this address can use the page")
+    launch_app(app, host=args.host, port=args.port)
+    return 0

@@ -1,0 +1,463 @@
+"""The Gradio page: layout and wiring only; what each button does lives in `handlers.py`.
+
+`build_app` makes one page bound to one base model and one `ModelCache` (passed in, so models load
+once per server, and nothing is kept in module globals); `launch_app` serves it on 127.0.0.1 unless
+told otherwise, with an upload limit and a queue that runs one generation at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.interfaces.webui import handlers
+from t2i_adapter.interfaces.webui.handlers import MAX_SEED, MAX_UNITS, Limits, UnitInput
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_MB = 20
+DEFAULT_SIZE = 512
+SIZE_STEP = 8
+IMAGE_FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"]
+
+# System fonts only: the default theme would fetch IBM Plex from Google Fonts, and this page
+# must work (and its tests must run) with no network at all.
+THEME = gr.themes.Default(
+    primary_hue="indigo",
+    font=["ui-sans-serif", "system-ui", "sans-serif"],
+    font_mono=["ui-monospace", "monospace"],
+)
+CSS = """
+#t2i-status { min-height: 1.5em; }
+.t2i-unit-images img { image-rendering: pixelated; }
+"""
+
+
+@dataclass
+class UnitComponents:
+    """The components of one adapter unit, in the order `UnitInput` lists its fields."""
+
+    enabled: gr.Checkbox
+    adapter: gr.Dropdown
+    source: gr.State
+    source_tabs: gr.Tabs
+    upload: gr.File
+    sketch: gr.Sketchpad
+    cond_type: gr.Dropdown
+    preview_button: gr.Button
+    picture: gr.Image
+    condition: gr.Image
+    weight: gr.Slider
+    start: gr.Slider
+    end: gr.Slider
+
+    def read(self, values: dict) -> UnitInput:
+        """This unit's values out of an event's `{component: value}` dict."""
+        return UnitInput(
+            enabled=bool(values[self.enabled]),
+            adapter=str(values[self.adapter] or ""),
+            source=values[self.source],
+            upload_path=values[self.upload],
+            sketch=values[self.sketch],
+            cond_type=values[self.cond_type] or "none",
+            weight=float(values[self.weight]),
+            start=float(values[self.start]),
+            end=float(values[self.end]),
+        )
+
+    def inputs(self) -> set:
+        return {
+            self.enabled,
+            self.adapter,
+            self.source,
+            self.upload,
+            self.sketch,
+            self.cond_type,
+            self.weight,
+            self.start,
+            self.end,
+        }
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Show a user's mistake as one line in the page (gr.Error); log and summarise anything else."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except T2IAdapterError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        except Exception as error:  # a bug: keep serving, say what broke in one line
+            logger.exception("web UI handler %s failed", fn.__name__)
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise gr.Error(f"internal error ({type(error).__name__}): {first_line}") from None
+
+    return wrapper
+
+
+def build_app(
+    model: str = "demo",
+    cache: Any = None,
+    *,
+    adapters: list[str] | None = None,
+    output_dir: str | Path | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    default_size: int | None = None,
+    default_steps: int | None = None,
+) -> gr.Blocks:
+    """The web page for generating with `model`; models are loaded through `cache` (one per server)."""
+    from t2i_adapter.conditions.registry import available_conditions
+
+    if cache is None:
+        from t2i_adapter.generation.api import ModelCache
+
+        cache = ModelCache()
+    output_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="t2i-adapter-webui-"))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    limits = Limits(max_bytes=int(max_upload_mb * 1024 * 1024))
+    adapter_choices = list(dict.fromkeys(adapters if adapters is not None else _default_adapters(model)))
+    conditions = available_conditions()
+    defaults = _settings_defaults()
+    size = int(default_size or defaults.get("width") or DEFAULT_SIZE)
+    schedulers = _scheduler_choices()
+
+    with gr.Blocks(title="T2I-Adapter", analytics_enabled=False) as app:
+        gr.Markdown(
+            f"## T2I-Adapter\nBase model **`{model}`**. Give each adapter unit a picture (upload or "
+            f"sketch), check its condition preview, then Generate. Uploads up to {max_upload_mb:g} MB."
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="t2i-prompt")
+                negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="t2i-negative")
+                with gr.Tabs():
+                    units = [_unit(n, adapter_choices, conditions) for n in range(1, MAX_UNITS + 1)]
+                with gr.Row():
+                    steps = gr.Slider(
+                        1,
+                        150,
+                        value=int(default_steps or defaults.get("steps") or 30),
+                        step=1,
+                        label="Steps",
+                        elem_id="t2i-steps",
+                    )
+                    guidance = gr.Slider(
+                        1.0,
+                        20.0,
+                        value=float(defaults.get("guidance_scale") or 7.5),
+                        step=0.5,
+                        label="Guidance scale",
+                        elem_id="t2i-guidance",
+                    )
+                with gr.Row():
+                    seed = gr.Number(
+                        label="Seed",
+                        value=int(defaults.get("seed") or 42),
+                        precision=0,
+                        minimum=0,
+                        maximum=MAX_SEED,
+                        elem_id="t2i-seed",
+                        scale=4,
+                    )
+                    dice = gr.Button("Random seed", elem_id="t2i-random-seed", scale=1)
+                with gr.Row():
+                    width = gr.Slider(
+                        64, 2048, value=size, step=SIZE_STEP, label="Width", elem_id="t2i-width"
+                    )
+                    height = gr.Slider(
+                        64, 2048, value=size, step=SIZE_STEP, label="Height", elem_id="t2i-height"
+                    )
+                    num_images = gr.Slider(1, 8, value=1, step=1, label="Images", elem_id="t2i-num-images")
+                scheduler = gr.Dropdown(
+                    schedulers,
+                    value=defaults.get("scheduler") if defaults.get("scheduler") in schedulers else None,
+                    label="Scheduler",
+                    visible=bool(schedulers),
+                    elem_id="t2i-scheduler",
+                )
+            with gr.Column(scale=4):
+                generate_button = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
+                status = gr.Markdown("", elem_id="t2i-status")
+                gallery = gr.Gallery(
+                    label="Images", columns=2, object_fit="contain", height="auto", elem_id="t2i-gallery"
+                )
+                downloads = gr.File(
+                    label="PNG files (parameters embedded)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="t2i-downloads",
+                )
+                with gr.Accordion("Load parameters from a PNG made here", open=True):
+                    parameters_png = gr.File(
+                        label="Drop a PNG", file_types=[".png"], type="filepath", elem_id="t2i-load-png"
+                    )
+
+        # ---- condition previews ------------------------------------------------------------
+        for unit in units:
+            preview = user_errors(
+                functools.partial(_preview, limits=limits),
+            )
+            preview_inputs = [unit.source, unit.upload, unit.sketch, unit.cond_type]
+            preview_outputs = [unit.picture, unit.condition]
+            for event in (unit.upload.change, unit.cond_type.change, unit.preview_button.click):
+                event(preview, preview_inputs, preview_outputs, concurrency_id="preview", concurrency_limit=4)
+            unit.sketch.change(
+                preview,
+                preview_inputs,
+                preview_outputs,
+                trigger_mode="always_last",
+                show_progress="hidden",
+                concurrency_id="preview",
+                concurrency_limit=4,
+            )
+
+        # ---- generation --------------------------------------------------------------------
+        fields = {
+            "prompt": prompt,
+            "negative_prompt": negative,
+            "steps": steps,
+            "guidance_scale": guidance,
+            "seed": seed,
+            "width": width,
+            "height": height,
+            "num_images": num_images,
+            "scheduler": scheduler,
+        }
+
+        @user_errors
+        def generate(values: dict, progress=gr.Progress()):  # noqa: B008 - Gradio reads the default
+            progress(0.0, "loading models")
+            output = handlers.run_generation(
+                model=model,
+                cache=cache,
+                output_dir=output_dir,
+                units=[unit.read(values) for unit in units],
+                limits=limits,
+                progress=progress,
+                **{name: values[component] for name, component in fields.items()},
+            )
+            paths = [str(path) for path in output.paths]
+            captions = [(path, f"seed {output.settings.seed} #{index}") for index, path in enumerate(paths)]
+            return captions, paths, output.status
+
+        generate_inputs = set(fields.values())
+        for unit in units:
+            generate_inputs |= unit.inputs()
+        generate_button.click(
+            generate,
+            generate_inputs,
+            [gallery, downloads, status],
+            concurrency_id="generate",
+            concurrency_limit=1,
+        )
+        dice.click(handlers.random_seed, None, seed, queue=False)
+
+        # ---- parameters back from a PNG ----------------------------------------------------
+        field_order = [prompt, negative, steps, guidance, seed, width, height, num_images, scheduler]
+        unit_order = []
+        for unit in units:
+            unit_order += [unit.enabled, unit.adapter, unit.cond_type, unit.weight, unit.start, unit.end]
+            unit_order += [unit.upload, unit.source, unit.source_tabs]
+
+        @user_errors
+        def load_parameters(path: str | None):
+            if not path:
+                return [gr.update()] * (len(field_order) + len(unit_order) + 1)
+            loaded = handlers.parameters_from_png(path, output_dir)
+            settings = loaded.settings
+            values: list[Any] = [
+                settings.prompt,
+                settings.negative_prompt,
+                settings.steps,
+                settings.guidance_scale,
+                settings.seed,
+                settings.width,
+                settings.height,
+                settings.num_images,
+                gr.update(value=getattr(settings, "scheduler", None)) if schedulers else gr.update(),
+            ]
+            for unit_input, cond_path in zip(loaded.units, loaded.condition_paths, strict=True):
+                values += [
+                    unit_input.enabled,
+                    unit_input.adapter,
+                    unit_input.cond_type,
+                    unit_input.weight,
+                    unit_input.start,
+                    unit_input.end,
+                ]
+                if cond_path:
+                    values += [cond_path, handlers.SOURCE_UPLOAD, gr.update(selected=handlers.SOURCE_UPLOAD)]
+                else:
+                    values += [gr.update(), gr.update(), gr.update()]
+            return [*values, loaded.message]
+
+        parameters_png.upload(load_parameters, parameters_png, [*field_order, *unit_order, status])
+
+    app.t2i_upload_limit_bytes = limits.max_bytes
+    app.t2i_output_dir = output_dir
+    return app
+
+
+def launch_app(
+    app: gr.Blocks,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    max_queue: int = 32,
+    prevent_thread_lock: bool = False,
+    quiet: bool = False,
+) -> tuple[Any, str, str]:
+    """Serve `app`: one generation at a time (others wait in the queue), uploads capped, no share link."""
+    app.queue(max_size=max_queue, default_concurrency_limit=1)
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        max_file_size=getattr(app, "t2i_upload_limit_bytes", DEFAULT_MAX_UPLOAD_MB * 1024 * 1024),
+        allowed_paths=[str(getattr(app, "t2i_output_dir", tempfile.gettempdir()))],
+        prevent_thread_lock=prevent_thread_lock,
+        quiet=quiet,
+        show_error=True,
+        ssr_mode=False,
+        mcp_server=False,
+        pwa=False,
+        enable_monitoring=False,
+        footer_links=[],
+        theme=THEME,
+        css=CSS,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> UnitComponents:
+    """One adapter unit's tab: adapter, picture (upload or sketch), preprocessor, preview, weights."""
+    first = number == 1
+    with gr.Tab(f"Adapter {number}", id=f"unit-{number}", elem_id=f"t2i-unit-{number}"):
+        with gr.Row():
+            enabled = gr.Checkbox(value=first, label="Use this unit", elem_id=f"t2i-unit-{number}-enabled")
+            adapter = gr.Dropdown(
+                adapter_choices,
+                value=adapter_choices[0] if adapter_choices and first else None,
+                allow_custom_value=True,
+                label="Adapter (demo name, folder or hub id)",
+                elem_id=f"t2i-unit-{number}-adapter",
+                scale=3,
+            )
+        source = gr.State(handlers.SOURCE_UPLOAD)
+        with gr.Tabs(selected=handlers.SOURCE_UPLOAD) as source_tabs:
+            with gr.Tab("Upload", id=handlers.SOURCE_UPLOAD) as upload_tab:
+                upload = gr.File(
+                    label="Condition image",
+                    height=140,
+                    file_types=IMAGE_FILE_TYPES,
+                    type="filepath",
+                    elem_id=f"t2i-unit-{number}-upload",
+                )
+            with gr.Tab("Sketch", id=handlers.SOURCE_SKETCH) as sketch_tab:
+                sketch = gr.Sketchpad(
+                    type="pil",
+                    image_mode="RGB",
+                    canvas_size=(512, 512),
+                    layers=False,
+                    brush=gr.Brush(colors=["#000000", "#ffffff"], default_size=6, color_mode="fixed"),
+                    label="Draw",
+                    elem_id=f"t2i-unit-{number}-sketch",
+                )
+        upload_tab.select(lambda: handlers.SOURCE_UPLOAD, None, source, queue=False)
+        sketch_tab.select(lambda: handlers.SOURCE_SKETCH, None, source, queue=False)
+        with gr.Row():
+            cond_type = gr.Dropdown(
+                conditions,
+                value="none" if "none" in conditions else None,
+                label="Preprocessor",
+                elem_id=f"t2i-unit-{number}-cond-type",
+                scale=3,
+            )
+            preview_button = gr.Button("Preview condition", elem_id=f"t2i-unit-{number}-preview", scale=1)
+        with gr.Row(elem_classes="t2i-unit-images"):
+            picture = gr.Image(
+                label="Picture", interactive=False, height=192, elem_id=f"t2i-unit-{number}-picture"
+            )
+            condition = gr.Image(
+                label="Condition (what the adapter sees)",
+                interactive=False,
+                height=192,
+                elem_id=f"t2i-unit-{number}-condition",
+            )
+        with gr.Row():
+            weight = gr.Slider(
+                0.0, 2.0, value=1.0, step=0.05, label="Weight", elem_id=f"t2i-unit-{number}-weight"
+            )
+            start = gr.Slider(
+                0.0, 1.0, value=0.0, step=0.05, label="Start", elem_id=f"t2i-unit-{number}-start"
+            )
+            end = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="End", elem_id=f"t2i-unit-{number}-end")
+    return UnitComponents(
+        enabled,
+        adapter,
+        source,
+        source_tabs,
+        upload,
+        sketch,
+        cond_type,
+        preview_button,
+        picture,
+        condition,
+        weight,
+        start,
+        end,
+    )
+
+
+def _preview(source: str, upload_path: str | None, sketch: Any, cond_type: str, *, limits: Limits):
+    return handlers.preview_condition(source, upload_path, sketch, cond_type, limits)
+
+
+def _default_adapters(model: str) -> list[str]:
+    """The packaged demo adapters when serving the demo model (and they are installed)."""
+    try:
+        from t2i_adapter.hub import is_demo_name
+    except ImportError:
+        return []
+    if not is_demo_name(model):
+        return []
+    return ["demo:sketch", "demo:depth", "demo:color"]
+
+
+def _settings_defaults() -> dict[str, Any]:
+    """Field defaults of `GenerationSettings` (steps, guidance, size, ...), where it declares them."""
+    import dataclasses
+
+    from t2i_adapter.generation.settings import GenerationSettings
+
+    if not dataclasses.is_dataclass(GenerationSettings):
+        return {}
+    return {
+        field.name: field.default
+        for field in dataclasses.fields(GenerationSettings)
+        if field.default is not dataclasses.MISSING
+    }
+
+
+def _scheduler_choices() -> list[str]:
+    try:
+        from t2i_adapter.generation import settings as settings_module
+    except ImportError:
+        return []
+    names = getattr(settings_module, "SCHEDULERS", None) or getattr(settings_module, "SCHEDULER_NAMES", None)
+    return sorted(names) if names else []

@@ -1,0 +1,341 @@
+"""What the web page does, as plain functions: no Gradio components, so tests call them directly.
+
+The page (`app.py`) only wires components to these functions. Each one takes plain values
+(file paths, PIL images, numbers), calls the same library functions as the CLI (`load_image`,
+`preprocess`, `generate`, `save_png`, `read_png_parameters`), and raises `T2IAdapterError`
+with a one-line message for anything the user caused; `app.py` turns those into `gr.Error`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.io.images import load_image, normalize_image
+
+MAX_UNITS = 4
+MAX_SEED = 2**32 - 1
+SOURCE_UPLOAD = "upload"
+SOURCE_SKETCH = "sketch"
+
+# A progress reporter as Gradio's `gr.Progress` is called: (fraction in [0, 1], description).
+ProgressFn = Callable[[float, str], Any]
+
+
+@dataclass
+class UnitInput:
+    """One adapter unit as the page holds it: which adapter, which picture, how strongly, when."""
+
+    enabled: bool = False
+    adapter: str = ""
+    source: str = SOURCE_UPLOAD  # which tab the picture comes from: "upload" or "sketch"
+    upload_path: str | None = None
+    sketch: Any = None  # gr.Sketchpad value: {"background", "layers", "composite"} or a PIL image
+    cond_type: str = "none"
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+
+@dataclass
+class Limits:
+    """What one upload may be: bytes on disk and decoded pixels (decompression bombs)."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 64 * 1024 * 1024
+
+
+@dataclass
+class GenerationOutput:
+    """What one Generate click produced: PNG paths (parameters embedded) and a status line."""
+
+    paths: list[Path] = field(default_factory=list)
+    status: str = ""
+    settings: Any = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Condition pictures
+# ---------------------------------------------------------------------------------------------
+
+
+def sketch_image(sketch: Any) -> Image.Image | None:
+    """The drawing on a sketchpad (its flattened composite), or None if nothing was drawn."""
+    if sketch is None:
+        return None
+    image = sketch.get("composite") if isinstance(sketch, dict) else sketch
+    if image is None:
+        return None
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    image = normalize_image(image, mode="RGB")
+    # An untouched canvas is one flat colour: treat it as "no sketch" rather than a blank condition.
+    low, high = image.convert("L").getextrema()
+    return None if low == high else image
+
+
+def source_image(
+    source: str, upload_path: str | None, sketch: Any, limits: Limits, *, unit: int = 1
+) -> Image.Image:
+    """The picture a unit's condition is made from: the uploaded file or the drawn sketch."""
+    if source == SOURCE_SKETCH:
+        image = sketch_image(sketch)
+        if image is None:
+            raise T2IAdapterError(f"unit {unit}: the sketch is empty; draw something or upload an image")
+        return image
+    if not upload_path:
+        raise T2IAdapterError(f"unit {unit}: no condition image; upload one or draw a sketch")
+    try:
+        return load_image(upload_path, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+    except InputFileError as error:
+        # Gradio stores uploads under a random temporary path: name the file the user knows.
+        raise InputFileError(Path(upload_path).name, error.problem) from None
+
+
+def preview_condition(
+    source: str, upload_path: str | None, sketch: Any, cond_type: str, limits: Limits
+) -> tuple[Image.Image | None, Image.Image | None]:
+    """(input picture, condition made from it by `cond_type`), or (None, None) if there is no picture."""
+    from t2i_adapter.conditions.registry import preprocess
+
+    if source == SOURCE_SKETCH:
+        picture = sketch_image(sketch)
+    elif upload_path:
+        picture = source_image(source, upload_path, sketch, limits)
+    else:
+        picture = None
+    if picture is None:
+        return None, None
+    return picture, preprocess(cond_type or "none", picture)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+# ---------------------------------------------------------------------------------------------
+
+
+def random_seed() -> int:
+    """A fresh seed for the seed box's dice button."""
+    return random.SystemRandom().randint(0, MAX_SEED)
+
+
+def build_settings(
+    *,
+    model: str,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    width: int,
+    height: int,
+    num_images: int,
+    scheduler: str | None,
+    units: list[UnitInput],
+    condition_paths: list[str],
+):
+    """A `GenerationSettings` from the page's fields; `condition_paths` names each enabled unit's picture."""
+    from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
+
+    enabled = [unit for unit in units if unit.enabled]
+    adapters = [
+        AdapterSpec(
+            adapter=unit.adapter.strip(),
+            cond=cond_path,
+            cond_type=unit.cond_type or "none",
+            weight=float(unit.weight),
+            start=float(unit.start),
+            end=float(unit.end),
+        )
+        for unit, cond_path in zip(enabled, condition_paths, strict=True)
+    ]
+    extra = {"scheduler": scheduler} if scheduler else {}
+    return GenerationSettings(
+        model=model,
+        prompt=prompt or "",
+        negative_prompt=negative_prompt or "",
+        adapters=adapters,
+        steps=int(steps),
+        guidance_scale=float(guidance_scale),
+        seed=int(seed),
+        num_images=int(num_images),
+        width=int(width),
+        height=int(height),
+        **extra,
+    )
+
+
+def check_units(units: list[UnitInput]) -> None:
+    """Refuse unit settings that cannot work, naming the unit, before any model is loaded."""
+    for number, unit in enumerate(units, start=1):
+        if not unit.enabled:
+            continue
+        if not unit.adapter.strip():
+            raise T2IAdapterError(f"unit {number}: choose an adapter (a demo name, a folder or a hub id)")
+        if not 0.0 <= unit.start < unit.end <= 1.0:
+            raise T2IAdapterError(
+                f"unit {number}: start ({unit.start:g}) must be below end ({unit.end:g}), both within 0..1"
+            )
+
+
+def run_generation(
+    *,
+    model: str,
+    cache: Any,
+    output_dir: Path,
+    prompt: str,
+    negative_prompt: str,
+    steps: int,
+    guidance_scale: float,
+    seed: int,
+    width: int,
+    height: int,
+    num_images: int,
+    scheduler: str | None,
+    units: list[UnitInput],
+    limits: Limits,
+    progress: ProgressFn | None = None,
+) -> GenerationOutput:
+    """Generate with the enabled units; save each image as a PNG with its parameters in `output_dir`."""
+    from t2i_adapter.generation.api import generate
+    from t2i_adapter.io.png import save_png
+
+    check_units(units)
+    run_dir = Path(output_dir) / time.strftime("%Y%m%d-%H%M%S") / f"{random.getrandbits(32):08x}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # Each unit's picture is kept next to the outputs, so the PNG's parameters name a real file
+    # and loading them back in this page can restore the condition too.
+    pictures: list[Image.Image] = []
+    condition_paths: list[str] = []
+    for number, unit in enumerate(units, start=1):
+        if not unit.enabled:
+            continue
+        picture = source_image(unit.source, unit.upload_path, unit.sketch, limits, unit=number)
+        path = run_dir / f"condition-{number}.png"
+        save_png(picture, path)
+        pictures.append(picture)
+        condition_paths.append(str(path))
+
+    settings = build_settings(
+        model=model,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        width=width,
+        height=height,
+        num_images=num_images,
+        scheduler=scheduler,
+        units=units,
+        condition_paths=condition_paths,
+    )
+    callback = _progress_callback(progress, int(steps)) if progress else None
+    started = time.monotonic()
+    result = generate(settings, condition_images=pictures or None, cache=cache, progress=callback)
+    elapsed = time.monotonic() - started
+
+    recorded = result.settings if result.settings is not None else settings
+    parameters = recorded.to_dict()
+    paths = []
+    for index, image in enumerate(result.images):
+        path = run_dir / f"{int(recorded.seed)}-{index}.png"
+        save_png(image, path, parameters)
+        paths.append(path)
+    count = len(paths)
+    status = (
+        f"{count} image{'s' if count != 1 else ''} {recorded.width}x{recorded.height}, "
+        f"seed {recorded.seed}, {recorded.steps} steps, {len(recorded.adapters)} adapter(s), "
+        f"{elapsed:.1f} s"
+    )
+    return GenerationOutput(paths=paths, status=status, settings=recorded)
+
+
+def _progress_callback(progress: ProgressFn, total_steps: int) -> Callable[..., None]:
+    """Turn generate()'s per-step reports into (fraction, text) calls on a Gradio progress bar."""
+
+    def report(*args: Any, **kwargs: Any) -> None:
+        step, total = _step_and_total(args, kwargs, total_steps)
+        total = max(int(total), 1)
+        progress(min(step / total, 1.0), f"sampling step {step}/{total}")
+
+    return report
+
+
+def _step_and_total(args: tuple, kwargs: dict, default_total: int) -> tuple[int, int]:
+    info = args[0] if len(args) == 1 and isinstance(args[0], dict) else kwargs
+    if info:
+        step = info.get("step", info.get("i", 0))
+        total = info.get("total", info.get("total_steps", default_total))
+        return int(step), int(total)
+    if len(args) >= 2:
+        return int(args[0]), int(args[1])
+    return (int(args[0]) if args else 0), default_total
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters read back from a PNG made here
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedParameters:
+    """The page fields a PNG's parameters fill in; `condition_paths[i]` is None when not on disk."""
+
+    settings: Any
+    units: list[UnitInput]
+    condition_paths: list[str | None]
+    message: str
+
+
+def parameters_from_png(path: str, output_dir: Path) -> LoadedParameters:
+    """Read the parameters `save_png` embedded; conditions are restored only from this page's outputs."""
+    from t2i_adapter.generation.settings import GenerationSettings
+    from t2i_adapter.io.png import read_png_parameters
+
+    name = Path(path).name
+    try:
+        parameters = read_png_parameters(path)
+    except InputFileError as error:
+        raise InputFileError(name, error.problem) from None
+    if not parameters:
+        raise InputFileError(name, "has no t2i-adapter parameters (it was not made by this tool)")
+    try:
+        settings = GenerationSettings.from_dict(parameters)
+    except T2IAdapterError as error:
+        raise InputFileError(name, f"parameters cannot be used: {error}") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputFileError(name, f"parameters cannot be used: {error}") from None
+
+    specs = list(settings.adapters)[:MAX_UNITS]
+    units = [UnitInput() for _ in range(MAX_UNITS)]
+    condition_paths: list[str | None] = [None] * MAX_UNITS
+    outputs = Path(output_dir).resolve()
+    for index, spec in enumerate(specs):
+        units[index] = UnitInput(
+            enabled=True,
+            adapter=str(spec.adapter),
+            cond_type=spec.cond_type or "none",
+            weight=float(spec.weight),
+            start=float(spec.start),
+            end=float(spec.end),
+        )
+        cond = Path(str(spec.cond)) if spec.cond else None
+        # Only files this page wrote: a PNG from elsewhere must not make the server read its paths.
+        if cond is not None and cond.resolve().is_relative_to(outputs) and cond.is_file():
+            condition_paths[index] = str(cond.resolve())
+    missing = sum(1 for spec, path in zip(specs, condition_paths, strict=False) if path is None)
+    message = f"loaded the parameters of {name}"
+    if len(settings.adapters) > MAX_UNITS:
+        message += f"; only the first {MAX_UNITS} of {len(settings.adapters)} adapters fit the page"
+    if missing:
+        message += f"; upload the condition image of {missing} unit(s) again"
+    return LoadedParameters(settings=settings, units=units, condition_paths=condition_paths, message=message)

@@ -1,0 +1,225 @@
+"""The web UI's handlers as plain functions: condition pictures, previews, limits, PNG parameters.
+
+The page itself (wiring, queue, upload limit, progress) is driven in a real browser in
+`test_webui_browser.py`; here each handler is called directly with the values Gradio would pass.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+pytest.importorskip("gradio")
+
+from t2i_adapter.errors import InputFileError, T2IAdapterError  # noqa: E402
+from t2i_adapter.interfaces.webui import handlers  # noqa: E402
+from t2i_adapter.interfaces.webui.handlers import Limits, UnitInput  # noqa: E402
+
+
+def bomb_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A PNG of a few hundred bytes whose header claims width x height pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    data = zlib.compress(b"\x00" * (width + 1) * 4)  # a few rows; the rest would be decoded lazily
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def drawing(size: int = 64) -> Image.Image:
+    image = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(image).rectangle(
+        [size // 4, size // 4, 3 * size // 4, 3 * size // 4], outline="black", width=3
+    )
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Condition pictures: upload or sketch
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sketch_image_reads_the_composite_and_treats_a_blank_canvas_as_no_sketch():
+    blank = {"background": None, "layers": [], "composite": Image.new("RGB", (32, 32), "white")}
+    assert handlers.sketch_image(blank) is None
+    assert handlers.sketch_image(None) is None
+    assert handlers.sketch_image({"composite": None}) is None
+
+    drawn = handlers.sketch_image(
+        {"background": None, "layers": [], "composite": drawing(48).convert("RGBA")}
+    )
+    assert drawn is not None and drawn.mode == "RGB" and drawn.size == (48, 48)
+    assert drawn.getpixel((12, 24)) == (0, 0, 0)  # the stroke survives
+
+
+def test_source_image_loads_the_upload_or_says_what_is_missing(tmp_path):
+    path = tmp_path / "cond.png"
+    drawing(40).save(path)
+    image = handlers.source_image("upload", str(path), None, Limits())
+    assert image.size == (40, 40) and image.mode == "RGB"
+
+    with pytest.raises(T2IAdapterError, match="unit 2: no condition image"):
+        handlers.source_image("upload", None, None, Limits(), unit=2)
+    with pytest.raises(T2IAdapterError, match="unit 3: the sketch is empty"):
+        handlers.source_image("sketch", str(path), {"composite": Image.new("RGB", (8, 8))}, Limits(), unit=3)
+
+
+def test_a_decompression_bomb_is_refused_with_one_line_naming_the_file(tmp_path):
+    bomb = bomb_png(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 10_000
+    with pytest.raises(InputFileError) as caught:
+        handlers.source_image("upload", str(bomb), None, Limits())
+    message = str(caught.value)
+    assert message.startswith("bomb.png: ")  # the name the user knows, not Gradio's temp path
+    assert "too large" in message and "\n" not in message
+
+
+def test_uploads_over_the_byte_limit_and_corrupt_files_are_refused(tmp_path):
+    big = tmp_path / "big.png"
+    Image.effect_noise((256, 256), 64).save(big)
+    with pytest.raises(InputFileError, match=r"big\.png: file is too large"):
+        handlers.source_image("upload", str(big), None, Limits(max_bytes=1000))
+
+    corrupt = tmp_path / "broken.jpg"
+    corrupt.write_bytes(b"this is not an image at all")
+    with pytest.raises(InputFileError, match=r"broken\.jpg: not an image"):
+        handlers.source_image("upload", str(corrupt), None, Limits())
+
+
+def test_preview_shows_the_picture_and_the_preprocessed_condition(tmp_path):
+    path = tmp_path / "cond.png"
+    drawing(64).save(path)
+
+    picture, condition = handlers.preview_condition("upload", str(path), None, "invert", Limits())
+    assert picture.size == condition.size == (64, 64)
+    # `invert` turns the black outline on white into white on black (what sketch adapters read).
+    assert picture.convert("L").getpixel((0, 0)) == 255
+    assert condition.convert("L").getpixel((0, 0)) == 0
+
+    sketch = {"composite": drawing(32)}
+    picture, condition = handlers.preview_condition("sketch", None, sketch, "none", Limits())
+    assert picture.size == (32, 32) and condition is not None
+
+    assert handlers.preview_condition("upload", None, None, "none", Limits()) == (None, None)
+    with pytest.raises(T2IAdapterError, match="unknown condition type 'nope'"):
+        handlers.preview_condition("upload", str(path), None, "nope", Limits())
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation settings from the page's fields
+# ---------------------------------------------------------------------------------------------
+
+
+def test_check_units_names_the_unit_at_fault():
+    handlers.check_units([UnitInput(enabled=True, adapter="demo:sketch"), UnitInput(enabled=False)])
+    with pytest.raises(T2IAdapterError, match="unit 2: choose an adapter"):
+        handlers.check_units([UnitInput(enabled=True, adapter="a"), UnitInput(enabled=True, adapter="  ")])
+    with pytest.raises(T2IAdapterError, match="unit 1: start \\(0.8\\) must be below end \\(0.5\\)"):
+        handlers.check_units([UnitInput(enabled=True, adapter="a", start=0.8, end=0.5)])
+
+
+def test_build_settings_keeps_only_enabled_units_in_order():
+    units = [
+        UnitInput(enabled=True, adapter=" demo:sketch ", cond_type="invert", weight=0.7, start=0.1, end=0.9),
+        UnitInput(enabled=False, adapter="ignored"),
+        UnitInput(enabled=True, adapter="demo:color", cond_type="color", weight=1.2),
+    ]
+    settings = handlers.build_settings(
+        model="demo", prompt="a cat", negative_prompt="", steps=2, guidance_scale=5.0, seed=7,
+        width=64, height=96, num_images=2, scheduler="euler", units=units,
+        condition_paths=["/tmp/a.png", "/tmp/b.png"],
+    )  # fmt: skip
+    assert [spec.adapter for spec in settings.adapters] == ["demo:sketch", "demo:color"]
+    first = settings.adapters[0]
+    assert (first.cond, first.cond_type, first.weight, first.start, first.end) == (
+        "/tmp/a.png", "invert", 0.7, 0.1, 0.9,
+    )  # fmt: skip
+    assert (settings.width, settings.height, settings.num_images, settings.seed) == (64, 96, 2, 7)
+    assert settings.scheduler == "euler"
+
+
+def test_random_seed_is_in_range_and_varies():
+    seeds = {handlers.random_seed() for _ in range(20)}
+    assert all(0 <= seed <= handlers.MAX_SEED for seed in seeds)
+    assert len(seeds) > 1
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "expected"),
+    [
+        ((3, 10), {}, (3, 10)),
+        (({"step": 4, "total": 8},), {}, (4, 8)),
+        ((), {"step": 5, "total_steps": 6}, (5, 6)),
+        ((2,), {}, (2, 20)),
+    ],
+)
+def test_progress_reports_become_fractions(args, kwargs, expected):
+    calls = []
+    report = handlers._progress_callback(lambda fraction, text: calls.append((fraction, text)), 20)
+    report(*args, **kwargs)
+    step, total = expected
+    assert calls == [(pytest.approx(step / total), f"sampling step {step}/{total}")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters back from a PNG
+# ---------------------------------------------------------------------------------------------
+
+
+def _saved_png(path: Path, settings) -> Path:
+    from t2i_adapter.io.png import save_png
+
+    return save_png(Image.new("RGB", (16, 16)), path, settings.to_dict())
+
+
+def test_parameters_from_png_fill_the_page_and_restore_conditions_made_here(tmp_path):
+    from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
+
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    kept = outputs / "condition-1.png"
+    drawing(16).save(kept)
+    elsewhere = tmp_path / "secret.png"
+    drawing(16).save(elsewhere)
+    settings = GenerationSettings(
+        model="demo", prompt="a red square", negative_prompt="blurry", steps=3, guidance_scale=4.5,
+        seed=1234, width=64, height=128, num_images=2, scheduler="euler_a",
+        adapters=[
+            AdapterSpec("demo:sketch", cond=str(kept), cond_type="invert", weight=0.5, start=0.2, end=0.8),
+            AdapterSpec("demo:color", cond=str(elsewhere), cond_type="color"),
+        ],
+    )  # fmt: skip
+    png = _saved_png(tmp_path / "made-here.png", settings)
+
+    loaded = handlers.parameters_from_png(str(png), outputs)
+    assert loaded.settings.to_dict() == settings.to_dict()
+    first, second, third, _ = loaded.units
+    assert (first.enabled, first.adapter, first.cond_type, first.weight, first.start, first.end) == (
+        True, "demo:sketch", "invert", 0.5, 0.2, 0.8,
+    )  # fmt: skip
+    assert (second.enabled, second.adapter, second.cond_type) == (True, "demo:color", "color")
+    assert not third.enabled
+    # The page's own output is restored; a path outside it is never read on a PNG's say-so.
+    assert loaded.condition_paths[0] == str(kept.resolve())
+    assert loaded.condition_paths[1] is None
+    assert "upload the condition image of 1 unit(s) again" in loaded.message
+
+
+def test_parameters_from_a_png_made_elsewhere_are_refused_clearly(tmp_path):
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    with pytest.raises(InputFileError, match=r"plain\.png: has no t2i-adapter parameters"):
+        handlers.parameters_from_png(str(plain), tmp_path)
+
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(InputFileError, match=r"^junk\.png: "):
+        handlers.parameters_from_png(str(junk), tmp_path)

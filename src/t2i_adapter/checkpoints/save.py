@@ -1,0 +1,140 @@
+"""`save_adapter` / `convert_adapter`: write an adapter in the diffusers or the original layout.
+
+The diffusers layout is a folder (`config.json` + `diffusion_pytorch_model.safetensors`) that
+diffusers' `T2IAdapter.from_pretrained` reads; the original layout is one `.pth` or
+`.safetensors` file with TencentARC key names, what ComfyUI and the A1111 extension read. Our
+safetensors files also carry the config in their metadata, so they load back exactly. Every
+write is atomic: a failure leaves the destination as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import tempfile
+from os import PathLike
+from pathlib import Path
+
+import torch
+from diffusers import T2IAdapter
+from torch import nn
+
+from t2i_adapter.adapters import describe_spatial_adapter
+from t2i_adapter.adapters.kinds import SPATIAL_KINDS
+from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
+from t2i_adapter.checkpoints.layout import LAYOUTS, ORIGINAL, from_module_layout
+from t2i_adapter.checkpoints.load import load_adapter
+from t2i_adapter.checkpoints.read import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
+from t2i_adapter.errors import InputFileError, ModelMismatchError, UnknownNameError
+from t2i_adapter.io.atomic import atomic_path
+
+
+def _kind_and_config(adapter: nn.Module) -> tuple[str, dict]:
+    if isinstance(adapter, T2IAdapter) and not hasattr(adapter, "adapter_kind"):
+        describe_spatial_adapter(adapter)  # a plain diffusers adapter made elsewhere
+    kind = getattr(adapter, "adapter_kind", None)
+    if kind is None or not hasattr(adapter, "config"):
+        raise ModelMismatchError(f"cannot save a {type(adapter).__name__}: not an adapter from this package")
+    return kind, {key: value for key, value in dict(adapter.config).items() if not key.startswith("_")}
+
+
+def original_state_dict(adapter: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The adapter's weights under the original TencentARC key names, plus metadata for safetensors."""
+    kind, config = _kind_and_config(adapter)
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in adapter.state_dict().items()}
+    converted = from_module_layout(tensors, kind, ORIGINAL, int(config.get("num_res_blocks", 0)))
+    metadata = {"format": "pt", META_KIND: kind, META_CONFIG: json.dumps(config)}
+    return converted, metadata
+
+
+def _check_destination(dest: Path, overwrite: bool) -> None:
+    if dest.exists() and not overwrite:
+        raise InputFileError(dest, "already exists (pass overwrite=True / --overwrite to replace it)")
+
+
+def _save_original(adapter: nn.Module, dest: Path) -> None:
+    suffix = dest.suffix.lower()
+    if suffix not in (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES):
+        raise InputFileError(dest, "the original layout is one file: name it .safetensors or .pth")
+    if dest.is_dir():
+        raise InputFileError(dest, "is a folder; the original layout is one .safetensors or .pth file")
+    state_dict, metadata = original_state_dict(adapter)
+    with atomic_path(dest) as temp:
+        if suffix == SAFETENSORS_SUFFIX:
+            from safetensors.torch import save_file
+
+            save_file(state_dict, str(temp), metadata=metadata)
+        else:
+            torch.save(state_dict, temp)
+
+
+def _save_diffusers(adapter: nn.Module, dest: Path) -> None:
+    if dest.exists() and not dest.is_dir():
+        raise InputFileError(dest, "is a file; the diffusers layout is a folder")
+    _kind_and_config(adapter)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as error:
+        raise InputFileError(dest, f"cannot write: {error.strerror or error}") from None
+    old = None
+    try:
+        adapter.save_pretrained(temp, safe_serialization=True)
+        if dest.exists():
+            # Swap folders with two renames so a crash never leaves a half-written folder at `dest`.
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+        os.replace(temp, dest)
+    except OSError as error:
+        if old is not None and not dest.exists():
+            os.replace(old / dest.name, dest)
+        raise InputFileError(dest, f"cannot write: {error.strerror or error}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(temp, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def save_adapter(
+    adapter: nn.Module,
+    dest: str | PathLike,
+    layout: str = "diffusers",
+    *,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write `adapter` to `dest` in the `diffusers` (folder) or `original` (one file) layout."""
+    if layout not in LAYOUTS:
+        raise UnknownNameError("layout", layout, LAYOUTS)
+    dest = Path(dest).expanduser()
+    _check_destination(dest, overwrite)
+    if dtype is not None:
+        adapter = nn.Module.to(copy.deepcopy(adapter), dtype=dtype)
+    if getattr(adapter, "adapter_kind", None) in SPATIAL_KINDS or isinstance(adapter, T2IAdapter):
+        describe_spatial_adapter(adapter)
+    if layout == ORIGINAL:
+        _save_original(adapter, dest)
+    else:
+        _save_diffusers(adapter, dest)
+    return dest
+
+
+def convert_adapter(
+    src: str | PathLike,
+    dest: str | PathLike,
+    to: str,
+    *,
+    kind: str | None = None,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, nn.Module]:
+    """Load any adapter checkpoint and write it in the `to` layout; returns (dest, adapter)."""
+    if to not in LAYOUTS:
+        raise UnknownNameError("layout", to, LAYOUTS)
+    _check_destination(Path(dest).expanduser(), overwrite)
+    adapter = load_adapter(src, kind)
+    return save_adapter(adapter, dest, to, dtype=dtype, overwrite=overwrite), adapter

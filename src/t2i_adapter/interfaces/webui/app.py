@@ -183,6 +183,7 @@ def build_app(
                     schedulers,
                     value=defaults.get("scheduler") if defaults.get("scheduler") in schedulers else None,
                     label="Scheduler",
+                    allow_custom_value=True,
                     visible=bool(schedulers),
                     elem_id="t2i-scheduler",
                 )
@@ -455,9 +456,7 @@ def _settings_defaults() -> dict[str, Any]:
 
 
 def _scheduler_choices() -> list[str]:
-    try:
-        from t2i_adapter.generation import settings as settings_module
-    except ImportError:
-        return []
-    names = getattr(settings_module, "SCHEDULERS", None) or getattr(settings_module, "SCHEDULER_NAMES", None)
-    return sorted(names) if names else []
+    """The short scheduler names generation knows (`ddim`, `euler_a`, `dpm++_2m_karras`, ...)."""
+    from t2i_adapter.generation.schedulers import available_schedulers
+
+    return available_schedulers()

@@ -227,6 +227,12 @@ def test_truncated_image(tmp_path, fmt):
     assert str(path) in str(caught.value)
 
 
+def test_formats_outside_the_allowlist_are_refused(tmp_path):
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    assert_refused(write(tmp_path, "drawing.eps", eps), "not an image")
+    assert_refused(write(tmp_path, "x.xbm", encoded(Image.new("1", (8, 8)), "XBM")), "not an image")
+
+
 def test_garbage_after_png_signature(tmp_path):
     path = write(tmp_path, "broken.png", b"\x89PNG\r\n\x1a\n" + os.urandom(200))
     with pytest.raises(InputFileError, match="broken.png"):

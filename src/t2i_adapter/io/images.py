@@ -13,6 +13,9 @@ Awkward but valid inputs and what they become:
   in [0, 1] are scaled by 255, others are clipped to 0..255.
 * 1-bit images become 0/255; animated GIF/WebP/PNG give their first frame.
 
+Only the formats in `IMAGE_FORMATS` are decoded (PNG, JPEG, GIF, WebP, BMP, TIFF, ...); others
+Pillow knows (EPS, which would run Ghostscript, WMF, FITS, ...) are refused as "not an image".
+
 Decompression bombs are refused from the header, before any pixel is decoded: an image with more
 than `max_pixels` pixels (default 64 MP) raises. Pillow's own global limit
 (`PIL.Image.MAX_IMAGE_PIXELS`) is never changed here; its warning is silenced only for the
@@ -36,6 +39,24 @@ from t2i_adapter.errors import InputFileError
 
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 WHITE = (255, 255, 255)
+
+# Formats we decode. Pillow can open more, but some (EPS runs Ghostscript, WMF, FITS, ...) are
+# not images a user means as a condition and widen what an untrusted upload can reach.
+IMAGE_FORMATS = (
+    "PNG",
+    "JPEG",
+    "GIF",
+    "WEBP",
+    "BMP",
+    "DIB",
+    "TIFF",
+    "PPM",
+    "TGA",
+    "ICO",
+    "QOI",
+    "AVIF",
+    "JPEG2000",
+)
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I;16S"}
 
@@ -121,7 +142,7 @@ def _decode(
             # Our own (smaller) limit is checked below from the header; Pillow's warning would
             # only be noise. Its DecompressionBombError (2x its limit) is still raised.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(stream)
+            opened = Image.open(stream, formats=_decodable_formats())
     except Image.DecompressionBombError:
         raise InputFileError(name, "image is too large (decompression bomb protection)") from None
     except UnidentifiedImageError:
@@ -148,6 +169,11 @@ def _decode(
             raise
         except Exception as error:  # truncated data, bad checksums, broken compression streams
             raise InputFileError(name, f"truncated or corrupt image data ({_describe(error)})") from None
+
+
+def _decodable_formats() -> list[str]:
+    Image.init()
+    return [name for name in IMAGE_FORMATS if name in Image.OPEN]
 
 
 def _describe(error: Exception) -> str:

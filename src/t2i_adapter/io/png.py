@@ -19,6 +19,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from t2i_adapter.errors import InputFileError
 from t2i_adapter.io.atomic import atomic_write
+from t2i_adapter.io.images import DEFAULT_MAX_PIXELS
 
 PARAMETERS_KEY = "t2i-adapter"
 SUMMARY_KEY = "parameters"
@@ -46,10 +47,10 @@ def read_png_parameters(source: str | PathLike | Image.Image) -> dict[str, Any] 
     if not path.is_file():
         raise InputFileError(path, "no such file" if not path.exists() else "is a folder, not an image file")
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=["PNG"]) as image:
             raw = _text_chunk(image)
     except UnidentifiedImageError:
-        raise InputFileError(path, "not an image, or a format that cannot be read") from None
+        raise InputFileError(path, "not a PNG file") from None
     except Exception as error:  # truncated or corrupt files raise many kinds inside Pillow
         raise InputFileError(path, f"cannot read its text chunks ({type(error).__name__}: {error})") from None
     return _parse(raw, str(path))
@@ -80,8 +81,9 @@ def parameters_summary(parameters: dict[str, Any]) -> str:
 
 def _text_chunk(image: Image.Image) -> str | None:
     value = image.info.get(PARAMETERS_KEY)
-    if value is None and hasattr(image, "text"):
-        value = image.text.get(PARAMETERS_KEY)  # chunks after the image data need a full read
+    small = image.width * image.height <= DEFAULT_MAX_PIXELS
+    if value is None and small and hasattr(image, "text"):
+        value = image.text.get(PARAMETERS_KEY)  # chunks after the image data need a full decode
     return None if value is None else str(value)
 
 

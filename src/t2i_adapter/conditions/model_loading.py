@@ -1,0 +1,276 @@
+"""Loading the networks behind model-based preprocessors: once per process, from the hub or disk.
+
+Every model-based preprocessor (depth, pose, learned edges, segmentation, CLIP-vision style)
+goes through `load_pretrained` (a transformers model + its image processor) or `load_cached`
+(anything else, e.g. a plain state dict). Both cache per (source, kind, device, dtype), so a
+model is loaded once per process however many images are processed; `free_models()` drops them.
+
+Weights come from a local folder (`--cond-model PATH`, option `model=PATH`) or a hub id through
+huggingface_hub, so its cache (`HF_HOME`) and offline mode (`HF_HUB_OFFLINE=1`) apply. A model
+that cannot be had is a `MissingWeightsError` naming it and saying how to provide it.
+
+`bounded` / `restore_size` keep the resolution a model sees bounded (`detect_resolution`): a
+large photo is shrunk before the network and its condition map is scaled back to the photo size.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from PIL import Image
+
+from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError
+
+T = TypeVar("T")
+
+DEFAULT_DETECT_RESOLUTION = 512
+MAX_DETECT_RESOLUTION = 4096
+# Weights and the small JSON/text files transformers reads; `.bin` only when a repo has no
+# safetensors, so a download never fetches the same weights twice.
+_HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+_HUB_FALLBACK_PATTERNS = ["*.bin"]
+
+_cache: dict[tuple[str, ...], Any] = {}
+_lock = threading.RLock()
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A transformers model in eval mode with the image processor that prepares its input."""
+
+    model: Any
+    processor: Any
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and resolution
+# ---------------------------------------------------------------------------------------------
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` as given, else CUDA when available, else Apple MPS, else CPU."""
+    if device is not None and str(device) != "auto":
+        try:
+            return torch.device(device)
+        except RuntimeError as error:
+            raise T2IAdapterError(f"unknown device '{device}' ({error})") from error
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def check_detect_resolution(detect_resolution: int) -> int:
+    """The detect resolution as an int in [64, MAX_DETECT_RESOLUTION], else a user error."""
+    try:
+        value = int(detect_resolution)
+    except (TypeError, ValueError) as error:
+        raise T2IAdapterError(
+            f"detect_resolution must be a whole number, not {detect_resolution!r}"
+        ) from error
+    if not 64 <= value <= MAX_DETECT_RESOLUTION:
+        raise T2IAdapterError(
+            f"detect_resolution={value} is out of range [64, {MAX_DETECT_RESOLUTION}] (pixels, longer side)"
+        )
+    return value
+
+
+def bounded(image: Image.Image, detect_resolution: int) -> Image.Image:
+    """`image` shrunk (aspect kept) so its longer side is at most `detect_resolution`; never enlarged."""
+    limit = check_detect_resolution(detect_resolution)
+    width, height = image.size
+    longer = max(width, height)
+    if longer <= limit:
+        return image
+    scale = limit / longer
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def restore_size(
+    condition: Image.Image,
+    size: tuple[int, int],
+    resample: Image.Resampling = Image.Resampling.BILINEAR,
+) -> Image.Image:
+    """A condition map computed at detect resolution, scaled back to the photo's `size`."""
+    if condition.size == tuple(size):
+        return condition
+    return condition.resize(tuple(size), resample)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding weights
+# ---------------------------------------------------------------------------------------------
+
+
+def _missing_message(what: str, name: str, reason: str) -> str:
+    return (
+        f"could not get the {what} model '{name}' ({reason}); download it once with network access "
+        f"(it is kept in the Hugging Face cache under HF_HOME, then HF_HUB_OFFLINE=1 works), or pass "
+        f"a local copy with --cond-model PATH (option model=PATH)"
+    )
+
+
+def _first_line(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown reason"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def resolve_model_folder(name_or_path: str, *, what: str) -> Path:
+    """A local model folder as it is; a hub id downloaded (weights + configs) through the cache."""
+    path = Path(str(name_or_path)).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputFileError(path, f"a {what} model must be a folder with config.json and weights")
+        return path
+    name = str(name_or_path)
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") != 1:
+        raise MissingWeightsError(
+            f"{name}: no such folder, and not a hub id of the form owner/name ({what} model; "
+            f"pass a local copy with --cond-model PATH)"
+        )
+    folder = _snapshot(name, what=what, patterns=_HUB_PATTERNS)
+    if not any(folder.glob("*.safetensors")):
+        folder = _snapshot(name, what=what, patterns=_HUB_PATTERNS + _HUB_FALLBACK_PATTERNS)
+    return folder
+
+
+def resolve_model_file(name_or_path: str, *, what: str) -> Path:
+    """A local weights file as it is; `owner/repo/file.pth` downloaded through the cache."""
+    from t2i_adapter.hub import download_file, split_hub_file
+
+    path = Path(str(name_or_path)).expanduser()
+    if path.is_file():
+        return path
+    if path.exists():
+        raise InputFileError(path, f"the {what} model must be a weights file, not a folder")
+    hub_file = split_hub_file(str(name_or_path))
+    if hub_file is None or str(name_or_path).startswith((".", "/", "~")):
+        raise MissingWeightsError(
+            f"{name_or_path}: no such file, and not a hub file of the form owner/repo/file ({what} "
+            f"model; pass a local copy with --cond-model PATH)"
+        )
+    try:
+        return download_file(*hub_file, what=f"{what} model")
+    except MissingWeightsError as error:
+        raise MissingWeightsError(
+            _missing_message(what, str(name_or_path), _first_line(error.__cause__))
+        ) from error
+
+
+def _snapshot(repo_id: str, *, what: str, patterns: list[str]) -> Path:
+    from t2i_adapter.hub import download_snapshot
+
+    try:
+        return download_snapshot(repo_id, what=f"{what} model", allow_patterns=patterns)
+    except MissingWeightsError as error:
+        raise MissingWeightsError(_missing_message(what, repo_id, _first_line(error.__cause__))) from error
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-process cache
+# ---------------------------------------------------------------------------------------------
+
+
+def load_cached(key: tuple[str, ...], factory: Callable[[], T]) -> T:
+    """The object cached under `key`, made once by `factory()` (thread-safe)."""
+    with _lock:
+        if key not in _cache:
+            _cache[key] = factory()
+        return _cache[key]
+
+
+def cached_keys() -> list[tuple[str, ...]]:
+    """The keys of the models loaded in this process (for tests and diagnostics)."""
+    with _lock:
+        return list(_cache)
+
+
+def free_models() -> int:
+    """Drop every cached preprocessor model and return accelerator memory; returns how many."""
+    with _lock:
+        count = len(_cache)
+        _cache.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return count
+
+
+def release_memory(device: torch.device) -> None:
+    """Hand the accelerator's unused cached blocks back after a forward pass (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def load_pretrained(
+    name_or_path: str,
+    model_class: Any,
+    *,
+    what: str,
+    processor_class: Any = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> PretrainedModel:
+    """A transformers `model_class` + image processor from a folder or hub id, loaded once per process."""
+    target = pick_device(device)
+    key = (str(name_or_path), model_class.__name__, str(target), str(dtype))
+    return load_cached(
+        key, lambda: _load_pretrained(name_or_path, model_class, processor_class, what, target, dtype)
+    )
+
+
+def _load_pretrained(
+    name_or_path: str,
+    model_class: Any,
+    processor_class: Any,
+    what: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> PretrainedModel:
+    folder = resolve_model_folder(name_or_path, what=what)
+    try:
+        model = model_class.from_pretrained(folder, dtype=dtype)
+        processor = load_image_processor(folder, processor_class)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputFileError(
+            name_or_path, f"not a usable {what} model for {model_class.__name__} ({_first_line(error)})"
+        ) from error
+    model.eval().requires_grad_(False).to(device)
+    return PretrainedModel(
+        model=model, processor=processor, source=str(name_or_path), device=device, dtype=dtype
+    )
+
+
+def load_image_processor(folder: str | Path, processor_class: Any = None) -> Any:
+    """The image processor saved with a model, on the Pillow backend when torchvision is absent."""
+    from transformers import AutoImageProcessor
+
+    cls = processor_class or AutoImageProcessor
+    return cls.from_pretrained(folder, **_backend_kwargs(cls))
+
+
+def _backend_kwargs(cls: Any) -> dict[str, str]:
+    # transformers 5 prefers torchvision-based processors and warns when falling back; asking for
+    # the Pillow backend directly keeps CPU-only installs (no torchvision wheel) quiet and equal.
+    from transformers import AutoImageProcessor
+
+    if cls is not AutoImageProcessor:
+        return {}
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return {"backend": "pil"}
+    return {}

@@ -1,0 +1,221 @@
+"""Model-based preprocessors on tiny random networks built in code (no downloads).
+
+Each network is saved with `save_pretrained` to a temporary folder that stands in for the hub;
+a fake Hugging Face cache checks the hub path in offline mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from t2i_adapter.conditions import model_loading
+from t2i_adapter.conditions.registry import get_preprocessor, preprocess
+from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError
+
+# ---------------------------------------------------------------------------------------------
+# Tiny networks, saved once per test session
+# ---------------------------------------------------------------------------------------------
+
+
+def _photo(width: int = 70, height: int = 50, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), mode="RGB")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_cache():
+    model_loading.free_models()
+    yield
+    model_loading.free_models()
+
+
+@pytest.fixture(scope="session")
+def tiny_dpt(tmp_path_factory) -> str:
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(0)
+    config = DPTConfig(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=16,
+        backbone_out_indices=[0, 1, 2, 3],
+        neck_hidden_sizes=[16, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        initializer_range=0.2,  # the default 0.02 makes a tiny random DPT predict a flat map
+    )
+    folder = tmp_path_factory.mktemp("tiny-dpt")
+    DPTForDepthEstimation(config).save_pretrained(folder)
+    # DPT-Hybrid MiDaS resizes to a fixed square, like this one
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_depth_anything(tmp_path_factory) -> str:
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=28,
+        patch_size=14,
+        out_indices=[1, 2],
+        reshape_hidden_states=False,
+        apply_layernorm=True,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        patch_size=14,
+        neck_hidden_sizes=[8, 16],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        reassemble_factors=[2, 1],
+    )
+    folder = tmp_path_factory.mktemp("tiny-depth-anything")
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    processor = DPTImageProcessor(
+        size={"height": 28, "width": 28}, keep_aspect_ratio=True, ensure_multiple_of=14, do_pad=False
+    )
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def _fake_hub_cache(root, repo_id: str, source_folder: str) -> None:
+    """Lay `source_folder` out as huggingface_hub's cache holds a downloaded snapshot of `repo_id`."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(source_folder, repo / "snapshots" / commit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, caching, resolution bounds
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bounded_shrinks_long_side_and_never_enlarges():
+    big = Image.new("RGB", (1000, 400))
+    small = model_loading.bounded(big, 256)
+    assert small.size == (256, 102)
+    tiny = Image.new("RGB", (30, 20))
+    assert model_loading.bounded(tiny, 256) is tiny
+    with pytest.raises(T2IAdapterError, match="detect_resolution"):
+        model_loading.bounded(big, 10)
+
+
+def test_missing_hub_model_is_a_clear_error_offline():
+    with pytest.raises(MissingWeightsError) as info:
+        preprocess("depth", _photo(), model="nobody-here/no-such-depth-model")
+    message = str(info.value)
+    assert "nobody-here/no-such-depth-model" in message
+    assert "HF_HOME" in message and "--cond-model" in message
+    assert "\n" not in message
+
+
+def test_missing_local_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(MissingWeightsError, match="no such folder"):
+        preprocess("depth", _photo(), model=str(tmp_path / "absent"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputFileError, match="not a usable depth model"):
+        preprocess("depth", _photo(), model=str(tmp_path / "empty"))
+
+
+def test_hub_id_resolves_from_the_cache_offline(tmp_path, tiny_dpt, monkeypatch):
+    import huggingface_hub.constants
+
+    _fake_hub_cache(tmp_path, "tiny-org/tiny-dpt", tiny_dpt)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    from_hub = np.asarray(preprocess("depth", _photo(), model="tiny-org/tiny-dpt"))
+    from_disk = np.asarray(preprocess("depth", _photo(), model=tiny_dpt))
+    np.testing.assert_array_equal(from_hub, from_disk)
+
+
+def test_models_load_once_per_process_and_free(tiny_dpt):
+    preprocess("depth", _photo(seed=1), model=tiny_dpt)
+    preprocess("depth", _photo(seed=2), model=tiny_dpt)
+    keys = model_loading.cached_keys()
+    assert len(keys) == 1 and keys[0][0] == tiny_dpt
+    assert model_loading.free_models() == 1
+    assert model_loading.cached_keys() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Depth
+# ---------------------------------------------------------------------------------------------
+
+
+def test_depth_registry_wiring():
+    spec = get_preprocessor("midas")
+    assert spec.name == "depth" and spec.channels == 3 and spec.needs_weights
+    assert {"model", "detect_resolution", "device"} <= set(spec.options)
+    assert get_preprocessor("depth-anything").channels == 3
+
+
+@pytest.mark.parametrize("name, fixture", [("depth", "tiny_dpt"), ("depth_anything", "tiny_depth_anything")])
+def test_depth_is_normalised_three_equal_channels_at_input_size(name, fixture, request):
+    folder = request.getfixturevalue(fixture)
+    photo = _photo(70, 50)
+    result = preprocess(name, photo, model=folder)
+    array = np.asarray(result)
+    assert result.mode == "RGB" and result.size == photo.size
+    assert array[..., 0].min() == 0 and array[..., 0].max() == 255  # min-max normalised
+    np.testing.assert_array_equal(array[..., 0], array[..., 1])
+    np.testing.assert_array_equal(array[..., 0], array[..., 2])
+    again = np.asarray(preprocess(name, photo, model=folder))
+    np.testing.assert_array_equal(array, again)
+
+
+def test_depth_runs_at_detect_resolution_and_returns_full_size(tiny_dpt, monkeypatch):
+    from t2i_adapter.conditions import depth
+
+    seen = []
+    original = depth.estimate_depth
+    monkeypatch.setattr(
+        depth, "estimate_depth", lambda loaded, image: seen.append(image.size) or original(loaded, image)
+    )
+    photo = _photo(900, 300)
+    result = preprocess("depth", photo, model=tiny_dpt, detect_resolution=128)
+    assert seen == [(128, 43)]
+    assert result.size == (900, 300)
+
+
+def test_metric_depth_is_inverted_so_near_is_bright(monkeypatch):
+    from t2i_adapter.conditions import depth
+
+    class MetricModel:
+        config = type("Config", (), {"model_type": "zoedepth"})()
+
+        def __call__(self, pixel_values):
+            return None
+
+    far_right = np.tile(np.linspace(1.0, 10.0, 8, dtype=np.float32), (4, 1))  # metres, growing rightwards
+    monkeypatch.setattr(depth, "_post_process", lambda processor, outputs, size: torch.from_numpy(far_right))
+    loaded = model_loading.PretrainedModel(
+        model=MetricModel(),
+        processor=lambda images, return_tensors: {"pixel_values": torch.zeros(1, 3, 4, 8)},
+        source="fake",
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
+    result = depth.estimate_depth(loaded, Image.new("RGB", (8, 4)))
+    assert result[0, 0] == 1.0 and result[0, -1] == 0.0  # near (1 m) bright, far (10 m) dark
+    assert depth.normalise(np.ones((3, 3))).max() == 0.0

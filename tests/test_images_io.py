@@ -78,6 +78,12 @@ def test_cmyk_becomes_rgb(tmp_path, fmt):
     assert red > 200 and green < 60 and blue < 60
 
 
+def test_lab_tiff_is_converted_as_colour_not_reinterpreted(tmp_path):
+    black = Image.new("LAB", (4, 4), (0, 128, 128))  # L*=0, neutral a*, b*
+    loaded = load_image(write(tmp_path, "lab.tif", encoded(black, "TIFF")))
+    assert np.asarray(loaded).max() <= 5
+
+
 def test_rgba_is_composited_on_white(tmp_path):
     rgba = Image.new("RGBA", (4, 2), (0, 0, 0, 0))
     rgba.putpixel((1, 0), (10, 20, 30, 255))
@@ -177,6 +183,8 @@ def test_grey_mode_is_kept_when_asked(tmp_path):
 
 def test_normalize_image_on_open_images():
     assert normalize_image(Image.new("LA", (2, 2), (0, 0))).getpixel((0, 0)) == (255, 255, 255)
+    assert normalize_image(Image.new("La", (2, 2), (0, 0))).getpixel((0, 0)) == (255, 255, 255)
+    assert normalize_image(Image.new("HSV", (2, 2), (0, 0, 255))).getpixel((0, 0)) == (255, 255, 255)
     with pytest.raises(ValueError):
         normalize_image(Image.new("RGB", (1, 1)), mode="CMYK")
 
@@ -311,6 +319,8 @@ def test_png_without_parameters(tmp_path):
 
 
 def test_read_parameters_of_bad_files(tmp_path):
+    with pytest.raises(InputFileError, match="photo.jpg: not a PNG"):
+        read_png_parameters(write(tmp_path, "photo.jpg", encoded(Image.new("RGB", (4, 4)), "JPEG")))
     with pytest.raises(InputFileError, match="no such file"):
         read_png_parameters(tmp_path / "missing.png")
     with pytest.raises(InputFileError, match="junk.png"):

@@ -6,7 +6,8 @@ Awkward but valid inputs and what they become:
 * Transparency (RGBA, LA, PA, palette or L/RGB with a transparent colour) is composited onto a
   `background` colour, white by default: a drawing on a transparent canvas becomes a drawing on
   white paper, which the `invert`/`scribble` preprocessors turn into white lines on black.
-* CMYK (and YCbCr, LAB, HSV) is converted with its embedded ICC profile when it has one.
+* CMYK is converted with its embedded ICC profile when it has one; L*a*b* through a colour
+  transform to sRGB; YCbCr and HSV by Pillow's conversion.
 * 16-bit ("I;16", "I;16B", ...) and 32-bit integer ("I") greyscale is scaled from 0..65535 to
   0..255 (`value / 257`), so a 16-bit depth map keeps its full range instead of clipping;
   an "I" image whose values all fit in 0..255 is taken as 8-bit. Float ("F") images with values
@@ -195,6 +196,10 @@ def _to_8bit(image: Image.Image, mode: str, background: tuple[int, int, int]) ->
         image = _scale_float(image)
     elif image.mode == "CMYK":
         image = _cmyk_to_rgb(image)
+    elif image.mode == "LAB":
+        image = _lab_to_rgb(image)
+    elif image.mode == "La":  # premultiplied grey + alpha: Pillow converts it only to LA
+        image = image.convert("LA")
 
     if _has_transparency(image):
         image = _composite(image, background)
@@ -235,6 +240,14 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
         except (ImageCms.PyCMSError, OSError, ValueError):
             pass  # a broken profile: fall back to the plain conversion
     return image.convert("RGB")
+
+
+def _lab_to_rgb(image: Image.Image) -> Image.Image:
+    # Pillow's plain convert() would reinterpret the L*a*b* channels as RGB.
+    transform = ImageCms.buildTransform(
+        ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+    )
+    return ImageCms.applyTransform(image, transform)
 
 
 def _has_transparency(image: Image.Image) -> bool:

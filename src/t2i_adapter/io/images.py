@@ -20,7 +20,8 @@ Pillow knows (EPS, which would run Ghostscript, WMF, FITS, ...) are refused as "
 Decompression bombs are refused from the header, before any pixel is decoded: an image with more
 than `max_pixels` pixels (default 64 MP) raises. Pillow's own global limit
 (`PIL.Image.MAX_IMAGE_PIXELS`) is never changed here; its warning is silenced only for the
-duration of `Image.open` (our smaller limit is checked instead), and its error (at twice its
+duration of `Image.open` (our smaller limit is checked instead; before Python 3.14 that filter is
+process-wide for that moment, which can only hide that one warning class elsewhere), and its error (at twice its
 limit) becomes an `InputFileError` too, so `max_pixels` above that needs the caller to raise
 Pillow's global.
 """

@@ -219,3 +219,52 @@ def test_metric_depth_is_inverted_so_near_is_bright(monkeypatch):
     result = depth.estimate_depth(loaded, Image.new("RGB", (8, 4)))
     assert result[0, 0] == 1.0 and result[0, -1] == 0.0  # near (1 m) bright, far (10 m) dark
     assert depth.normalise(np.ones((3, 3))).max() == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Style (CLIP vision)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_style_preview_is_the_centre_crop_clip_encodes():
+    spec = get_preprocessor("style")
+    assert spec.channels == 3 and not spec.keeps_size
+    wide = Image.new("RGB", (600, 200), (0, 0, 255))
+    wide.paste((255, 0, 0), (200, 0, 400, 200))  # only the middle third is red
+    preview = preprocess("style", wide)
+    assert preview.size == (224, 224)
+    array = np.asarray(preview).astype(int)
+    assert (array[:, 10:-10, 0] > 200).all() and (array[:, 10:-10, 2] < 60).all()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_vision(tmp_path_factory) -> str:
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=16,
+    )
+    folder = tmp_path_factory.mktemp("tiny-clip-vision")
+    CLIPVisionModel(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        folder
+    )
+    return str(folder)
+
+
+def test_encode_style_image_gives_clip_hidden_states_once_loaded(tiny_clip_vision):
+    pytest.importorskip("t2i_adapter.generation.style_images")
+    from t2i_adapter.conditions.style import encode_style_image
+
+    features = encode_style_image(_photo(90, 60), model=tiny_clip_vision)
+    assert features.shape == (1, 1 + (32 // 16) ** 2, 32)  # ViT-L/14 at 224 px: (1, 257, 1024)
+    assert torch.isfinite(features).all()
+    other = encode_style_image(_photo(90, 60, seed=5), model=tiny_clip_vision)
+    assert not torch.allclose(features, other)
+    assert len(model_loading.cached_keys()) == 1

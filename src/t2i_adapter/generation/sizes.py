@@ -36,14 +36,15 @@ def resolve_size(
     height: int | None = None,
     condition_size: tuple[int, int] | None = None,
     resize_short_edge: int | None = None,
-    max_resolution: int = 512 * 512,
+    max_resolution: int | None = 512 * 512,
     default_side: int = 512,
 ) -> tuple[int, int]:
     """(width, height) of the output.
 
     Explicit `width`/`height` win (one of them alone keeps the condition's aspect ratio). Otherwise
     the condition's size is scaled so its short edge is `resize_short_edge`, or so it has
-    `max_resolution` pixels (the original inference scripts' rule), then rounded.
+    `max_resolution` pixels (the original inference scripts' rule; None keeps its size), then
+    rounded.
     """
     if width is not None and height is not None:
         return round_to_multiple(width, multiple), round_to_multiple(height, multiple)
@@ -54,11 +55,17 @@ def resolve_size(
         return round_to_multiple(side, multiple), round_to_multiple(side, multiple)
     cond_width, cond_height = condition_size
     if width is not None:
-        return round_to_multiple(width, multiple), round_to_multiple(width * cond_height / cond_width, multiple)
+        return round_to_multiple(width, multiple), round_to_multiple(
+            width * cond_height / cond_width, multiple
+        )
     if height is not None:
-        return round_to_multiple(height * cond_width / cond_height, multiple), round_to_multiple(height, multiple)
+        return round_to_multiple(height * cond_width / cond_height, multiple), round_to_multiple(
+            height, multiple
+        )
     if resize_short_edge is not None:
         scale = resize_short_edge / min(cond_width, cond_height)
+    elif max_resolution is None:
+        scale = 1.0
     else:
         scale = math.sqrt(max_resolution / (cond_width * cond_height))
     return round_to_multiple(cond_width * scale, multiple), round_to_multiple(cond_height * scale, multiple)

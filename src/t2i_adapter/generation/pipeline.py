@@ -1,0 +1,304 @@
+"""T2IAdapterPipeline: a frozen Stable Diffusion model steered by any number of adapters.
+
+Order of work in one call (Mou et al. 2023, sec. 3): check every adapter fits the model, pick the
+output size, run each adapter ONCE on its condition, encode the prompts, then denoise with the
+adapters' features (weighted, summed, windowed per step) added to the UNet encoder, and decode.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from t2i_adapter.generation.base_model import BaseModel
+from t2i_adapter.generation.checks import (
+    check_feature_shapes,
+    check_fuser_fits,
+    check_unit_fits,
+)
+from t2i_adapter.generation.prompts import encode_prompt, sdxl_add_time_ids
+from t2i_adapter.generation.sampling import denoise
+from t2i_adapter.generation.schedulers import make_scheduler
+from t2i_adapter.generation.settings import DEFAULT_CLIP_VISION
+from t2i_adapter.generation.sizes import required_multiple, resolve_size
+from t2i_adapter.generation.style_images import StyleEncoderCache, StyleImageEncoder
+from t2i_adapter.generation.units import AdapterUnit, StepConditioning, UnitOutput
+
+
+@dataclass
+class PipelineOutput:
+    """Generated images (PIL list, or a float array (N, H, W, 3) in [0, 1] for `output_type="np"`)."""
+
+    images: list[Image.Image] | np.ndarray | torch.Tensor
+    width: int
+    height: int
+    conditions: list[torch.Tensor] = field(default_factory=list)  # adapter inputs, (1, C, H, W)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class T2IAdapterPipeline:
+    """Text-to-image with T2I-Adapters on SD1.x/2.x or SDXL; call it with a prompt and adapter units."""
+
+    def __init__(
+        self,
+        base: BaseModel,
+        *,
+        style_encoder: StyleImageEncoder | None = None,
+        clip_vision: str = DEFAULT_CLIP_VISION,
+        style_encoders: StyleEncoderCache | None = None,
+    ):
+        self.base = base
+        self.style_encoder = style_encoder
+        self.clip_vision = clip_vision
+        self._style_encoders = style_encoders or StyleEncoderCache()
+        self.execution_device = base.device
+        self._offload_hooks: list[Any] = []
+
+    # ---------------------------------------------------------------- memory options
+    def enable_attention_slicing(self, slice_size: str | int = "auto") -> None:
+        """Compute attention in slices: less peak memory, a little slower."""
+        self.base.unet.set_attention_slice(slice_size)
+
+    def enable_vae_tiling(self) -> None:
+        """Decode the latents in overlapping tiles, so large images fit in little memory."""
+        self.base.vae.enable_tiling()
+
+    def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> None:
+        """Keep every model in CPU memory and move each to `device` only while it runs (accelerate)."""
+        from accelerate import cpu_offload_with_hook
+
+        self.base.to("cpu")
+        hook = None
+        for module in (self.base.text_encoder, self.base.text_encoder_2, self.base.unet, self.base.vae):
+            if module is not None:
+                _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
+                self._offload_hooks.append(hook)
+        self.execution_device = torch.device(device)
+
+    def _offload_all(self) -> None:
+        for hook in self._offload_hooks:
+            hook.offload()
+
+    # ---------------------------------------------------------------- the call
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        units: Sequence[AdapterUnit] = (),
+        *,
+        negative_prompt: str | list[str] | None = None,
+        steps: int = 50,
+        guidance_scale: float = 7.5,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        num_images: int = 1,
+        width: int | None = None,
+        height: int | None = None,
+        resize_short_edge: int | None = None,
+        max_resolution: int | None = None,
+        scheduler: str | Any | None = None,
+        fuser: torch.nn.Module | None = None,
+        eta: float = 0.0,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+        output_type: str = "pil",
+    ) -> PipelineOutput:
+        started = time.perf_counter()
+        base = self.base
+        device = self.execution_device
+        dtype = base.dtype
+        units = list(units)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if isinstance(negative_prompt, str):
+            negative_prompt = [negative_prompt] * len(prompts)
+
+        # 1. Everything must fit before any sampling.
+        for unit in units:
+            check_unit_fits(base, unit)
+        if fuser is not None:
+            check_fuser_fits(fuser, units)
+
+        # 2. Output size: rounded to what the UNet and every adapter need.
+        spatial = [unit for unit in units if unit.is_spatial]
+        multiple = required_multiple(
+            base.vae_scale_factor,
+            len(base.unet.config.block_out_channels),
+            [getattr(unit.adapter, "total_downscale_factor", 1) for unit in spatial],
+        )
+        width, height = resolve_size(
+            multiple,
+            width=width,
+            height=height,
+            condition_size=_condition_size(spatial[0].condition) if spatial else None,
+            resize_short_edge=resize_short_edge,
+            max_resolution=max_resolution,
+            default_side=base.unet.config.sample_size * base.vae_scale_factor,
+        )
+        latent_size = (height // base.vae_scale_factor, width // base.vae_scale_factor)
+
+        # 3. Each adapter runs once; its weighted output is reused at every step.
+        adapter_started = time.perf_counter()
+        outputs, conditions = [], []
+        for unit in units:
+            output, condition = self._run_unit(unit, width, height, device)
+            if output.maps is not None:
+                check_feature_shapes(base, unit, output.maps, latent_size)
+            outputs.append(output)
+            conditions.append(condition)
+        if fuser is not None:
+            _move(fuser, device, dtype)
+        _synchronize(device)
+        adapter_seconds = time.perf_counter() - adapter_started
+
+        # 4. Prompts -> context (negative half first), repeated for the images per prompt.
+        do_cfg = guidance_scale > 1.0
+        embeddings = encode_prompt(base, prompts, negative_prompts=negative_prompt, do_cfg=do_cfg).repeat(
+            num_images
+        )
+        batch_size = embeddings.batch_size
+        added_cond = None
+        if base.is_sdxl:
+            time_ids = sdxl_add_time_ids(height, width, dtype=dtype, device=device)
+            halves = 2 if do_cfg else 1
+            added_cond = {
+                "text_embeds": embeddings.pooled_context().to(device=device, dtype=dtype),
+                "time_ids": time_ids.repeat(batch_size * halves, 1),
+            }
+        conditioning = StepConditioning(
+            units=units,
+            outputs=outputs,
+            text_context=embeddings.context().to(device=device, dtype=dtype),
+            batch_size=batch_size,
+            do_cfg=do_cfg,
+            fuser=fuser,
+            added_cond=added_cond,
+        )
+
+        # 5. Scheduler (a fresh one: no state shared between calls) and starting noise.
+        if scheduler is None or isinstance(scheduler, str):
+            scheduler = make_scheduler(scheduler or type(base.scheduler).__name__, base.scheduler)
+        scheduler.set_timesteps(steps, device=device)
+        conditioning.at(0, len(scheduler.timesteps))  # the fuser (if any) fails here, not mid-run
+        if generator is None:
+            generator = torch.Generator("cpu").manual_seed(int(seed if seed is not None else 42))
+        from diffusers.utils.torch_utils import randn_tensor
+
+        latent_shape = (batch_size, base.unet.config.in_channels, *latent_size)
+        latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
+        latents = latents * scheduler.init_noise_sigma
+
+        # 6. Denoise, then decode.
+        latents = denoise(
+            base.unet,
+            scheduler,
+            latents,
+            conditioning,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            eta=eta,
+            callback=callback,
+        )
+        images = self.decode(latents, output_type)
+        self._offload_all()
+        _synchronize(device)
+        total_seconds = time.perf_counter() - started
+        return PipelineOutput(
+            images=images,
+            width=width,
+            height=height,
+            conditions=conditions,
+            timings={"adapter_seconds": adapter_seconds, "total_seconds": total_seconds},
+        )
+
+    # ---------------------------------------------------------------- pieces
+    def _run_unit(
+        self, unit: AdapterUnit, width: int, height: int, device: torch.device
+    ) -> tuple[UnitOutput, torch.Tensor]:
+        """Run one adapter on its condition; returns its weighted output and the adapter input."""
+        dtype = self.base.dtype
+        adapter = _move(unit.adapter, device, dtype)
+        if unit.kind == "style":
+            hidden_states = unit.condition
+            if isinstance(hidden_states, Image.Image):
+                hidden_states = self._style_encoder(device).encode(hidden_states)
+            hidden_states = hidden_states.to(device=device, dtype=dtype)  # (1, 257, width)
+            tokens = adapter(hidden_states) * unit.weight  # (1, T, D)
+            return UnitOutput(tokens=tokens), hidden_states
+        condition = _condition_tensor(unit, width, height).to(device=device, dtype=dtype)  # (1, C, H, W)
+        maps = [feature * unit.weight for feature in adapter(condition)]
+        return UnitOutput(maps=maps), condition
+
+    def _style_encoder(self, device: torch.device) -> StyleImageEncoder:
+        if self.style_encoder is None:
+            self.style_encoder = self._style_encoders.get(
+                self.clip_vision, dtype=self.base.dtype, device=device
+            )
+        return self.style_encoder
+
+    def decode(self, latents: torch.Tensor, output_type: str = "pil"):
+        """Latents -> images in [0, 1] (`np`: (N, H, W, 3) float array, `pt`: tensor, `pil`: images)."""
+        if output_type == "latent":
+            return latents
+        vae = self.base.vae
+        latents = 1 / vae.config.scaling_factor * latents
+        shift = getattr(vae.config, "shift_factor", None)
+        if shift:
+            latents = latents + shift
+        # SDXL's VAE overflows in fp16 (its config says force_upcast): decode it in fp32.
+        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        if upcast:
+            vae.to(torch.float32)
+        image = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+        if upcast:
+            vae.to(torch.float16)
+        image = (image / 2 + 0.5).clamp(0, 1)  # (N, 3, H, W)
+        if output_type == "pt":
+            return image
+        array = image.cpu().permute(0, 2, 3, 1).float().numpy()  # (N, H, W, 3)
+        if output_type == "np":
+            return array
+        return [Image.fromarray(frame) for frame in (array * 255).round().astype(np.uint8)]
+
+
+def _condition_size(condition: Image.Image | torch.Tensor) -> tuple[int, int]:
+    """(width, height) of a PIL image or a (…, H, W) tensor."""
+    if isinstance(condition, Image.Image):
+        return condition.size
+    return int(condition.shape[-1]), int(condition.shape[-2])
+
+
+def _condition_tensor(unit: AdapterUnit, width: int, height: int) -> torch.Tensor:
+    """The adapter input (1, C, H, W) in [0, 1] at the output size."""
+    channels = getattr(unit.adapter, "in_condition_channels", None) or 3
+    condition = unit.condition
+    if isinstance(condition, Image.Image):
+        from t2i_adapter.conditions.tensor import condition_to_tensor
+
+        return condition_to_tensor(condition, channels, size=(width, height))
+    if condition.dim() == 3:
+        condition = condition.unsqueeze(0)
+    if condition.shape[-2:] != (height, width):
+        condition = F.interpolate(condition.float(), size=(height, width), mode="bilinear", antialias=True)
+    return condition
+
+
+def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move only when needed (a no-op `.to` still costs a walk over every parameter)."""
+    parameter = next(module.parameters(), None)
+    if parameter is None:
+        return module
+    same_device = parameter.device.type == device.type and device.index in (None, parameter.device.index)
+    if not same_device or parameter.dtype != dtype:
+        module.to(device=device, dtype=dtype)
+    return module
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,82 @@
+"""The denoising loop: any diffusers scheduler, classifier-free guidance, adapter features.
+
+Written out in full so it can be read top to bottom; the adapter part is only which features
+(`down_intrablock_additional_residuals`) and which context the UNet sees at each step.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from t2i_adapter.generation.units import StepConditioning
+
+
+def step_kwargs(scheduler, generator: torch.Generator | None, eta: float = 0.0) -> dict[str, Any]:
+    """The optional arguments this scheduler's `step` accepts (DDIM's eta, ancestral noise)."""
+    accepted = set(inspect.signature(scheduler.step).parameters)
+    kwargs: dict[str, Any] = {}
+    if "eta" in accepted:
+        kwargs["eta"] = eta
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+@torch.no_grad()
+def denoise(
+    unet,
+    scheduler,
+    latents: torch.Tensor,
+    conditioning: StepConditioning,
+    *,
+    guidance_scale: float,
+    generator: torch.Generator | None = None,
+    eta: float = 0.0,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> torch.Tensor:
+    """Run the scheduler's timesteps from noise `latents` (B, 4, h, w) to clean latents.
+
+    Classifier-free guidance (Ho & Salimans 2022): eps = eps_uncond + s * (eps_cond - eps_uncond),
+    both halves in one UNet batch. `scheduler.set_timesteps` must have been called.
+    """
+    do_cfg = conditioning.do_cfg
+    timesteps = scheduler.timesteps
+    total = len(timesteps)
+    extra = step_kwargs(scheduler, generator, eta)
+    for i, t in enumerate(timesteps):
+        inputs = conditioning.at(i, total)
+
+        model_input = torch.cat([latents] * 2) if do_cfg else latents  # (2B, 4, h, w)
+        model_input = scheduler.scale_model_input(model_input, t)
+
+        noise_pred = unet(
+            model_input,
+            t,
+            encoder_hidden_states=inputs.context,
+            added_cond_kwargs=inputs.added_cond,
+            # a fresh list: the UNet pops the levels off it as it goes down
+            down_intrablock_additional_residuals=None if inputs.residuals is None else list(inputs.residuals),
+            return_dict=False,
+        )[0]
+
+        if do_cfg:
+            noise_uncond, noise_cond = noise_pred.chunk(2)
+            noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+        latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+
+        if callback is not None:
+            callback(
+                {
+                    "step": i,
+                    "total": total,
+                    "timestep": t,
+                    "latents": latents,
+                    "adapters_active": inputs.residuals is not None,
+                }
+            )
+    return latents

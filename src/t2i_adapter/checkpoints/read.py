@@ -103,7 +103,7 @@ def _read_pickle(path: Path) -> object:
         if "Weights only load failed" in message:
             raise InputFileError(
                 path,
-                "refused: not a plain-weights pickle (it is corrupt or uses code the safe loader rejects)",
+                "not a plain-weights PyTorch checkpoint (corrupt, or uses pickle features the safe loader refuses)",
             ) from None
         raise InputFileError(path, "not a PyTorch checkpoint (cannot unpickle it)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as error:

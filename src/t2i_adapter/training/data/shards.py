@@ -1,0 +1,186 @@
+"""WebDataset tar shards, read as a stream (LAION-scale data that does not fit a file listing).
+
+Each sample is the group of tar members sharing a key: the image (`.jpg`, `.jpeg`, `.png`,
+`.webp`), the condition (`.<cond_type>.png` or `.cond.png` / `.conditioning.png`, any image
+suffix) and the caption (`.txt`, or `.json` with a `text`/`caption` field):
+
+```
+shard-000000.tar: 000001.jpg 000001.depth.png 000001.txt 000002.jpg ...
+```
+
+`PATH` is one `.tar`, a folder of them, or a brace pattern (`data/shard-{000000..000099}.tar`).
+The order is seeded: shards are shuffled per epoch, then samples pass a shuffle buffer. Without
+condition members, a registered preprocessor (`--cond-type canny`) computes them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.io.images import load_image_from_bytes
+from t2i_adapter.training.data.source import registered_preprocessor
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+CONDITION_TAGS = ("cond", "condition", "conditioning")
+SHUFFLE_BUFFER = 256
+
+
+def list_shards(location: str) -> list[str]:
+    """The shard files of `location`: a .tar, a folder of .tar files, or a brace pattern."""
+    import braceexpand
+
+    if "{" in location:
+        shards = list(braceexpand.braceexpand(location))
+        missing = [shard for shard in shards if not Path(shard).is_file()]
+        if missing:
+            raise InputFileError(missing[0], f"missing shard ({len(missing)} of {len(shards)} missing)")
+        return shards
+    path = Path(location)
+    if path.is_dir():
+        shards = sorted(str(p) for p in path.glob("*.tar"))
+        if not shards:
+            raise InputFileError(path, "no .tar shards in this folder")
+        return shards
+    if not path.is_file():
+        raise InputFileError(path, "no such file or folder")
+    return [str(path)]
+
+
+def is_shard_location(location: str) -> bool:
+    path = Path(location)
+    return (
+        location.endswith(".tar")
+        or ("{" in location and ".tar" in location)
+        or (path.is_dir() and any(path.glob("*.tar")))
+    )
+
+
+@dataclass
+class RawSample:
+    """One sample as stored: its key, its shard, and its members' bytes by extension."""
+
+    key: str
+    shard: str
+    members: dict[str, bytes]
+
+    @property
+    def where(self) -> str:
+        return f"{self.shard}:{self.key}"
+
+
+@dataclass
+class StreamSource:
+    """A stream of samples from tar shards, in a seeded order."""
+
+    path: str
+    shards: list[str]
+    cond_type: str | None
+    computes_condition: bool = False
+    condition_channels: int | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)  # shard-level read errors
+
+    format = "webdataset"
+    streamed = True
+
+    @property
+    def condition_mode(self) -> str:
+        return "L" if self.condition_channels == 1 else "RGB"
+
+    def read_shard(self, shard: str) -> Iterator[RawSample]:
+        """The samples of one shard in stored order; a broken shard is recorded in `errors`."""
+        from webdataset.tariterators import tarfile_samples
+
+        def keep_going(error: Exception) -> bool:
+            self.errors.append((shard, f"cannot read the shard ({error})"))
+            return False  # stop this shard, go on with the next
+
+        for sample in tarfile_samples([{"url": shard}], handler=keep_going):
+            members = {k: v for k, v in sample.items() if not k.startswith("__")}
+            yield RawSample(key=sample["__key__"], shard=shard, members=members)
+
+    def raw_samples(self, epoch: int, seed: int) -> Iterator[RawSample]:
+        """One epoch of raw samples: shards shuffled, then a shuffle buffer, both seeded."""
+        rng = random.Random(f"{seed}-{epoch}")
+        shards = list(self.shards)
+        rng.shuffle(shards)
+        buffer: list[RawSample] = []
+        for shard in shards:
+            for sample in self.read_shard(shard):
+                buffer.append(sample)
+                if len(buffer) >= SHUFFLE_BUFFER:
+                    yield buffer.pop(rng.randrange(len(buffer)))
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def condition_bytes(self, sample: RawSample) -> bytes | None:
+        tags = ((self.cond_type,) if self.cond_type else ()) + CONDITION_TAGS
+        for tag in tags:
+            for extension in IMAGE_EXTENSIONS:
+                data = sample.members.get(f"{tag}.{extension}")
+                if data is not None:
+                    return data
+        return None
+
+    def decode(self, sample: RawSample):
+        """The `Example` of a raw sample; `InputFileError` naming shard and key when it is unusable."""
+        from t2i_adapter.training.data.example import Example
+
+        image_bytes = next((sample.members[e] for e in IMAGE_EXTENSIONS if e in sample.members), None)
+        if image_bytes is None:
+            raise InputFileError(sample.where, "no image member (.jpg/.jpeg/.png/.webp)")
+        image = load_image_from_bytes(image_bytes, sample.where, mode="RGB")
+        condition = None
+        if not self.computes_condition:
+            data = self.condition_bytes(sample)
+            if data is None:
+                raise InputFileError(sample.where, f"no condition member (.{self.cond_type or 'cond'}.png)")
+            condition = load_image_from_bytes(data, sample.where + " (condition)", mode=self.condition_mode)
+        return Example(where=sample.where, image=image, condition=condition, caption=_caption(sample))
+
+
+def _caption(sample: RawSample) -> str:
+    if "txt" in sample.members:
+        return sample.members["txt"].decode("utf-8", errors="replace").strip().split("\n")[0]
+    if "json" in sample.members:
+        try:
+            entry = json.loads(sample.members["json"])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputFileError(sample.where, "the .json member is not valid JSON") from None
+        if isinstance(entry, dict):
+            return str(entry.get("text") or entry.get("caption") or "")
+    return ""
+
+
+def open_shards(location: str, cond_type: str | None, condition_channels: int | None) -> StreamSource:
+    """A `StreamSource` over the shards; whether conditions are computed is read from the first sample."""
+    source = StreamSource(path=location, shards=list_shards(location), cond_type=cond_type)
+    first = next(iter(source.read_shard(source.shards[0])), None)
+    if first is None:
+        raise InputFileError(source.shards[0], "the shard holds no samples")
+    if source.condition_bytes(first) is None:
+        spec = registered_preprocessor(cond_type)
+        if spec is None:
+            raise T2IAdapterError(
+                f"{location}: samples have no condition member; pass --cond-type with a registered preprocessor"
+            )
+        source.computes_condition = True
+    spec = registered_preprocessor(cond_type)
+    if condition_channels is None and spec is not None:
+        condition_channels = spec.channels
+    if condition_channels is None:
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(source.condition_bytes(first))) as opened:
+            condition_channels = (
+                1 if opened.mode in ("1", "L", "I", "F") or opened.mode.startswith("I;16") else 3
+            )
+    source.condition_channels = condition_channels
+    source.errors.clear()
+    return source

@@ -1,0 +1,117 @@
+"""What every dataset format provides: records that can be loaded by index, or a stream.
+
+`IndexedSource` (meta file, folder, JSONL, Hugging Face datasets) knows all its records up front,
+so the data check can look at each one and the trainer can visit them in a seeded random order.
+`StreamSource` (WebDataset shards) is read front to back; see `shards.py`.
+
+Conditions come from files (or a column) when the dataset has them; when it has none and
+`cond_type` names a registered preprocessor (`canny`, `sketch`, ...), they are computed from each
+image after it is resized and cropped (`computes_condition`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError
+from t2i_adapter.training.data.example import Example, Record
+
+
+def registered_preprocessor(cond_type: str | None):
+    """The registry's spec for `cond_type`, or None when it is not a registered preprocessor."""
+    if not cond_type:
+        return None
+    from t2i_adapter.conditions.registry import get_preprocessor
+
+    try:
+        return get_preprocessor(cond_type)
+    except UnknownNameError:
+        return None
+
+
+@dataclass
+class IndexedSource:
+    """A dataset whose records are all known up front."""
+
+    format: str
+    path: str
+    records: list[Record]
+    load_record: Callable[[Record, str], Example]
+    cond_type: str | None = None
+    computes_condition: bool = False
+    condition_channels: int | None = None
+    # entries that never became records (a JSONL line that is not JSON, ...): (where, problem)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    streamed = False
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def condition_mode(self) -> str:
+        return "L" if self.condition_channels == 1 else "RGB"
+
+    def load(self, index: int) -> Example:
+        """Decode record `index`; raises `InputFileError` for a missing or corrupt piece."""
+        example = self.load_record(self.records[index], self.condition_mode)
+        if example.condition is None and not self.computes_condition:
+            raise InputFileError(example.where, "no condition map for this sample")
+        return example
+
+    def keep_only(self, indices: list[int]) -> IndexedSource:
+        """The same source restricted to `indices` (the records that passed the data check)."""
+        kept = [self.records[i] for i in indices]
+        return IndexedSource(
+            format=self.format,
+            path=self.path,
+            records=kept,
+            load_record=self.load_record,
+            cond_type=self.cond_type,
+            computes_condition=self.computes_condition,
+            condition_channels=self.condition_channels,
+        )
+
+
+def settle_conditions(
+    records: list[Record], cond_type: str | None, *, path: str, has_condition: Callable[[Record], bool]
+) -> tuple[list[Record], bool]:
+    """Decide where conditions come from: the dataset's own files/column, or a preprocessor.
+
+    Returns the records (with `condition=None` when computed) and whether they are computed.
+    """
+    if any(has_condition(record) for record in records):
+        return records, False
+    if registered_preprocessor(cond_type) is not None:
+        return [Record(r.where, r.image, None, r.caption, r.caption_file) for r in records], True
+    if cond_type:
+        raise T2IAdapterError(
+            f"{path}: no condition maps for '{cond_type}' in the dataset, and '{cond_type}' is not a "
+            f"registered preprocessor that could compute them"
+        )
+    raise T2IAdapterError(f"{path}: the dataset has no condition maps; pass --cond-type")
+
+
+def infer_condition_channels(source: IndexedSource, configured: int | None) -> int:
+    """Adapter input channels: configured, else the preprocessor's, else the first condition file's mode."""
+    if configured is not None:
+        return configured
+    spec = registered_preprocessor(source.cond_type)
+    if spec is not None:
+        return spec.channels
+    from PIL import Image
+
+    for record in source.records[:50]:
+        if record.condition is None:
+            continue
+        try:
+            if hasattr(record.condition, "mode"):
+                mode = record.condition.mode
+            else:
+                with Image.open(record.condition) as opened:
+                    mode = opened.mode
+        except Exception:  # a bad file: the data check reports it; try the next one
+            continue
+        return 1 if mode in ("1", "L", "I", "F") or mode.startswith("I;16") else 3
+    return 3

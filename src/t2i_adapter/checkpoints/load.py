@@ -27,9 +27,11 @@ _TRANSFORMER_CLASSES = {STYLE: StyleAdapter, FUSER: CoAdapterFuser}
 def _resolve(name: str) -> Path:
     """A local path, a packaged demo adapter, or a hub file / repository (through the cache)."""
     if is_demo_name(name):
-        from t2i_adapter.demo import assets  # the demo owner packages these weights
-
-        return Path(assets.resolve_demo_adapter(name))
+        try:
+            from t2i_adapter.demo.assets import demo_adapter_path  # packaged with the demo world
+        except ImportError:
+            raise MissingWeightsError(f"{name}: the demo adapters are not part of this install") from None
+        return Path(demo_adapter_path(name))
     path = Path(name).expanduser()
     if path.exists():
         return path

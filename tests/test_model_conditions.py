@@ -268,3 +268,144 @@ def test_encode_style_image_gives_clip_hidden_states_once_loaded(tiny_clip_visio
     other = encode_style_image(_photo(90, 60, seed=5), model=tiny_clip_vision)
     assert not torch.allclose(features, other)
     assert len(model_loading.cached_keys()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Pose (RT-DETR people + ViTPose keypoints, drawn as OpenPose)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_vitpose(tmp_path_factory) -> str:
+    from transformers import (
+        VitPoseBackboneConfig,
+        VitPoseConfig,
+        VitPoseForPoseEstimation,
+        VitPoseImageProcessor,
+    )
+
+    torch.manual_seed(0)
+    backbone = VitPoseBackboneConfig(
+        image_size=[64, 48],
+        patch_size=[16, 16],
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        mlp_ratio=2,
+        out_indices=[2],
+    )
+    config = VitPoseConfig(backbone_config=backbone, num_labels=17, scale_factor=4, use_simple_decoder=True)
+    folder = tmp_path_factory.mktemp("tiny-vitpose")
+    VitPoseForPoseEstimation(config).save_pretrained(folder)
+    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(folder)
+    return str(folder)
+
+
+def _tiny_rtdetr(folder, labels: dict[int, str]) -> str:
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessor, RTDetrResNetConfig
+
+    torch.manual_seed(0)
+    backbone = RTDetrResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16, 32, 64],
+        depths=[1, 1, 1, 1],
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    config = RTDetrConfig(
+        backbone_config=backbone,
+        use_pretrained_backbone=False,
+        encoder_hidden_dim=16,
+        encoder_in_channels=[16, 32, 64],
+        encoder_layers=1,
+        encoder_ffn_dim=16,
+        encoder_attention_heads=2,
+        d_model=16,
+        num_queries=10,
+        decoder_in_channels=[16, 16, 16],
+        decoder_ffn_dim=16,
+        decoder_n_points=2,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        num_denoising=0,
+        id2label=labels,
+        label2id={name: i for i, name in labels.items()},
+    )
+    RTDetrForObjectDetection(config).save_pretrained(folder)
+    RTDetrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_rtdetr(tmp_path_factory) -> str:
+    return _tiny_rtdetr(tmp_path_factory.mktemp("tiny-rtdetr"), {0: "person"})
+
+
+def test_coco_keypoints_map_to_openpose_layout():
+    from t2i_adapter.conditions.pose import coco_to_openpose
+
+    keypoints = np.arange(34, dtype=np.float32).reshape(17, 2)
+    scores = np.linspace(0.1, 0.9, 17, dtype=np.float32)
+    body = coco_to_openpose(keypoints, scores)
+    assert body.keypoints.shape == (18, 2)
+    np.testing.assert_allclose(body.keypoints[1], (keypoints[5] + keypoints[6]) / 2)  # neck
+    np.testing.assert_array_equal(body.keypoints[2], keypoints[6])  # right shoulder
+    np.testing.assert_array_equal(body.keypoints[17], keypoints[3])  # left ear
+    assert body.scores[1] == pytest.approx(min(scores[5], scores[6]))
+
+
+def test_openpose_drawing_colours_and_threshold():
+    from t2i_adapter.conditions.pose import BodyPose, draw_openpose
+
+    keypoints = np.zeros((18, 2), dtype=np.float32)
+    keypoints[1] = (20, 30)  # neck
+    keypoints[2] = (60, 30)  # right shoulder, to the right
+    scores = np.zeros(18, dtype=np.float32)
+    scores[[1, 2]] = 0.9
+    drawn = np.asarray(draw_openpose((80, 60), [BodyPose(keypoints, scores)], threshold=0.3))
+    assert tuple(drawn[30, 40]) == (153, 0, 0)  # limb neck-r.shoulder: red at 60 %
+    assert tuple(drawn[30, 17]) == (255, 85, 0)  # the neck dot, outside the limb, at full colour
+    assert drawn[5, 5].sum() == 0 and drawn[55, 75].sum() == 0  # black background
+    hidden = np.asarray(draw_openpose((80, 60), [BodyPose(keypoints, scores)], threshold=0.95))
+    assert hidden.sum() == 0
+
+
+def test_openpose_registry_wiring():
+    spec = get_preprocessor("pose")
+    assert spec.name == "openpose" and spec.channels == 3 and spec.needs_weights
+    assert {"model", "detector", "detect_resolution", "device"} <= set(spec.options)
+
+
+def test_openpose_whole_image_box_with_tiny_vitpose(tiny_vitpose):
+    photo = _photo(90, 120)
+    shown = preprocess("openpose", photo, model=tiny_vitpose, detector="none", keypoint_threshold=0.0)
+    assert shown.mode == "RGB" and shown.size == photo.size
+    assert np.asarray(shown).max() > 0
+    nothing = preprocess("openpose", photo, model=tiny_vitpose, detector="none", keypoint_threshold=1.0)
+    assert np.asarray(nothing).max() == 0
+
+
+def test_openpose_with_tiny_person_detector(tiny_vitpose, tiny_rtdetr):
+    from t2i_adapter.conditions.pose import detect_people
+
+    photo = _photo(60, 80)
+    boxes = detect_people(photo, tiny_rtdetr, threshold=0.0, device=None)
+    assert boxes.ndim == 2 and boxes.shape[1] == 4 and len(boxes) >= 1
+    assert (boxes[:, 2:] >= 1).all()
+    assert (boxes[:, 0] >= -1).all() and (boxes[:, 0] + boxes[:, 2] <= 61).all()
+    shown = preprocess(
+        "openpose",
+        photo,
+        model=tiny_vitpose,
+        detector=tiny_rtdetr,
+        person_threshold=0.0,
+        keypoint_threshold=0.0,
+    )
+    assert shown.size == photo.size and np.asarray(shown).max() > 0
+
+
+def test_person_detector_without_person_class_is_an_error(tmp_path):
+    from t2i_adapter.conditions.pose import detect_people
+
+    folder = _tiny_rtdetr(tmp_path / "cars", {0: "car", 1: "truck"})
+    with pytest.raises(T2IAdapterError, match="no 'person' class"):
+        detect_people(_photo(), folder, threshold=0.5, device=None)

@@ -315,3 +315,41 @@ def test_read_checkpoint_reports_metadata(tmp_path):
     raw = read_checkpoint(tmp_path / "a.safetensors")
     assert raw.metadata["t2i_adapter.kind"] == "full"
     assert '"num_res_blocks": 3' in raw.metadata["t2i_adapter.config"]
+
+
+def test_early_adapter_variants_are_refused_clearly(tmp_path):
+    sd = ref.random_full(CHANNELS, 2, 64)
+    sd["body.0.skep.weight"] = torch.zeros(8, 8, 1, 1)
+    with pytest.raises(InputFileError, match="early T2I-Adapter variant"):
+        load_adapter(_save(sd, tmp_path / "skep.pth"))
+
+
+# ---------------------------------------------------------------- hub ids and demo names
+
+
+def test_hub_id_offline_without_cache_is_a_missing_weights_error():
+    with pytest.raises(MissingWeightsError, match="TencentARC/t2iadapter_never_cached_sd14v1"):
+        load_adapter("TencentARC/t2iadapter_never_cached_sd14v1")
+
+
+def test_hub_repository_falls_back_to_bin_weights(tmp_path, monkeypatch, condition):
+    torch.manual_seed(0)
+    made = T2IAdapter(in_channels=1, channels=CHANNELS, num_res_blocks=2)
+    made.save_pretrained(tmp_path / "snapshot", safe_serialization=False)  # an older repository: only .bin
+    calls = []
+
+    def fake_resolve(name, *, what, allow_patterns=None):
+        calls.append((name, tuple(allow_patterns)))
+        return tmp_path / "snapshot"
+
+    monkeypatch.setattr("t2i_adapter.checkpoints.load.resolve_local_or_hub", fake_resolve)
+    adapter = load_adapter("someone/t2iadapter_test")
+    assert [patterns for _, patterns in calls] == [("*.json", "*.safetensors"), ("*.json", "*.bin")]
+    assert all(p.device.type == "cpu" and p.requires_grad for p in adapter.parameters())
+    with torch.no_grad():
+        assert _max_diff(adapter(condition), made(condition)) == 0.0
+
+
+def test_demo_name_without_packaged_adapter_is_a_user_error():
+    with pytest.raises(T2IAdapterError):
+        load_adapter("demo:no-such-condition")

@@ -73,6 +73,21 @@ def _level_indices(keys, pattern: str) -> list[int]:
     return sorted({int(match[1]) for key in keys if (match := regex.match(key))})
 
 
+def _check_released_variant(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Refuse the early `Adapter` options (`sk=False` skip convs, conv downsampling, 3x3 `ksize`).
+
+    Every released full and XL adapter uses `ksize=1, sk=True, use_conv=False`, the layout
+    diffusers' `T2IAdapter` holds; the other options would need a different network.
+    """
+    odd = [key for key in state_dict if ".skep." in key or ".down_opt." in key]
+    block2 = state_dict.get("body.0.block2.weight")
+    if odd or (block2 is not None and block2.shape[-1] != 1):
+        raise LayoutError(
+            "an early T2I-Adapter variant (skip convs, conv downsampling or 3x3 ksize) that is not "
+            "supported; only the released layout (ksize=1, sk=True, use_conv=False) is"
+        )
+
+
 def _original_num_res_blocks(state_dict: Mapping[str, torch.Tensor]) -> int:
     """Resnet blocks per level of an original full/XL file, whose blocks are numbered flat.
 
@@ -195,6 +210,7 @@ def detect_adapter(
         heads = num_heads or saved.get("num_heads")
         return DetectedAdapter(kind, layout, module_keys, infer_transformer_config(module_keys, kind, heads))
     if layout == ORIGINAL and kind != LIGHT:
+        _check_released_variant(state_dict)
         blocks = num_res_blocks or saved.get("num_res_blocks") or _original_num_res_blocks(state_dict)
     else:
         blocks = 0  # unused: diffusers and light layouts name their levels

@@ -118,7 +118,10 @@ def load_adapter(
                 num_res_blocks=num_res_blocks,
                 num_heads=num_heads,
             )
-        module = _build(detected)
+        # Built on the meta device: random initialisation of a full-size adapter costs more than
+        # reading its file, and every weight is replaced by the checkpoint's anyway.
+        with torch.device("meta"):
+            module = _build(detected)
     except LayoutError as error:
         raise InputFileError(path, str(error)) from None
     except (KeyError, ValueError, TypeError) as error:
@@ -129,7 +132,7 @@ def load_adapter(
     problem = _mismatch(module, detected.state_dict)
     if problem:
         raise InputFileError(path, f"weights do not fit a {detected.kind} adapter ({problem})")
-    module.load_state_dict(detected.state_dict, strict=True)
+    module.load_state_dict(detected.state_dict, strict=True, assign=True)
     module.source = name  # where it came from, for PNG metadata and error messages
     # nn.Module.to, not ModelMixin.to: the latter warns about fp32-only modules these adapters lack.
     nn.Module.to(module, device=device, dtype=dtype or torch.float32)

@@ -6,7 +6,9 @@ model all go through the same code: a diffusers folder, a hub id, or a single-fi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,11 +85,19 @@ def _load_pipeline(source: str | Path, dtype: torch.dtype):
             raise InputFileError(source, "not a diffusers folder or a .safetensors/.ckpt checkpoint")
         # Single files carry no architecture name: SDXL has a second text encoder under
         # `conditioner.embedders.1`, which is how diffusers' own single-file loader tells them apart.
-        pipeline_class = StableDiffusionXLPipeline if _single_file_is_sdxl(source) else StableDiffusionPipeline
+        pipeline_class = (
+            StableDiffusionXLPipeline if _single_file_is_sdxl(source) else StableDiffusionPipeline
+        )
         return pipeline_class.from_single_file(str(source), torch_dtype=dtype)
     if isinstance(source, Path) and not (source / "model_index.json").is_file():
         raise InputFileError(source, "not a diffusers model folder (no model_index.json)")
-    return DiffusionPipeline.from_pretrained(str(source), torch_dtype=dtype, safety_checker=None)
+    extra = {}
+    if not isinstance(source, Path) or "safety_checker" in (source / "model_index.json").read_text():
+        extra["safety_checker"] = None  # never load (or download) the NSFW classifier
+    with warnings.catch_warnings():
+        # newer diffusers renamed `torch_dtype` to `dtype`; the old name works in every version
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        return DiffusionPipeline.from_pretrained(str(source), torch_dtype=dtype, **extra)
 
 
 def _single_file_is_sdxl(path: Path) -> bool:
@@ -96,7 +106,7 @@ def _single_file_is_sdxl(path: Path) -> bool:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
-        return any(key.startswith("conditioner.embedders.1") for key in handle.keys())
+        return any(key.startswith("conditioner.embedders.1") for key in handle.keys())  # noqa: SIM118 (not a dict)
 
 
 def load_base_model(
@@ -105,10 +115,11 @@ def load_base_model(
     """Load a Stable Diffusion model (hub id, diffusers folder, single file, or `demo`), frozen, in eval mode."""
     source = _resolve_model_path(name_or_path)
     try:
-        pipeline = _load_pipeline(source, dtype)
+        with _quiet_loading():
+            pipeline = _load_pipeline(source, dtype)
     except (InputFileError, MissingWeightsError):
         raise
-    except (OSError, ValueError, json.JSONDecodeError, EnvironmentError) as error:
+    except (OSError, ValueError, json.JSONDecodeError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if isinstance(source, Path):
             raise InputFileError(source, f"cannot load the model: {first_line}") from error
@@ -130,4 +141,21 @@ def load_base_model(
     for module in model.frozen_modules():
         module.requires_grad_(False)
         module.eval()
-    return model.to(device=device)
+    if torch.device(device) != model.device:
+        model.to(device=device)
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No per-component progress bars while loading (they would flood the CLI's output)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()

@@ -235,11 +235,9 @@ class T2IAdapterPipeline:
         return UnitOutput(maps=maps), condition
 
     def _style_encoder(self, device: torch.device) -> StyleImageEncoder:
-        if self.style_encoder is None:
-            self.style_encoder = self._style_encoders.get(
-                self.clip_vision, dtype=self.base.dtype, device=device
-            )
-        return self.style_encoder
+        if self.style_encoder is not None:
+            return self.style_encoder
+        return self._style_encoders.get(self.clip_vision, dtype=self.base.dtype, device=device)
 
     def decode(self, latents: torch.Tensor, output_type: str = "pil"):
         """Latents -> images in [0, 1] (`np`: (N, H, W, 3) float array, `pt`: tensor, `pil`: images)."""

@@ -1,0 +1,193 @@
+"""generate(): GenerationSettings -> images. The one entry point the CLI and the web UI call.
+
+Cheap checks first (names, files, ranges), so a typo fails in milliseconds instead of after a
+model download; then conditions are read and preprocessed, models come from the `ModelCache`,
+and the pipeline runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from t2i_adapter.errors import ModelMismatchError, T2IAdapterError, UnknownNameError
+from t2i_adapter.generation.cache import ModelCache
+from t2i_adapter.generation.schedulers import SCHEDULER_ALIASES
+from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
+from t2i_adapter.generation.units import AdapterUnit
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+__all__ = ["GenerationResult", "ModelCache", "generate", "resolve_device"]
+
+
+@dataclass
+class GenerationResult:
+    """The images, the condition maps the adapters saw (one per adapter), the settings as run.
+
+    `settings` has the resolved width and height filled in, so re-running it (for example from
+    the PNG it is stored in) gives the same image.
+    """
+
+    images: list[Image.Image]
+    conditions: list[Image.Image]
+    settings: GenerationSettings
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(device: str | None) -> str:
+    """`None`/`auto` -> `cuda` when a GPU is usable, else `cpu`; anything else is checked."""
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise UnknownNameError("device", device, ["auto", "cpu", "cuda", "cuda:N", "mps"]) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise T2IAdapterError(
+            f"device '{device}' asked for, but no CUDA GPU is available here; use --device cpu"
+        )
+    return str(parsed)
+
+
+def _check_names(settings: GenerationSettings) -> None:
+    """Name checks that need no model: scheduler and condition types."""
+    import diffusers
+
+    from t2i_adapter.conditions.registry import get_preprocessor
+
+    name = settings.scheduler.strip()
+    if name.lower() not in SCHEDULER_ALIASES and not (
+        name.endswith("Scheduler") and hasattr(diffusers, name)
+    ):
+        raise UnknownNameError(
+            "scheduler", settings.scheduler, list(SCHEDULER_ALIASES) + ["<diffusers class>"]
+        )
+    for spec in settings.adapters:
+        get_preprocessor(spec.cond_type)
+
+
+def _condition_images(
+    settings: GenerationSettings, condition_images: Sequence[Image.Image | None] | None
+) -> list[Image.Image]:
+    from t2i_adapter.io.images import load_image
+
+    if condition_images is not None and len(condition_images) != len(settings.adapters):
+        raise T2IAdapterError(
+            f"{len(condition_images)} condition images for {len(settings.adapters)} adapters"
+        )
+    images = []
+    for index, spec in enumerate(settings.adapters):
+        given = condition_images[index] if condition_images is not None else None
+        if given is not None:
+            images.append(given)
+        elif spec.cond:
+            images.append(load_image(spec.cond))
+        else:
+            raise T2IAdapterError(f"adapter '{spec.adapter}' has no condition image")
+    return images
+
+
+def _preprocess(spec: AdapterSpec, image: Image.Image) -> Image.Image:
+    from t2i_adapter.conditions.registry import preprocess
+
+    return preprocess(spec.cond_type, image)
+
+
+def _condition_picture(tensor: torch.Tensor) -> Image.Image:
+    """(1, C, H, W) in [0, 1] -> the grey or RGB picture the adapter read."""
+    array = (tensor[0].float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if array.shape[2] == 1:
+        return Image.fromarray(array[:, :, 0], mode="L")
+    return Image.fromarray(array[:, :, :3], mode="RGB")
+
+
+def generate(
+    settings: GenerationSettings,
+    *,
+    condition_images: Sequence[Image.Image | None] | None = None,
+    cache: ModelCache | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> GenerationResult:
+    """Run one generation: load (or reuse) the models, preprocess conditions, sample, decode.
+
+    `condition_images[i]`, when given, replaces reading `settings.adapters[i].cond` from disk.
+    `progress` receives `{"step": k, "total": n}` after each denoising step (k = 1..n).
+    """
+    cache = cache or ModelCache()
+    device = resolve_device(settings.device)
+    dtype = TORCH_DTYPES[settings.dtype]
+    if dtype == torch.float16 and device == "cpu":
+        raise T2IAdapterError("float16 needs a GPU; on the CPU use --dtype float32 or bfloat16")
+    _check_names(settings)
+    images = _condition_images(settings, condition_images)
+    prepared = [_preprocess(spec, image) for spec, image in zip(settings.adapters, images, strict=True)]
+
+    pipeline = cache.pipeline(
+        settings.model,
+        dtype=dtype,
+        device=device,
+        attention_slicing=settings.attention_slicing,
+        vae_tiling=settings.vae_tiling,
+        cpu_offload=settings.cpu_offload,
+        clip_vision=settings.clip_vision,
+    )
+    adapter_device = str(pipeline.execution_device)
+    units = []
+    for spec, condition in zip(settings.adapters, prepared, strict=True):
+        adapter = cache.adapter(spec.adapter, dtype=dtype, device=adapter_device)
+        if getattr(adapter, "adapter_kind", None) == "fuser":
+            raise ModelMismatchError(
+                f"'{spec.adapter}' is a CoAdapter fuser; pass it with --fuser, not --adapter"
+            )
+        units.append(
+            AdapterUnit(
+                adapter=adapter,
+                condition=condition,
+                weight=spec.weight,
+                start=spec.start,
+                end=spec.end,
+                task=spec.task or spec.cond_type,
+                name=spec.adapter,
+            )
+        )
+    fuser = None
+    if settings.fuser:
+        fuser = cache.adapter(settings.fuser, dtype=dtype, device=adapter_device)
+        if getattr(fuser, "adapter_kind", None) != "fuser":
+            raise ModelMismatchError(f"'{settings.fuser}' is not a CoAdapter fuser")
+
+    callback = None
+    if progress is not None:
+
+        def callback(info: dict[str, Any]) -> None:
+            progress({"step": info["step"] + 1, "total": info["total"]})
+
+    output = pipeline(
+        settings.prompt,
+        units,
+        negative_prompt=settings.negative_prompt or None,
+        steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        seed=settings.seed,
+        num_images=settings.num_images,
+        width=settings.width,
+        height=settings.height,
+        resize_short_edge=settings.resize_short_edge,
+        max_resolution=settings.max_resolution,
+        scheduler=settings.scheduler,
+        fuser=fuser,
+        callback=callback,
+    )
+    conditions = [
+        prepared[index] if unit.kind == "style" else _condition_picture(output.conditions[index])
+        for index, unit in enumerate(units)
+    ]
+    resolved = settings.replace(width=output.width, height=output.height)
+    return GenerationResult(
+        images=output.images, conditions=conditions, settings=resolved, timings=output.timings
+    )

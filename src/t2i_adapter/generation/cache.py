@@ -1,0 +1,99 @@
+"""ModelCache: each base model, adapter and CLIP vision encoder is loaded once and shared.
+
+One cache per process (the CLI makes one per run, the web server one for its lifetime). Loading
+is guarded per key, so two threads asking for the same model wait for one load instead of
+loading it twice; different models load in parallel. Base models are the big ones: only the
+`max_base_models` most recently used stay in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import torch
+
+from t2i_adapter.generation.base_model import BaseModel, load_base_model
+from t2i_adapter.generation.pipeline import T2IAdapterPipeline
+from t2i_adapter.generation.style_images import StyleEncoderCache
+
+
+class ModelCache:
+    """Thread-safe store of loaded models, keyed by name, dtype, device (and memory options)."""
+
+    def __init__(self, max_base_models: int = 1, max_adapters: int = 16):
+        self.max_base_models = max_base_models
+        self.max_adapters = max_adapters
+        self._lock = threading.Lock()
+        self._key_locks: dict[Hashable, threading.Lock] = {}
+        self._pipelines: OrderedDict[Hashable, T2IAdapterPipeline] = OrderedDict()
+        self._adapters: OrderedDict[Hashable, torch.nn.Module] = OrderedDict()
+        self.style_encoders = StyleEncoderCache()
+        self.loads = 0  # how many models were actually loaded (tests and logs read it)
+
+    def _get(self, store: OrderedDict, key: Hashable, limit: int, load: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in store:
+                store.move_to_end(key)
+                return store[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in store:
+                    return store[key]
+            value = load()
+            with self._lock:
+                self.loads += 1
+                store[key] = value
+                while len(store) > limit:
+                    store.popitem(last=False)
+            return value
+
+    def pipeline(
+        self,
+        model: str,
+        *,
+        dtype: torch.dtype,
+        device: str,
+        attention_slicing: bool = False,
+        vae_tiling: bool = False,
+        cpu_offload: bool = False,
+        clip_vision: str | None = None,
+    ) -> T2IAdapterPipeline:
+        """The pipeline over base model `model`, with the memory options applied once."""
+        key = ("pipeline", model, str(dtype), str(device), attention_slicing, vae_tiling, cpu_offload)
+
+        def load() -> T2IAdapterPipeline:
+            base = load_base_model(model, dtype=dtype, device="cpu" if cpu_offload else device)
+            pipeline = T2IAdapterPipeline(base, style_encoders=self.style_encoders)
+            if attention_slicing:
+                pipeline.enable_attention_slicing()
+            if vae_tiling:
+                pipeline.enable_vae_tiling()
+            if cpu_offload:
+                pipeline.enable_model_cpu_offload(device)
+            return pipeline
+
+        pipeline = self._get(self._pipelines, key, self.max_base_models, load)
+        if clip_vision:
+            pipeline.clip_vision = clip_vision
+        return pipeline
+
+    def base_model(self, model: str, *, dtype: torch.dtype, device: str) -> BaseModel:
+        return self.pipeline(model, dtype=dtype, device=device).base
+
+    def adapter(self, name: str, *, dtype: torch.dtype, device: str) -> torch.nn.Module:
+        """An adapter (any kind `load_adapter` reads), in eval mode on `device`."""
+        from t2i_adapter.checkpoints.load import load_adapter
+
+        key = ("adapter", name, str(dtype), str(device))
+        return self._get(
+            self._adapters, key, self.max_adapters, lambda: load_adapter(name, device=device, dtype=dtype)
+        )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pipelines.clear()
+            self._adapters.clear()

@@ -175,9 +175,11 @@ def test_diffusers_folder_and_diffusers_layout_file(tmp_path, condition):
     )
     made_by_diffusers.save_pretrained(tmp_path / "folder")
     save_file(made_by_diffusers.state_dict(), str(tmp_path / "bare.safetensors"))  # no config at all
+    # A training module that holds the adapter as `.adapter` adds one more `adapter.` prefix.
+    torch.save({f"adapter.{k}": v for k, v in made_by_diffusers.state_dict().items()}, tmp_path / "nested.pt")
     with torch.no_grad():
         expected = made_by_diffusers(condition)
-        for source in (tmp_path / "folder", tmp_path / "bare.safetensors"):
+        for source in (tmp_path / "folder", tmp_path / "bare.safetensors", tmp_path / "nested.pt"):
             adapter = load_adapter(source)
             assert adapter.adapter_kind == "full"
             assert _max_diff(adapter(condition), expected) == 0.0

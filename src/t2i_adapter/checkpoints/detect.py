@@ -45,8 +45,11 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 
 def strip_original_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop an `adapter.` prefix some original-layout files carry (diffusers keys keep theirs)."""
+    """Drop the `adapter.` prefix some original-layout files carry (diffusers keys keep one)."""
     if detect_layout(state_dict) == DIFFUSERS:
+        # A training module holding a `T2IAdapter` as `.adapter` saves `adapter.adapter.*`.
+        while state_dict and all(key.startswith("adapter.adapter.") for key in state_dict):
+            state_dict = {key.removeprefix("adapter."): value for key, value in state_dict.items()}
         return dict(state_dict)
     return {key.removeprefix("adapter."): value for key, value in state_dict.items()}
 

@@ -341,11 +341,11 @@ def tiny_rtdetr(tmp_path_factory) -> str:
 
 
 def test_coco_keypoints_map_to_openpose_layout():
-    from t2i_adapter.conditions.pose import coco_to_openpose
+    from t2i_adapter.conditions.pose import BodyPose, coco_to_openpose
 
     keypoints = np.arange(34, dtype=np.float32).reshape(17, 2)
     scores = np.linspace(0.1, 0.9, 17, dtype=np.float32)
-    body = coco_to_openpose(keypoints, scores)
+    body = coco_to_openpose(BodyPose(keypoints, scores))
     assert body.keypoints.shape == (18, 2)
     np.testing.assert_allclose(body.keypoints[1], (keypoints[5] + keypoints[6]) / 2)  # neck
     np.testing.assert_array_equal(body.keypoints[2], keypoints[6])  # right shoulder
@@ -369,6 +369,19 @@ def test_openpose_drawing_colours_and_threshold():
     assert hidden.sum() == 0
 
 
+def test_keypose_drawing_uses_mmpose_side_colours():
+    from t2i_adapter.conditions.pose import KEYPOSE_LEFT, KEYPOSE_RIGHT, BodyPose, draw_keypose
+
+    keypoints = np.zeros((17, 2), dtype=np.float32)
+    keypoints[[5, 7]] = [(10, 10), (10, 50)]  # left shoulder -> left elbow, vertical
+    keypoints[[6, 8]] = [(60, 10), (60, 50)]  # right shoulder -> right elbow
+    scores = np.zeros(17, dtype=np.float32)
+    scores[[5, 6, 7, 8]] = 0.9
+    drawn = np.asarray(draw_keypose((80, 60), [BodyPose(keypoints, scores)], threshold=0.1))
+    assert tuple(drawn[30, 10]) == KEYPOSE_LEFT and tuple(drawn[30, 60]) == KEYPOSE_RIGHT
+    assert drawn[30, 35].sum() == 0
+
+
 def test_openpose_registry_wiring():
     spec = get_preprocessor("pose")
     assert spec.name == "openpose" and spec.channels == 3 and spec.needs_weights
@@ -382,6 +395,9 @@ def test_openpose_whole_image_box_with_tiny_vitpose(tiny_vitpose):
     assert np.asarray(shown).max() > 0
     nothing = preprocess("openpose", photo, model=tiny_vitpose, detector="none", keypoint_threshold=1.0)
     assert np.asarray(nothing).max() == 0
+    keypose = preprocess("keypose", photo, model=tiny_vitpose, detector="none", keypoint_threshold=0.0)
+    assert keypose.size == photo.size and np.asarray(keypose).max() > 0
+    assert not np.array_equal(np.asarray(keypose), np.asarray(shown))
 
 
 def test_openpose_with_tiny_person_detector(tiny_vitpose, tiny_rtdetr):

@@ -5,7 +5,8 @@ network (which no maintained library ships without torchvision): RT-DETR finds t
 ViTPose (Xu et al. 2022) puts the 17 COCO keypoints in each box. The keypoints are mapped to
 OpenPose's 18-point body layout (the neck is the shoulders' midpoint) and drawn the way the
 OpenPose annotator draws them: coloured 60%-bright limb ellipses over full-colour joint dots on
-black, 3 channels in [0, 1] (REFERENCE.md section 4). Hands and face are not drawn.
+black, 3 channels in [0, 1] (REFERENCE.md section 4). Hands and face are not drawn. The same
+keypoints also feed `keypose`, drawn the way the original keypose adapter's mmpose data was.
 """
 
 from __future__ import annotations
@@ -48,13 +49,26 @@ OPENPOSE_COLORS = (
     (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
     (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
 )  # fmt: skip
+# The keypose adapter was trained on mmpose's COCO-17 rendering instead: thin links and small dots,
+# face/head blue, the person's left side green, right side orange. Colours are RGB as the adapter
+# saw them (mmpose draws BGR triplets; the original pipeline swapped them on reading).
+KEYPOSE_HEAD, KEYPOSE_LEFT, KEYPOSE_RIGHT = (255, 153, 51), (0, 255, 0), (0, 128, 255)
+KEYPOSE_POINT_COLORS = (KEYPOSE_HEAD,) * 5 + (KEYPOSE_LEFT, KEYPOSE_RIGHT) * 6
+KEYPOSE_LINKS = (
+    ((15, 13), KEYPOSE_LEFT), ((13, 11), KEYPOSE_LEFT), ((16, 14), KEYPOSE_RIGHT), ((14, 12), KEYPOSE_RIGHT),
+    ((11, 12), KEYPOSE_HEAD), ((5, 11), KEYPOSE_HEAD), ((6, 12), KEYPOSE_HEAD), ((5, 6), KEYPOSE_HEAD),
+    ((5, 7), KEYPOSE_LEFT), ((6, 8), KEYPOSE_RIGHT), ((7, 9), KEYPOSE_LEFT), ((8, 10), KEYPOSE_RIGHT),
+    ((1, 2), KEYPOSE_HEAD), ((0, 1), KEYPOSE_HEAD), ((0, 2), KEYPOSE_HEAD), ((1, 3), KEYPOSE_HEAD),
+    ((2, 4), KEYPOSE_HEAD), ((3, 5), KEYPOSE_HEAD), ((4, 6), KEYPOSE_HEAD),
+)  # fmt: skip
+KEYPOSE_RADIUS = KEYPOSE_THICKNESS = 2
 STICK_WIDTH = 4  # half-width of a limb and radius of a joint, in pixels at detect resolution
 LIMB_OPACITY = 0.6
 
 
 @dataclass(frozen=True)
 class BodyPose:
-    """One person's 18 OpenPose keypoints: (18, 2) pixel coordinates and (18,) confidences."""
+    """One person's keypoints in a named layout: (K, 2) pixel coordinates and (K,) confidences."""
 
     keypoints: np.ndarray
     scores: np.ndarray
@@ -90,7 +104,7 @@ def detect_people(image: Image.Image, detector: str, threshold: float, device: s
 
 
 def estimate_poses(image: Image.Image, boxes: np.ndarray, model: str, device: str | None) -> list[BodyPose]:
-    """ViTPose keypoints for each person box, converted to OpenPose's 18-point layout."""
+    """ViTPose's 17 COCO keypoints for each person box."""
     if len(boxes) == 0:
         return []
     from transformers import VitPoseForPoseEstimation
@@ -106,14 +120,12 @@ def estimate_poses(image: Image.Image, boxes: np.ndarray, model: str, device: st
         outputs = loaded.model(**forward)
         people = loaded.processor.post_process_pose_estimation(outputs, boxes=box_list)[0]
     release_memory(loaded.device)
-    return [
-        coco_to_openpose(p["keypoints"].float().cpu().numpy(), p["scores"].float().cpu().numpy())
-        for p in people
-    ]
+    return [BodyPose(p["keypoints"].float().cpu().numpy(), p["scores"].float().cpu().numpy()) for p in people]
 
 
-def coco_to_openpose(keypoints: np.ndarray, scores: np.ndarray) -> BodyPose:
-    """17 COCO keypoints (17, 2) + scores (17,) -> OpenPose's 18 (neck = mean of the shoulders)."""
+def coco_to_openpose(coco: BodyPose) -> BodyPose:
+    """17 COCO keypoints -> OpenPose's 18 (the neck is the mean of the shoulders)."""
+    keypoints, scores = coco.keypoints, coco.scores
     points = np.zeros((18, 2), dtype=np.float32)
     confidence = np.zeros(18, dtype=np.float32)
     for openpose_index, coco_index in enumerate(COCO_INDEX_OF_OPENPOSE):
@@ -159,8 +171,27 @@ def draw_openpose(size: tuple[int, int], people: list[BodyPose], threshold: floa
     return Image.fromarray(canvas, mode="RGB")
 
 
+def draw_keypose(size: tuple[int, int], people: list[BodyPose], threshold: float) -> Image.Image:
+    """mmpose-style COCO-17 skeletons on black (the keypose adapter's input); RGB."""
+    width, height = size
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    for person in people:
+        points, scores = person.keypoints, person.scores
+        for index in np.flatnonzero(scores >= threshold):
+            x, y = points[index]
+            cv2.circle(canvas, (int(x), int(y)), KEYPOSE_RADIUS, KEYPOSE_POINT_COLORS[index], thickness=-1)
+        for (start, end), color in KEYPOSE_LINKS:
+            if scores[start] < threshold or scores[end] < threshold:
+                continue
+            inside = all(0 < points[i, 0] < width and 0 < points[i, 1] < height for i in (start, end))
+            if inside:  # mmpose skips links that touch the border
+                p0, p1 = tuple(int(v) for v in points[start]), tuple(int(v) for v in points[end])
+                cv2.line(canvas, p0, p1, color, thickness=KEYPOSE_THICKNESS)
+    return Image.fromarray(canvas, mode="RGB")
+
+
 # ---------------------------------------------------------------------------------------------
-# Preprocessor
+# Preprocessors
 # ---------------------------------------------------------------------------------------------
 
 
@@ -181,11 +212,40 @@ def openpose(
     keypoint_threshold: float = 0.3,
 ) -> Image.Image:
     """Top-down pose estimation (RT-DETR + ViTPose) drawn in the OpenPose colour convention."""
+    small, people = _detect_poses(
+        image, model, detector, detect_resolution, device, person_threshold, keypoint_threshold
+    )
+    skeleton = draw_openpose(small.size, [coco_to_openpose(p) for p in people], float(keypoint_threshold))
+    return restore_size(skeleton, image.size)
+
+
+@register_condition(
+    "keypose",
+    channels=3,
+    description=f"mmpose-style COCO-17 skeleton (the keypose adapter's input) from RT-DETR + ViTPose ({POSE_MODEL})",
+    needs_weights=True,
+    aliases=("mmpose",),
+)
+def keypose(
+    image: Image.Image,
+    model: str | None = None,
+    detector: str | None = None,
+    detect_resolution: int = DEFAULT_DETECT_RESOLUTION,
+    device: str | None = None,
+    person_threshold: float = 0.5,
+    keypoint_threshold: float = 0.1,
+) -> Image.Image:
+    """Top-down pose estimation (RT-DETR + ViTPose) drawn as mmpose draws COCO keypoints."""
+    small, people = _detect_poses(
+        image, model, detector, detect_resolution, device, person_threshold, keypoint_threshold
+    )
+    return restore_size(draw_keypose(small.size, people, float(keypoint_threshold)), image.size)
+
+
+def _detect_poses(image, model, detector, detect_resolution, device, person_threshold, keypoint_threshold):
     for name, value in (("person_threshold", person_threshold), ("keypoint_threshold", keypoint_threshold)):
         if not 0.0 <= float(value) <= 1.0:
             raise T2IAdapterError(f"option {name}={value} is out of range [0, 1]")
     small = bounded(image, detect_resolution)
     boxes = detect_people(small, detector or PERSON_DETECTOR, float(person_threshold), device)
-    people = estimate_poses(small, boxes, model or POSE_MODEL, device)
-    skeleton = draw_openpose(small.size, people, float(keypoint_threshold))
-    return restore_size(skeleton, image.size)
+    return small, estimate_poses(small, boxes, model or POSE_MODEL, device)

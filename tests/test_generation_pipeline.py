@@ -1,0 +1,380 @@
+"""T2IAdapterPipeline on tiny components: same math as diffusers, windows, multi-adapter, style, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from t2i_adapter.errors import ModelMismatchError, UnknownNameError
+from t2i_adapter.generation.pipeline import T2IAdapterPipeline
+from t2i_adapter.generation.units import AdapterUnit
+from tiny_models import (
+    TINY_TEXT_DIM,
+    tiny_adapter,
+    tiny_sd_base_model,
+    tiny_sdxl_base_model,
+)
+
+STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def sd_base():
+    return tiny_sd_base_model()
+
+
+@pytest.fixture(scope="module")
+def pipe(sd_base):
+    return T2IAdapterPipeline(sd_base)
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    return tiny_adapter(seed=1)
+
+
+@pytest.fixture(scope="module")
+def condition():
+    generator = torch.Generator().manual_seed(5)
+    return torch.rand(1, 3, 64, 64, generator=generator)
+
+
+def diffusers_pipeline(base, adapter):
+    from diffusers import StableDiffusionAdapterPipeline
+
+    pipeline = StableDiffusionAdapterPipeline(
+        unet=base.unet,
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        tokenizer=base.tokenizer,
+        scheduler=base.scheduler,
+        adapter=adapter,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def run(pipe, units, **kwargs):
+    options = {"steps": STEPS, "seed": 0, "output_type": "np", "negative_prompt": "dark"}
+    options.update(kwargs)
+    return pipe("a red cat", units, **options).images
+
+
+# ---------------------------------------------------------------- equality with diffusers
+
+
+def test_equals_diffusers_adapter_pipeline(sd_base, pipe, adapter, condition):
+    reference = diffusers_pipeline(sd_base, adapter)(
+        "a red cat",
+        image=condition,
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        negative_prompt="dark",
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        height=64,
+        width=64,
+        adapter_conditioning_scale=0.7,
+    ).images
+    ours = run(pipe, [AdapterUnit(adapter, condition, weight=0.7)])
+    assert ours.shape == reference.shape == (1, 64, 64, 3)
+    assert np.abs(ours - reference).max() <= 1e-3
+    # and the adapter matters at all: without it the image is clearly different
+    plain = run(pipe, [])
+    assert np.abs(plain - reference).max() > 1e-2
+
+
+def test_equals_diffusers_with_pil_condition_and_several_images(sd_base, pipe, adapter, condition):
+    picture = Image.fromarray((condition[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    reference = diffusers_pipeline(sd_base, adapter)(
+        "a red cat",
+        image=picture,
+        num_inference_steps=STEPS,
+        negative_prompt="dark",
+        num_images_per_prompt=2,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+        height=64,
+        width=64,
+    ).images
+    ours = run(pipe, [AdapterUnit(adapter, picture)], num_images=2, seed=3)
+    assert ours.shape == (2, 64, 64, 3)
+    assert np.abs(ours - reference).max() <= 1e-3
+    assert np.abs(ours[0] - ours[1]).max() > 1e-3  # two different images
+
+
+def test_multi_adapter_equals_diffusers_multiadapter(sd_base, pipe, adapter, condition):
+    from diffusers import MultiAdapter
+
+    second = tiny_adapter(in_channels=1, seed=7)
+    edge = (condition[:, :1] > 0.5).float()
+    reference = diffusers_pipeline(sd_base, MultiAdapter([adapter, second]))(
+        "a red cat",
+        image=[condition, edge],
+        num_inference_steps=STEPS,
+        negative_prompt="dark",
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        height=64,
+        width=64,
+        adapter_conditioning_scale=[0.6, 1.3],
+    ).images
+    units = [AdapterUnit(adapter, condition, weight=0.6), AdapterUnit(second, edge, weight=1.3)]
+    ours = run(pipe, units)
+    assert np.abs(ours - reference).max() <= 1e-3
+    only_first = run(pipe, units[:1], negative_prompt="dark")
+    assert np.abs(ours - only_first).max() > 1e-3
+
+
+def test_sdxl_equals_diffusers():
+    from diffusers import StableDiffusionXLAdapterPipeline
+
+    base = tiny_sdxl_base_model()
+    adapter = tiny_adapter(sdxl=True, seed=2)
+    condition = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    reference_pipeline = StableDiffusionXLAdapterPipeline(
+        unet=base.unet,
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        text_encoder_2=base.text_encoder_2,
+        tokenizer=base.tokenizer,
+        tokenizer_2=base.tokenizer_2,
+        scheduler=base.scheduler,
+        adapter=adapter,
+    )
+    reference_pipeline.set_progress_bar_config(disable=True)
+    reference = reference_pipeline(
+        "a red cat",
+        image=condition,
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        height=64,
+        width=64,
+        adapter_conditioning_scale=0.8,
+    ).images
+    ours = T2IAdapterPipeline(base)(
+        "a red cat",
+        [AdapterUnit(adapter, condition, weight=0.8)],
+        steps=STEPS,
+        guidance_scale=5.0,
+        seed=0,
+        output_type="np",
+    ).images
+    assert np.abs(ours - reference).max() <= 1e-3
+
+
+# ---------------------------------------------------------------- determinism and sizes
+
+
+def test_same_seed_same_image_other_seed_other_image(pipe, adapter, condition):
+    units = [AdapterUnit(adapter, condition)]
+    first, again, other = run(pipe, units, seed=11), run(pipe, units, seed=11), run(pipe, units, seed=12)
+    assert np.array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-2
+
+
+def test_odd_condition_size_is_rounded(pipe, adapter):
+    picture = Image.new("RGB", (67, 131), (200, 30, 30))
+    output = pipe("x", [AdapterUnit(adapter, picture)], steps=1, output_type="np")
+    # tiny UNet (2 blocks) and adapter both need multiples of 16: 67 -> 64, 131 -> 128
+    assert (output.width, output.height) == (64, 128)
+    assert output.images.shape == (1, 128, 64, 3)
+    assert output.conditions[0].shape == (1, 3, 128, 64)
+    explicit = pipe("x", [AdapterUnit(adapter, picture)], steps=1, width=41, height=23, output_type="np")
+    assert (explicit.width, explicit.height) == (48, 16)
+    short_edge = pipe("x", [AdapterUnit(adapter, picture)], steps=1, resize_short_edge=32, output_type="np")
+    assert (short_edge.width, short_edge.height) == (32, 64)
+
+
+# ---------------------------------------------------------------- windows (cond_tau)
+
+
+def test_window_end_zero_equals_no_adapter(pipe, adapter, condition):
+    plain = run(pipe, [], steps=4)
+    never = run(pipe, [AdapterUnit(adapter, condition, end=0.0)], steps=4)
+    assert np.array_equal(plain, never)
+
+
+def test_window_changes_result_and_active_steps(pipe, adapter, condition):
+    seen = []
+    full = run(pipe, [AdapterUnit(adapter, condition)], steps=4)
+    half = run(
+        pipe,
+        [AdapterUnit(adapter, condition, start=0.25, end=0.75)],
+        steps=4,
+        callback=lambda info: seen.append(info["adapters_active"]),
+    )
+    assert seen == [False, True, True, False]
+    assert np.abs(full - half).max() > 1e-3
+    assert np.abs(run(pipe, [], steps=4) - half).max() > 1e-3
+
+
+def test_features_computed_once(pipe, condition):
+    adapter = tiny_adapter(seed=1)
+    calls = []
+    adapter.register_forward_hook(lambda *args: calls.append(1))
+    run(pipe, [AdapterUnit(adapter, condition)], steps=3)
+    assert len(calls) == 1
+
+
+# ---------------------------------------------------------------- style tokens and fuser
+
+
+def _style_adapter(context_dim=TINY_TEXT_DIM, seed=0):
+    from t2i_adapter.adapters.style import StyleAdapter
+
+    torch.manual_seed(seed)
+    return StyleAdapter(width=16, context_dim=context_dim, num_heads=2, num_layers=1, num_tokens=4).eval()
+
+
+def test_style_tokens_change_the_output(pipe):
+    hidden_states = torch.randn(1, 257, 16, generator=torch.Generator().manual_seed(0))
+    plain = run(pipe, [])
+    styled = run(pipe, [AdapterUnit(_style_adapter(), hidden_states)])
+    assert np.abs(plain - styled).max() > 1e-3
+    assert np.array_equal(styled, run(pipe, [AdapterUnit(_style_adapter(), hidden_states)]))
+
+
+def test_style_context_layout(pipe):
+    """Tokens go after the positive text; the negative half repeats its own last tokens."""
+    from t2i_adapter.generation.units import StepConditioning, UnitOutput
+
+    text = torch.randn(2, 77, TINY_TEXT_DIM)
+    tokens = torch.randn(1, 4, TINY_TEXT_DIM)
+    unit = AdapterUnit(_style_adapter(), torch.zeros(1, 257, 16))
+    conditioning = StepConditioning([unit], [UnitOutput(tokens=tokens)], text, batch_size=1, do_cfg=True)
+    context = conditioning.at(0, 10).context
+    assert context.shape == (2, 81, TINY_TEXT_DIM)
+    assert torch.equal(context[1, 77:], tokens[0])
+    assert torch.equal(context[0, 77:], text[0, -4:])
+    assert torch.equal(context[:, :77], text)
+
+
+def test_style_from_image_uses_clip_vision(sd_base):
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from t2i_adapter.generation.style_images import StyleImageEncoder
+
+    torch.manual_seed(0)
+    vision = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            image_size=32,
+            patch_size=8,
+        )
+    ).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    encoder = StyleImageEncoder(model=vision, processor=processor)
+    pipe = T2IAdapterPipeline(sd_base, style_encoder=encoder)
+    red, blue = Image.new("RGB", (50, 40), "red"), Image.new("RGB", (50, 40), "blue")
+    out_red = pipe("x", [AdapterUnit(_style_adapter(), red)], steps=1, output_type="np")
+    out_blue = pipe("x", [AdapterUnit(_style_adapter(), blue)], steps=1, output_type="np")
+    assert out_red.conditions[0].shape == (1, 17, 16)  # 16 patches + class token
+    assert np.abs(out_red.images - out_blue.images).max() > 1e-4
+
+
+def test_untrained_fuser_is_the_weighted_sum(pipe, adapter, condition):
+    from t2i_adapter.adapters.fuser import CoAdapterFuser
+
+    torch.manual_seed(0)
+    fuser = CoAdapterFuser(feature_channels=(32, 64), width=32, num_heads=2, num_layers=1).eval()
+    second = tiny_adapter(in_channels=1, seed=7)
+    edge = (condition[:, :1] > 0.5).float()
+    units = [
+        AdapterUnit(adapter, condition, weight=0.6, task="depth"),
+        AdapterUnit(second, edge, weight=1.3, task="sketch"),
+    ]
+    summed = run(pipe, units)
+    fused = run(pipe, units, fuser=fuser)
+    assert np.abs(summed - fused).max() <= 1e-4  # zero-initialised projections: a plain sum
+    with torch.no_grad():
+        for projection in fuser.spatial_ch_projs:
+            projection.bias.fill_(0.5)
+    assert np.abs(run(pipe, units, fuser=fuser) - summed).max() > 1e-3
+
+
+# ---------------------------------------------------------------- errors before sampling
+
+
+class CountingUNet:
+    """Wraps the UNet to count calls (a mismatch must fail before the first one)."""
+
+    def __init__(self, base):
+        self.base = base
+        self.calls = 0
+        self.handle = base.unet.register_forward_pre_hook(self._count)
+
+    def _count(self, *args):
+        self.calls += 1
+
+    def close(self):
+        self.handle.remove()
+
+
+def test_sdxl_adapter_on_sd_model_fails_before_sampling(sd_base, pipe, condition):
+    counter = CountingUNet(sd_base)
+    try:
+        with pytest.raises(ModelMismatchError, match="SDXL adapter"):
+            run(pipe, [AdapterUnit(tiny_adapter(sdxl=True), condition)])
+        assert counter.calls == 0
+    finally:
+        counter.close()
+
+
+def test_sd_adapter_on_sdxl_model_fails():
+    pipe = T2IAdapterPipeline(tiny_sdxl_base_model())
+    with pytest.raises(ModelMismatchError, match="needs an SDXL adapter"):
+        pipe("x", [AdapterUnit(tiny_adapter(), torch.rand(1, 3, 64, 64))], steps=1)
+
+
+def test_wrong_feature_channels_fail(pipe, condition):
+    from diffusers import T2IAdapter
+
+    wrong = T2IAdapter(in_channels=3, channels=[16, 32], num_res_blocks=1, downscale_factor=8)
+    with pytest.raises(ModelMismatchError, match=r"channels \[16, 32\]"):
+        run(pipe, [AdapterUnit(wrong, condition)])
+
+
+def test_wrong_downscale_fails_before_sampling(sd_base, pipe, condition):
+    from diffusers import T2IAdapter
+
+    wrong = T2IAdapter(in_channels=3, channels=[32, 64], num_res_blocks=1, downscale_factor=4)
+    counter = CountingUNet(sd_base)
+    try:
+        with pytest.raises(ModelMismatchError, match="downscale factor"):
+            run(pipe, [AdapterUnit(wrong, condition)])
+        assert counter.calls == 0
+    finally:
+        counter.close()
+
+
+def test_condition_channel_mismatch_fails(pipe, adapter):
+    with pytest.raises(ModelMismatchError, match="3-channel conditions, got a 1-channel"):
+        run(pipe, [AdapterUnit(adapter, torch.rand(1, 1, 64, 64))])
+
+
+def test_style_token_width_mismatch_fails(pipe):
+    with pytest.raises(ModelMismatchError, match="48-wide tokens"):
+        run(pipe, [AdapterUnit(_style_adapter(context_dim=48), torch.zeros(1, 257, 16))])
+
+
+def test_unknown_scheduler_lists_valid_names(pipe):
+    with pytest.raises(UnknownNameError, match="euler_a"):
+        run(pipe, [], scheduler="no-such-sampler")
+
+
+def test_other_scheduler_runs(pipe, adapter, condition):
+    ddim = run(pipe, [AdapterUnit(adapter, condition)])
+    euler_a = run(pipe, [AdapterUnit(adapter, condition)], scheduler="euler_a")
+    assert euler_a.shape == ddim.shape
+    assert np.abs(euler_a - ddim).max() > 1e-3

@@ -305,7 +305,7 @@ def test_bad_files_give_one_line_errors(tmp_path):
         message = str(caught.value)
         assert name in message and problem in message, message
         assert "\n" not in message
-    with pytest.raises(MissingWeightsError, match="no such file"):
+    with pytest.raises(InputFileError, match="absent.pth: no such file"):
         load_adapter(tmp_path / "absent.pth")
     with pytest.raises(T2IAdapterError):
         load_adapter("absent-adapter.pth")

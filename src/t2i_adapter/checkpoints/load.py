@@ -16,10 +16,10 @@ from t2i_adapter.adapters.kinds import FUSER, SPATIAL_KINDS, STYLE, check_kind
 from t2i_adapter.checkpoints.detect import DetectedAdapter, detect_adapter
 from t2i_adapter.checkpoints.layout import DIFFUSERS, LayoutError
 from t2i_adapter.checkpoints.read import WEIGHT_SUFFIXES, RawCheckpoint, read_checkpoint
-from t2i_adapter.errors import InputFileError, MissingWeightsError
+from t2i_adapter.errors import InputFileError, MissingWeightsError, ModelMismatchError
 from t2i_adapter.hub import is_demo_name, resolve_local_or_hub
 
-# diffusers config `_class_name` -> our kind-independent builder name.
+# A diffusers folder's config `_class_name` -> what to build: a spatial adapter or one of ours.
 _DIFFUSERS_CLASSES = {"T2IAdapter": "spatial", "StyleAdapter": STYLE, "CoAdapterFuser": FUSER}
 _TRANSFORMER_CLASSES = {STYLE: StyleAdapter, FUSER: CoAdapterFuser}
 
@@ -35,9 +35,10 @@ def _resolve(name: str) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         return path
-    if name.lower().endswith(WEIGHT_SUFFIXES) and name.count("/") < 2:
-        # `model.pth` or `dir/model.pth` is a local file that is not there, not a hub repository.
-        raise MissingWeightsError(f"{name}: no such file (adapter)")
+    looks_local = path.is_absolute() or name.startswith((".", "~")) or "\\" in name
+    if looks_local or (name.lower().endswith(WEIGHT_SUFFIXES) and name.count("/") < 2):
+        # `/x`, `./x`, `model.pth`, `dir/model.pth`: a local file that is not there, not a hub id.
+        raise InputFileError(name, "no such file (adapter)")
     folder = resolve_local_or_hub(name, what="adapter", allow_patterns=["*.json", "*.safetensors"])
     if folder.is_dir() and not any(folder.glob("*.safetensors")):
         # Older hub repositories only have the pickled `.bin`.
@@ -122,7 +123,7 @@ def load_adapter(
         # reading its file, and every weight is replaced by the checkpoint's anyway.
         with torch.device("meta"):
             module = _build(detected)
-    except LayoutError as error:
+    except (LayoutError, ModelMismatchError) as error:
         raise InputFileError(path, str(error)) from None
     except (KeyError, ValueError, TypeError) as error:
         wanted = kind or "T2I-Adapter"

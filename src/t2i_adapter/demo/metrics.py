@@ -41,7 +41,7 @@ class Extraction:
 
     def colors_present(self, min_pixels: int = MIN_COLOR_PIXELS) -> set[str]:
         counts = np.bincount(self.labels[self.labels >= 0].ravel(), minlength=len(self.color_names))
-        return {name for name, count in zip(self.color_names, counts) if count >= min_pixels}
+        return {name for name, count in zip(self.color_names, counts, strict=True) if count >= min_pixels}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def object_color_accuracy(
     if not object_masks:
         return 1.0
     correct = 0
-    for mask, color in zip(object_masks, object_colors):
+    for mask, color in zip(object_masks, object_colors, strict=True):
         labels = extraction.labels[mask & (extraction.labels >= 0)]
         if labels.size and extraction.color_names[np.bincount(labels).argmax()] == color:
             correct += 1

@@ -92,7 +92,10 @@ def _apply_merges(pieces: list[str], merges: list[tuple[str, str]]) -> list[str]
     """Byte-pair encoding of one word: repeatedly join the adjacent pair of lowest merge rank."""
     ranks = {pair: rank for rank, pair in enumerate(merges)}
     while len(pieces) > 1:
-        pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(pieces, pieces[1:]))]
+        pairs = [
+            (ranks.get((a, b), len(ranks)), i)
+            for i, (a, b) in enumerate(zip(pieces, pieces[1:], strict=False))
+        ]
         rank, index = min(pairs)
         if rank == len(ranks):
             break

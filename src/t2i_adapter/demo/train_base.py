@@ -198,7 +198,7 @@ def train_unet(model: TinyModel, config: BaseTrainingConfig, log: LossLog, deadl
         optimizer.step()
         decay = min(config.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for average, parameter in zip(ema, parameters):
+            for average, parameter in zip(ema, parameters, strict=True):
                 average.lerp_(parameter.detach(), 1 - decay)
         running += per_sample.mean().item()
         if (step + 1) % config.log_every == 0:
@@ -208,7 +208,7 @@ def train_unet(model: TinyModel, config: BaseTrainingConfig, log: LossLog, deadl
             log.write("unet", step + 1, per_sample.mean().item(), stopped_early=1.0)
             break
     with torch.no_grad():
-        for average, parameter in zip(ema, parameters):
+        for average, parameter in zip(ema, parameters, strict=True):
             parameter.copy_(average)
     unet.eval()
     text_encoder.eval()

@@ -8,8 +8,8 @@ and every condition derived from it agree pixel for pixel:
 - `sketch`: white 1-pixel outlines of the visible object regions on black, 1 channel;
 - `depth`: each object one gray level, nearer (drawn later) brighter, background black, 3 channels
   like a MiDaS map;
-- `color`: the colour palette, the picture averaged over blocks (bicubic down, nearest up, as the
-  original colour preprocessor does, with a block size that suits 64x64 scenes);
+- `color`: the colour palette, the registered `color` preprocessor's output (bicubic down,
+  nearest up, as in the original) with a block of 8 pixels instead of 64, which suits 64x64 scenes;
 - `seg`: the object colours on black (a colour segmentation map), and `labels`: the label map.
 """
 
@@ -139,10 +139,7 @@ def make_caption(objects: list[ShapeObject], rng: random.Random) -> str:
     """`a red circle`, `a red circle and a blue square`, `a red circle, a blue square and ...`."""
     phrases = [obj.phrase() for obj in objects]
     rng.shuffle(phrases)  # caption order says nothing about depth order
-    if len(phrases) == 1:
-        listed = phrases[0]
-    else:
-        listed = ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    listed = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
     return rng.choice(CAPTION_TEMPLATES).format(objects=listed)
 
 
@@ -208,12 +205,14 @@ def _seg_from_labels(labels: np.ndarray, objects: list[ShapeObject]) -> Image.Im
 
 
 def color_palette(image: Image.Image, block_size: int = COLOR_BLOCK_SIZE) -> Image.Image:
-    """The colour palette condition: bicubic downsample by `block_size`, nearest upsample back."""
-    width, height = image.size
-    small = image.convert("RGB").resize(
-        (max(1, width // block_size), max(1, height // block_size)), Image.Resampling.BICUBIC
-    )
-    return small.resize((width, height), Image.Resampling.NEAREST)
+    """The colour palette condition: the registered `color` preprocessor with a smaller block.
+
+    The original's block of 64 would turn a 64x64 scene into one colour; 8 keeps an 8x8 palette
+    (`t2i-adapter preprocess color --option block_size=8` makes the same map from any picture).
+    """
+    from t2i_adapter.conditions.registry import preprocess
+
+    return preprocess("color", image.convert("RGB"), block_size=block_size)
 
 
 # ---------------------------------------------------------------------------------------------

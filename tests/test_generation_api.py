@@ -1,0 +1,128 @@
+"""generate(settings) on tiny models saved to disk: settings round trip, cache, conditions, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError
+from t2i_adapter.generation.api import ModelCache, generate
+from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
+from tiny_models import save_tiny_sd, tiny_adapter
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generation")
+    save_tiny_sd(root / "model")
+    tiny_adapter(seed=1).save_pretrained(root / "adapter")
+    tiny_adapter(in_channels=1, seed=2).save_pretrained(root / "edge-adapter")
+    picture = Image.new("RGB", (67, 131), "white")
+    ImageDraw.Draw(picture).ellipse((10, 20, 50, 100), fill=(220, 30, 30), outline="black", width=3)
+    picture.save(root / "cond.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return ModelCache()
+
+
+def settings_for(files, **changes) -> GenerationSettings:
+    values = {
+        "model": str(files / "model"),
+        "prompt": "a red ball",
+        "adapters": [AdapterSpec(str(files / "adapter"), str(files / "cond.png"))],
+        "steps": 2,
+        "max_resolution": 64 * 64,
+        "device": "cpu",
+    }
+    values.update(changes)
+    return GenerationSettings(**values)
+
+
+def test_settings_round_trip():
+    settings = GenerationSettings(
+        model="m",
+        prompt="p",
+        negative_prompt="n",
+        adapters=[AdapterSpec("a", "c.png", "canny", 0.5, 0.1, 0.9, task="canny"), AdapterSpec("b")],
+        steps=7,
+        width=320,
+        height=256,
+        scheduler="euler_a",
+        dtype="fp16",
+    )
+    data = settings.to_dict()
+    assert data["dtype"] == "float16" and data["version"] == 1
+    import json
+
+    again = GenerationSettings.from_dict(json.loads(json.dumps(data)))
+    assert again == settings
+    assert GenerationSettings.from_dict({**data, "from_the_future": 1}) == settings
+
+
+def test_settings_reject_bad_values():
+    with pytest.raises(T2IAdapterError, match="range"):
+        AdapterSpec("a", start=0.8, end=0.2)
+    with pytest.raises(UnknownNameError, match="float32"):
+        GenerationSettings(model="m", prompt="p", dtype="float8")
+    with pytest.raises(T2IAdapterError, match="steps"):
+        GenerationSettings(model="m", prompt="p", steps=0)
+
+
+def test_generate_from_files(files, cache):
+    progress = []
+    result = generate(settings_for(files, num_images=2), cache=cache, progress=progress.append)
+    assert len(result.images) == 2
+    # 67x131 scaled to ~64*64 pixels, rounded to multiples of 16
+    assert result.images[0].size == (48, 96)
+    assert (result.settings.width, result.settings.height) == (48, 96)
+    assert [p["step"] for p in progress] == [1, 2] and progress[-1]["total"] == 2
+    assert result.conditions[0].size == (48, 96) and result.conditions[0].mode == "RGB"
+    assert result.timings["adapter_seconds"] < result.timings["total_seconds"]
+
+
+def test_settings_as_recorded_reproduce_the_image(files, cache):
+    first = generate(settings_for(files, seed=5), cache=cache)
+    again = generate(GenerationSettings.from_dict(first.settings.to_dict()), cache=cache)
+    assert np.array_equal(np.asarray(first.images[0]), np.asarray(again.images[0]))
+
+
+def test_cache_loads_each_model_once(files):
+    cache = ModelCache()
+    generate(settings_for(files), cache=cache)
+    loads = cache.loads
+    assert loads == 2  # base model + adapter
+    generate(settings_for(files, seed=3), cache=cache)
+    assert cache.loads == loads
+
+
+def test_condition_images_and_preprocessing(files, cache):
+    picture = Image.open(files / "cond.png").convert("RGB")
+    edge_spec = AdapterSpec(str(files / "edge-adapter"), None, cond_type="canny", weight=0.8)
+    settings = settings_for(files, adapters=[edge_spec])
+    result = generate(settings, condition_images=[picture], cache=cache)
+    condition = np.asarray(result.conditions[0])
+    assert result.conditions[0].mode == "L"  # the 1-channel map the adapter read
+    assert condition.min() < 50 and condition.max() > 200  # edges were found
+    with pytest.raises(T2IAdapterError, match="no condition image"):
+        generate(settings, cache=cache)
+
+
+def test_user_errors(files, cache):
+    with pytest.raises(InputFileError, match="missing.png"):
+        generate(
+            settings_for(files, adapters=[AdapterSpec(str(files / "adapter"), str(files / "missing.png"))])
+        )
+    with pytest.raises(UnknownNameError, match="canny"):
+        generate(
+            settings_for(
+                files, adapters=[AdapterSpec(str(files / "adapter"), str(files / "cond.png"), "cany")]
+            )
+        )
+    with pytest.raises(UnknownNameError, match="ddim"):
+        generate(settings_for(files, scheduler="dddim"), cache=cache)
+    with pytest.raises(T2IAdapterError, match="float16 needs a GPU"):
+        generate(settings_for(files, dtype="float16"), cache=cache)

@@ -1,16 +1,68 @@
-"""`t2i-adapter train`: placeholder until its owner lands it (replace this whole file)."""
+"""`t2i-adapter train`: train an adapter on your own data (flags = config-file keys = TrainConfig fields).
+
+Every `TrainConfig` field is a flag (`batch_size` -> `--batch-size`), with its help text from the
+field. `--config run.yaml` (or .toml) sets any of them; flags given on the command line win.
+Several GPUs or machines: `accelerate launch -m t2i_adapter.interfaces.cli.main train ...`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+
+from t2i_adapter.training.config import TrainConfig
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+    flag = "--" + field.name.replace("_", "-")
+    kind = str(field.type)
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    help_text = field.metadata.get("help", "")
+    if default not in (None, "", []):
+        help_text += f" (default: {default})"
+    options: dict = {"dest": field.name, "default": None, "help": help_text}
+    if kind.startswith("bool"):
+        options["action"] = argparse.BooleanOptionalAction
+    elif kind.startswith("list"):
+        options["nargs"] = "+"
+        options["metavar"] = field.name.upper().removesuffix("S")
+    else:
+        options["type"] = _TYPES[kind.split(" ")[0]]
+        if field.metadata.get("choices"):
+            options["choices"] = field.metadata["choices"]
+    parser.add_argument(flag, **options)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "train",
+        help="train an adapter on your own data (CPU, one GPU, or many through accelerate launch)",
+        description="Train a T2I-Adapter for a frozen Stable Diffusion model. Every flag is also a key of "
+        "the --config file (YAML or TOML); flags win. See docs/training.md for the dataset formats.",
+    )
+    parser.add_argument("--config", help="YAML or TOML file with any of the settings below")
+    for field in dataclasses.fields(TrainConfig):
+        _add_field(parser, field)
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from t2i_adapter.errors import T2IAdapterError
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < config file < flags given on the command line."""
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    overrides = {name: value for name, value in vars(args).items() if name in names and value is not None}
+    if args.config:
+        return TrainConfig.from_file(args.config, overrides)
+    return TrainConfig().with_overrides(overrides)
 
-    raise T2IAdapterError("'train' is not available yet")
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from t2i_adapter.training import train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    output_dir = train(config_from_args(args))
+    print(f"adapter written to {output_dir} (load it with load_adapter('{output_dir}'))")
+    return 0

@@ -73,16 +73,14 @@ class PositionDataset(torch.utils.data.Dataset):
 def indexed_batches(
     dataset: PositionDataset,
     *,
-    first_micro_batch: int,
+    start: int,
     batch_size: int,
     world_size: int,
     rank: int,
     num_workers: int,
 ) -> Iterator[dict]:
-    """Endless micro-batches of this process, from global micro-batch `first_micro_batch` on."""
-    batch_sampler = (
-        micro_batch_positions(m, batch_size, world_size, rank) for m in itertools.count(first_micro_batch)
-    )
+    """Endless micro-batches of this process, for the positions after `start` (samples already used)."""
+    batch_sampler = (micro_batch_positions(start, m, batch_size, world_size, rank) for m in itertools.count())
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batch_sampler,

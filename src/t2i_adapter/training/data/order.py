@@ -1,8 +1,9 @@
 """Which sample goes where: a seeded order that depends only on (seed, position), never on history.
 
-The trainer consumes a global stream of sample *positions* 0, 1, 2, ...: optimizer step `s`,
-micro-batch `m` of `gradient_accumulation_steps`, on process `rank` of `world_size`, takes the
-`batch_size` positions starting at `((s * accumulation + m) * world_size + rank) * batch_size`.
+The trainer consumes a global stream of sample *positions* 0, 1, 2, ...: the k-th micro-batch
+after position `start`, on process `rank` of `world_size`, takes the `batch_size` positions
+starting at `start + (k * world_size + rank) * batch_size` (`start` is the number of samples the
+run had consumed when it was (re)started).
 Position `p` of an indexed dataset with `N` records is record `permutation(epoch)[p % N]` with
 `epoch = p // N`; its augmentation, noise, timestep and caption dropout are drawn from generators
 seeded by `(seed, p)`. So the data position is just a number: a resumed run, a run with a
@@ -34,7 +35,9 @@ def record_at(position: int, num_samples: int, seed: int) -> tuple[int, int]:
     return epoch, int(epoch_permutation(num_samples, seed, epoch)[offset])
 
 
-def micro_batch_positions(micro_batch: int, batch_size: int, world_size: int, rank: int) -> list[int]:
-    """The global positions of one process's share of global micro-batch number `micro_batch`."""
-    start = (micro_batch * world_size + rank) * batch_size
-    return list(range(start, start + batch_size))
+def micro_batch_positions(
+    start: int, micro_batch: int, batch_size: int, world_size: int, rank: int
+) -> list[int]:
+    """The global positions of one process's share of the `micro_batch`-th micro-batch after `start`."""
+    first = start + (micro_batch * world_size + rank) * batch_size
+    return list(range(first, first + batch_size))

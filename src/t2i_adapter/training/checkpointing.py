@@ -1,0 +1,230 @@
+"""Checkpoints that survive SIGKILL and a full disk, and a resume that continues exactly.
+
+Layout of `output_dir`:
+
+```
+config.json, diffusion_pytorch_model.safetensors   the final adapter (diffusers): load_adapter(output_dir)
+adapter.safetensors                                the final adapter as one file (+ .original. on request)
+checkpoints/step-00000500/
+    adapter/                      diffusers folder (T2IAdapter.from_pretrained reads it)
+    adapter.safetensors           one file, diffusers keys, config in the metadata
+    adapter.original.safetensors  original TencentARC keys (with --save-original-layout)
+    training_state.pt             optimizer, LR schedule, step, data position, RNG states
+```
+
+A checkpoint is written into a hidden temporary folder, every file fsynced, then renamed into
+place in one `os.replace`, so a folder named `step-*` is always complete: a run killed at any
+moment leaves either the new checkpoint or none, and the previous ones untouched. Only then are
+checkpoints beyond the last K deleted. A failed write (disk full) removes the temporary folder,
+keeps every earlier checkpoint, and stops the run with a one-line error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from t2i_adapter.errors import T2IAdapterError
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "training_state.pt"
+ADAPTER_FILE = "adapter.safetensors"
+ORIGINAL_FILE = "adapter.original.safetensors"
+ADAPTER_FOLDER = "adapter"
+FINAL_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+_STEP_FOLDER = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(T2IAdapterError):
+    """A checkpoint could not be written or read."""
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            _fsync_file(path)
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        _fsync_folder(path)
+    _fsync_folder(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states (python, numpy, torch): plain containers, so `torch.load(weights_only=True)` reads them
+# ---------------------------------------------------------------------------------------------
+
+
+def rng_states() -> dict[str, Any]:
+    version, state, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    states = {
+        "python": [version, list(state), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+
+def adapter_metadata(adapter: torch.nn.Module) -> dict[str, str]:
+    """safetensors metadata that lets `load_adapter` rebuild the exact adapter from one file."""
+    from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
+
+    config = {k: v for k, v in dict(adapter.config).items() if not k.startswith("_")}
+    return {"format": "pt", META_KIND: adapter.adapter_kind, META_CONFIG: json.dumps(config)}
+
+
+def write_adapter_files(adapter: torch.nn.Module, folder: Path, *, original_layout: bool) -> None:
+    """The adapter as a diffusers folder, one safetensors file, and optionally the original layout."""
+    from t2i_adapter.checkpoints import save_adapter
+
+    tensors = {key: value.detach().cpu().contiguous() for key, value in adapter.state_dict().items()}
+    save_file(tensors, str(folder / ADAPTER_FILE), metadata=adapter_metadata(adapter))
+    save_adapter(adapter, folder / ADAPTER_FOLDER, layout="diffusers", overwrite=True)
+    if original_layout:
+        save_adapter(adapter, folder / ORIGINAL_FILE, layout="original", overwrite=True)
+
+
+def save_checkpoint(
+    output_dir: Path,
+    step: int,
+    *,
+    adapter: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler,
+    training_state: dict[str, Any],
+    keep: int,
+    original_layout: bool = False,
+) -> Path:
+    """Write checkpoint `step` atomically, then delete all but the newest `keep`; returns its folder."""
+    root = Path(output_dir) / CHECKPOINTS
+    final = root / f"step-{step:08d}"
+    temp = root / f".step-{step:08d}.tmp-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+        write_adapter_files(adapter, temp, original_layout=original_layout)
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": lr_scheduler.state_dict(),
+            "rng": rng_states(),
+            **training_state,
+        }
+        torch.save(state, temp / STATE_FILE)
+        _fsync_tree(temp)
+        if final.exists():  # the same step saved again (a resumed run re-reaching it): swap it out
+            stale = root / f".step-{step:08d}.old-{os.getpid()}"
+            os.replace(final, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        os.replace(temp, final)
+        _fsync_folder(root)
+    except (OSError, T2IAdapterError) as error:
+        shutil.rmtree(temp, ignore_errors=True)
+        previous = latest_checkpoint(output_dir)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise CheckpointError(f"{final}: could not save the checkpoint ({reason}); {kept}") from None
+    for old in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def publish_final_adapter(checkpoint: Path, output_dir: Path, *, original_layout: bool) -> None:
+    """Copy the checkpoint's adapter to the top of `output_dir` (each file replaced atomically)."""
+    from t2i_adapter.io.atomic import atomic_path
+
+    copies = [(checkpoint / ADAPTER_FOLDER / name, output_dir / name) for name in FINAL_FILES]
+    copies.append((checkpoint / ADAPTER_FILE, output_dir / ADAPTER_FILE))
+    if original_layout:
+        copies.append((checkpoint / ORIGINAL_FILE, output_dir / ORIGINAL_FILE))
+    try:
+        for source, destination in copies:
+            with atomic_path(destination) as temp:
+                shutil.copyfile(source, temp)
+    except OSError as error:
+        raise CheckpointError(
+            f"{output_dir}: could not write the final adapter ({error.strerror or error}); it is in {checkpoint}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first."""
+    root = Path(output_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _STEP_FOLDER.match(path.name)
+        if match and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    checkpoints = list_checkpoints(output_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def remove_unfinished(output_dir: Path) -> None:
+    """Delete temporary folders a killed run left behind."""
+    root = Path(output_dir) / CHECKPOINTS
+    if root.is_dir():
+        for path in root.glob(".step-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_checkpoint(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(adapter state dict, training state) of a checkpoint folder."""
+    try:
+        adapter_state = load_file(str(checkpoint / ADAPTER_FILE))
+        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{checkpoint}: cannot read the checkpoint ({first_line})") from None
+    return adapter_state, state

@@ -425,3 +425,104 @@ def test_person_detector_without_person_class_is_an_error(tmp_path):
     folder = _tiny_rtdetr(tmp_path / "cars", {0: "car", 1: "truck"})
     with pytest.raises(T2IAdapterError, match="no 'person' class"):
         detect_people(_photo(), folder, threshold=0.5, device=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Segmentation (COCO-Stuff palette)
+# ---------------------------------------------------------------------------------------------
+
+_SEG_LABELS = {0: "person", 1: "wall-other-merged", 2: "sky-other-merged", 3: "no-such-class"}
+
+
+@pytest.fixture(scope="session")
+def tiny_mask2former(tmp_path_factory) -> str:
+    from transformers import (
+        Mask2FormerConfig,
+        Mask2FormerForUniversalSegmentation,
+        Mask2FormerImageProcessor,
+        SwinConfig,
+    )
+
+    torch.manual_seed(0)
+    backbone = SwinConfig(
+        image_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=4,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    config = Mask2FormerConfig(
+        backbone_config=backbone,
+        use_pretrained_backbone=False,
+        feature_size=32,
+        mask_feature_size=32,
+        hidden_dim=32,
+        encoder_feedforward_dim=32,
+        dim_feedforward=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        num_attention_heads=2,
+        num_queries=8,
+        id2label=_SEG_LABELS,
+        label2id={name: i for i, name in _SEG_LABELS.items()},
+    )
+    folder = tmp_path_factory.mktemp("tiny-mask2former")
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(folder)
+    Mask2FormerImageProcessor(
+        size={"shortest_edge": 64, "longest_edge": 128}, size_divisor=32
+    ).save_pretrained(folder)
+    return str(folder)
+
+
+def test_coco_stuff_palette_and_label_mapping():
+    from t2i_adapter.conditions.segmentation import COCO_STUFF_LABELS, coco_stuff_id, coco_stuff_palette
+
+    palette = coco_stuff_palette()
+    assert palette.shape == (183, 3) and palette.dtype == np.uint8
+    assert tuple(palette[0]) == (0, 0, 0)  # unlabeled
+    assert len({tuple(c) for c in palette}) == 183  # every class tells apart
+    assert COCO_STUFF_LABELS[92] == "banner" and COCO_STUFF_LABELS[182] == "wood"
+    assert coco_stuff_id("person") == 1
+    assert coco_stuff_id("wall-other-merged") == COCO_STUFF_LABELS.index("wall-other")
+    assert coco_stuff_id("ceiling-merged") == COCO_STUFF_LABELS.index("ceiling-other")
+    assert coco_stuff_id("dining table") == 67
+    assert coco_stuff_id("armchair") == 0  # an ADE20K class: unlabeled
+
+
+def test_label_lookup_rejects_models_without_coco_classes():
+    from t2i_adapter.conditions.segmentation import label_lookup
+
+    lookup = label_lookup(_SEG_LABELS)
+    assert lookup.tolist() == [1, 173, 157, 0]
+    with pytest.raises(T2IAdapterError, match="COCO-Stuff"):
+        label_lookup({0: "armchair", 1: "lamp"})
+
+
+def test_seg_registry_wiring():
+    spec = get_preprocessor("segmentation")
+    assert spec.name == "seg" and spec.channels == 3 and spec.needs_weights
+
+
+def test_seg_paints_only_palette_colours_at_input_size(tiny_mask2former):
+    from t2i_adapter.conditions.segmentation import coco_stuff_palette
+
+    allowed = {tuple(int(v) for v in coco_stuff_palette()[i]) for i in (0, 1, 173, 157)}
+    photo = _photo(300, 140)
+    result = preprocess("seg", photo, model=tiny_mask2former, detect_resolution=96)
+    assert result.mode == "RGB" and result.size == photo.size
+    colours = {tuple(int(v) for v in c) for c in np.asarray(result).reshape(-1, 3)}
+    assert colours and colours <= allowed  # nearest-neighbour restore: no blended colours
+
+
+def test_seg_colours_follow_the_predicted_classes(tiny_mask2former, monkeypatch):
+    from t2i_adapter.conditions import segmentation
+
+    classes = np.zeros((50, 70), dtype=np.int64)
+    classes[:, 35:] = 2  # right half: sky
+    monkeypatch.setattr(segmentation, "segment", lambda loaded, image: classes)
+    result = np.asarray(preprocess("seg", _photo(70, 50), model=tiny_mask2former))
+    palette = segmentation.coco_stuff_palette()
+    assert tuple(result[10, 5]) == tuple(palette[1])  # person
+    assert tuple(result[10, 60]) == tuple(palette[segmentation.COCO_STUFF_IDS["sky-other"]])

@@ -6,12 +6,14 @@ import pytest
 import torch
 from diffusers import T2IAdapter
 
+import tiny_models
 from t2i_adapter.adapters import (
     CoAdapterFuser,
     SpatialAdapterConfig,
     StyleAdapter,
     build_spatial_adapter,
     describe_spatial_adapter,
+    new_adapter_for_unet,
 )
 from t2i_adapter.errors import ModelMismatchError, UnknownNameError
 
@@ -95,3 +97,36 @@ def test_fuser_rejects_unknown_conditions_and_wrong_channels():
     wrong = [torch.randn(1, 4, 8, 8)] * 4
     with pytest.raises(ModelMismatchError, match=r"channels \[8, 16, 32, 32\].*\[4, 4, 4, 4\]"):
         fuser({"canny": wrong})
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_new_adapter_for_unet_feeds_the_unet(family):
+    if family == "sd":
+        components, kind, channels = tiny_models.tiny_sd_components(), "full", 1
+    else:
+        components, kind, channels = tiny_models.tiny_sdxl_components(), "xl", 3
+    unet = components["unet"]
+    adapter = new_adapter_for_unet(unet, kind, channels)
+    assert adapter.adapter_kind == kind and adapter.in_condition_channels == channels
+    size = tiny_models.TINY_IMAGE_SIZE
+    with torch.no_grad():
+        features = adapter(torch.rand(1, channels, size, size))
+    latents = torch.randn(1, 4, size // 8, size // 8)
+    text = torch.randn(1, 77, unet.config.cross_attention_dim)
+    extra = {}
+    if family == "sdxl":
+        pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+        extra = {"added_cond_kwargs": {"text_embeds": torch.randn(1, pooled), "time_ids": torch.zeros(1, 6)}}
+    with torch.no_grad():
+        plain = unet(latents, 10, text, **extra).sample
+        steered = unet(
+            latents, 10, text, down_intrablock_additional_residuals=[f.clone() for f in features], **extra
+        ).sample
+    assert not torch.allclose(plain, steered)  # every map was consumed at a matching shape
+
+
+def test_light_adapter_needs_equal_last_channels():
+    with pytest.raises(ModelMismatchError, match=r"\[32, 64\]; use a full adapter"):
+        new_adapter_for_unet(tiny_models.tiny_sd_components()["unet"], "light")
+    with pytest.raises(UnknownNameError, match="style"):
+        new_adapter_for_unet(tiny_models.tiny_sd_components()["unet"], "style")

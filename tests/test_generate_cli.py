@@ -135,3 +135,22 @@ def test_from_png_without_parameters(files, tmp_path, capsys):
     assert "has no generation parameters" in capsys.readouterr().err
     assert main(["generate", "--prompt", "x"]) == 2
     assert "--model is required" in capsys.readouterr().err
+
+
+def test_real_process_prints_exactly_one_line(files, tmp_path):
+    """Run as users do: nothing else on stderr (no warnings, no progress bars), exit status 2."""
+    import subprocess
+    import sys
+
+    args = base_args(files, tmp_path / "out.png")  # the model loads, then the adapter is missing
+    args[args.index("--adapter") + 1] = str(files / "no-adapter")
+    completed = subprocess.run(
+        [sys.executable, "-m", "t2i_adapter.interfaces.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1 and completed.stderr.startswith("error: ")
+    assert completed.stdout == ""
+    assert list(tmp_path.iterdir()) == []

@@ -148,14 +148,18 @@ def load_base_model(
 
 @contextlib.contextmanager
 def _quiet_loading():
-    """No per-component progress bars while loading (they would flood the CLI's output)."""
+    """No progress bars or import chatter while loading (they would flood the CLI's output)."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    verbosity = transformers_logging.get_verbosity()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    # importing diffusers' pipelines makes transformers warn about optional image backends
+    transformers_logging.set_verbosity_error()
     try:
         yield
     finally:
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()
+        transformers_logging.set_verbosity(verbosity)

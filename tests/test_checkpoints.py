@@ -212,7 +212,8 @@ def test_our_diffusers_folder_loads_in_diffusers(tmp_path, condition):
 
 
 def test_original_layout_keys_are_what_comfyui_reads(tmp_path):
-    adapter = load_adapter(_save(ref.random_full([16, 32, 64, 64], 2, 64)  # the released shape, scaled down 20x, tmp_path / "a.pth"))
+    # The released layout ([320, 640, 1280, 1280], 2 blocks) scaled down: same keys, smaller tensors.
+    adapter = load_adapter(_save(ref.random_full([16, 32, 64, 64], 2, 64), tmp_path / "a.pth"))
     keys = set(original_state_dict(adapter)[0])
     # ComfyUI / A1111 pick the class from these keys and read sizes from their shapes.
     assert {

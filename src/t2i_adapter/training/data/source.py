@@ -86,10 +86,8 @@ def settle_conditions(
     if registered_preprocessor(cond_type) is not None:
         return [Record(r.where, r.image, None, r.caption, r.caption_file) for r in records], True
     if cond_type:
-        raise T2IAdapterError(
-            f"{path}: no condition maps for '{cond_type}' in the dataset, and '{cond_type}' is not a "
-            f"registered preprocessor that could compute them"
-        )
+        # No condition file anywhere: the data check reports each missing `<stem>.<cond_type>` file.
+        return records, False
     raise T2IAdapterError(f"{path}: the dataset has no condition maps; pass --cond-type")
 
 

@@ -526,3 +526,82 @@ def test_seg_colours_follow_the_predicted_classes(tiny_mask2former, monkeypatch)
     palette = segmentation.coco_stuff_palette()
     assert tuple(result[10, 5]) == tuple(palette[1])  # person
     assert tuple(result[10, 60]) == tuple(palette[segmentation.COCO_STUFF_IDS["sky-other"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Learned sketch (PiDiNet)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def random_pidinet_checkpoint(tmp_path_factory) -> str:
+    from t2i_adapter.conditions.edges import PiDiNet
+
+    torch.manual_seed(0)
+    state = {"module." + key: value for key, value in PiDiNet().state_dict().items()}  # as published
+    path = tmp_path_factory.mktemp("pidinet") / "table5_pidinet.pth"
+    torch.save({"epoch": 1, "state_dict": state}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["cd", "ad", "rd"])
+def test_pixel_difference_convs_ignore_flat_regions(kind):
+    from t2i_adapter.conditions.edges import pixel_difference_conv
+
+    torch.manual_seed(0)
+    weight = torch.randn(2, 1, 3, 3)
+    flat = torch.full((1, 1, 12, 12), 0.7)
+    out = pixel_difference_conv(kind, flat, weight, None, 1, 1, 1)
+    assert out.shape == (1, 2, 12, 12)
+    assert out[..., 2:-2, 2:-2].abs().max() < 1e-5  # differences of a constant vanish
+    plain = pixel_difference_conv("cv", flat, weight, None, 1, 1, 1)
+    assert plain[..., 2:-2, 2:-2].abs().max() > 1e-3
+
+
+def test_central_difference_matches_its_definition():
+    from t2i_adapter.conditions.edges import pixel_difference_conv
+
+    torch.manual_seed(1)
+    weight, x = torch.randn(1, 1, 3, 3), torch.randn(1, 1, 5, 5)
+    out = pixel_difference_conv("cd", x, weight, None, 1, 1, 1)
+    patch = x[0, 0, 1:4, 1:4]  # around pixel (2, 2)
+    expected = (weight[0, 0] * (patch - patch[1, 1])).sum()
+    assert out[0, 0, 2, 2].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_pidinet_has_the_papers_size_and_five_outputs():
+    from t2i_adapter.conditions.edges import PiDiNet
+
+    network = PiDiNet().eval()
+    assert sum(p.numel() for p in network.parameters()) == 710_149  # "PiDiNet: 710K parameters"
+    with torch.no_grad():
+        outputs = network(torch.rand(1, 3, 37, 53))
+    assert len(outputs) == 5 and all(o.shape == (1, 1, 37, 53) for o in outputs)
+    assert all(o.min() >= 0.0 and o.max() <= 1.0 for o in outputs)
+
+
+def test_pidinet_sketch_is_binary_white_on_black(random_pidinet_checkpoint):
+    spec = get_preprocessor("learned_sketch")
+    assert spec.name == "pidinet" and spec.channels == 1 and spec.needs_weights
+    photo = _photo(90, 70)
+    sketch = preprocess("pidinet", photo, model=random_pidinet_checkpoint)
+    values = set(np.unique(np.asarray(sketch)).tolist())
+    assert sketch.mode == "L" and sketch.size == photo.size
+    assert values == {0, 255}
+    soft = np.asarray(preprocess("pidinet", photo, model=random_pidinet_checkpoint, binary="false"))
+    assert len(np.unique(soft)) > 2
+
+
+def test_pidinet_rejects_other_checkpoints(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, path)
+    with pytest.raises(InputFileError, match="not a table5 PiDiNet checkpoint"):
+        preprocess("pidinet", _photo(), model=str(path))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputFileError, match="not a readable PiDiNet checkpoint"):
+        preprocess("pidinet", _photo(), model=str(tmp_path / "junk.pth"))
+
+
+def test_pidinet_missing_hub_file_is_a_clear_error_offline():
+    with pytest.raises(MissingWeightsError, match="nobody-here/annotators/table5_pidinet.pth.*--cond-model"):
+        preprocess("pidinet", _photo(), model="nobody-here/annotators/table5_pidinet.pth")

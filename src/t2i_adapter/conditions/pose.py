@@ -49,9 +49,10 @@ OPENPOSE_COLORS = (
     (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
     (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
 )  # fmt: skip
-# The keypose adapter was trained on mmpose's COCO-17 rendering instead: thin links and small dots,
-# face/head blue, the person's left side green, right side orange. Colours are RGB as the adapter
-# saw them (mmpose draws BGR triplets; the original pipeline swapped them on reading).
+# The keypose adapter was trained on mmpose's COCO-17 rendering instead: thin links and small dots.
+# mmpose lists its colours as BGR (head (51, 153, 255), left (0, 255, 0), right (255, 128, 0)) and
+# the original pipeline swapped channels on reading, so in RGB, as the adapter saw them, the head
+# is orange, the person's left side green and the right side blue.
 KEYPOSE_HEAD, KEYPOSE_LEFT, KEYPOSE_RIGHT = (255, 153, 51), (0, 255, 0), (0, 128, 255)
 KEYPOSE_POINT_COLORS = (KEYPOSE_HEAD,) * 5 + (KEYPOSE_LEFT, KEYPOSE_RIGHT) * 6
 KEYPOSE_LINKS = (
@@ -242,7 +243,16 @@ def keypose(
     return restore_size(draw_keypose(small.size, people, float(keypoint_threshold)), image.size)
 
 
-def _detect_poses(image, model, detector, detect_resolution, device, person_threshold, keypoint_threshold):
+def _detect_poses(
+    image: Image.Image,
+    model: str | None,
+    detector: str | None,
+    detect_resolution: int,
+    device: str | None,
+    person_threshold: float,
+    keypoint_threshold: float,
+) -> tuple[Image.Image, list[BodyPose]]:
+    """The photo at detect resolution and the COCO-17 pose of every person found in it."""
     for name, value in (("person_threshold", person_threshold), ("keypoint_threshold", keypoint_threshold)):
         if not 0.0 <= float(value) <= 1.0:
             raise T2IAdapterError(f"option {name}={value} is out of range [0, 1]")

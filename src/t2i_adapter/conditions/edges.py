@@ -229,6 +229,8 @@ def _load_pidinet(name_or_path: str, device: torch.device) -> PiDiNet:
     state = checkpoint.get("state_dict", checkpoint)
     state = {key.removeprefix("module."): value for key, value in state.items()}
     network = PiDiNet()
+    if "init_block.bias" in state:  # some PiDiNet variants train the first conv with a bias
+        network.init_block.bias = nn.Parameter(torch.zeros(network.init_block.weight.shape[0]))
     result = network.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         problems = [

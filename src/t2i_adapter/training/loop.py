@@ -220,7 +220,7 @@ def train(config: TrainConfig) -> Path:
 
     config = config.validate()
     output_dir = Path(config.output_dir)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_distributed_without_gpu())
     main = accelerator.is_main_process
     world_size, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     existing = checkpointing.latest_checkpoint(output_dir)
@@ -465,6 +465,17 @@ def train(config: TrainConfig) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir
+
+
+def _distributed_without_gpu() -> bool:
+    """Several processes (`accelerate launch`, torchrun) on a machine without CUDA: DDP over gloo on CPUs.
+
+    accelerate only picks its multi-CPU mode when told the run is on CPUs; without this a CPU-only
+    multi-process launch would train N independent copies.
+    """
+    import os
+
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _ranks_in_sync(accelerator, adapter) -> list[float]:

@@ -59,10 +59,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import os
 
     from t2i_adapter.training import train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch, only rank 0 talks
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     output_dir = train(config_from_args(args))
-    print(f"adapter written to {output_dir} (load it with load_adapter('{output_dir}'))")
+    if main_process:
+        print(f"adapter written to {output_dir} (load it with load_adapter('{output_dir}'))")
     return 0

@@ -602,6 +602,22 @@ def test_pidinet_rejects_other_checkpoints(tmp_path):
         preprocess("pidinet", _photo(), model=str(tmp_path / "junk.pth"))
 
 
+def test_pidinet_hub_file_resolves_from_the_cache_offline(tmp_path, random_pidinet_checkpoint, monkeypatch):
+    import shutil
+
+    import huggingface_hub.constants
+
+    folder = tmp_path / "annotators"
+    folder.mkdir()
+    shutil.copy(random_pidinet_checkpoint, folder / "table5_pidinet.pth")
+    _fake_hub_cache(tmp_path / "hub", "tiny-org/annotators", str(folder))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    photo = _photo(40, 30)
+    from_hub = np.asarray(preprocess("pidinet", photo, model="tiny-org/annotators/table5_pidinet.pth"))
+    from_disk = np.asarray(preprocess("pidinet", photo, model=random_pidinet_checkpoint))
+    np.testing.assert_array_equal(from_hub, from_disk)
+
+
 def test_pidinet_missing_hub_file_is_a_clear_error_offline():
     with pytest.raises(MissingWeightsError, match="nobody-here/annotators/table5_pidinet.pth.*--cond-model"):
         preprocess("pidinet", _photo(), model="nobody-here/annotators/table5_pidinet.pth")

@@ -1,8 +1,8 @@
 """`t2i-adapter generate`: text + condition image(s) -> PNG(s) with every parameter embedded.
 
-`--adapter`, `--cond`, `--cond-type`, `--adapter-weight`, `--adapter-range` repeat and pair up in
-order (the first `--cond` goes with the first `--adapter`, ...); each of the last three is given
-for every adapter or not at all. `--from-png IMAGE` re-runs the generation recorded in a PNG made
+`--adapter`, `--cond`, `--cond-type`, `--adapter-weight`, `--adapter-range` (and
+`--adapter-task`) repeat and pair up in order (the first `--cond` goes with the first
+`--adapter`, ...); each flag after `--cond` is given for every adapter or not at all. `--from-png IMAGE` re-runs the generation recorded in a PNG made
 here; flags given beside it override what the file says.
 """
 
@@ -51,8 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fraction of the steps the adapter acts on (0:1; the original cond_tau T is 0:T)",
     )
     adapters.add_argument(
-        "--fuser", help="CoAdapter fuser that mixes the adapters (tasks come from --cond-type)"
+        "--adapter-task",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="condition name for a CoAdapter fuser (sketch, depth, color, style, ...; default: --cond-type)",
     )
+    adapters.add_argument("--fuser", help="CoAdapter fuser that mixes the adapters' features")
     adapters.add_argument(
         "--clip-vision", help="CLIP vision model for style adapters (openai/clip-vit-large-patch14)"
     )
@@ -159,9 +164,8 @@ def adapter_specs(args: argparse.Namespace):
 
     count = len(args.adapter)
     if count == 0:
-        extra = [
-            flag for flag in ("cond", "cond_type", "adapter_weight", "adapter_range") if getattr(args, flag)
-        ]
+        flags = ("cond", "cond_type", "adapter_weight", "adapter_range", "adapter_task")
+        extra = [flag for flag in flags if getattr(args, flag)]
         if extra:
             raise T2IAdapterError(f"--{extra[0].replace('_', '-')} given without --adapter")
         return []
@@ -172,6 +176,7 @@ def adapter_specs(args: argparse.Namespace):
     types = _paired(args.cond_type, "--cond-type", count, "none")
     weights = _paired(args.adapter_weight, "--adapter-weight", count, 1.0)
     ranges = [parse_range(text) for text in _paired(args.adapter_range, "--adapter-range", count, "0:1")]
+    tasks = _paired(args.adapter_task, "--adapter-task", count, None)
     return [
         AdapterSpec(
             adapter=adapter,
@@ -180,9 +185,10 @@ def adapter_specs(args: argparse.Namespace):
             weight=weight,
             start=start,
             end=end,
+            task=task,
         )
-        for adapter, cond, cond_type, weight, (start, end) in zip(
-            args.adapter, args.cond, types, weights, ranges, strict=True
+        for adapter, cond, cond_type, weight, (start, end), task in zip(
+            args.adapter, args.cond, types, weights, ranges, tasks, strict=True
         )
     ]
 

@@ -238,7 +238,7 @@ def run_generation(
         units=units,
         condition_paths=condition_paths,
     )
-    callback = _progress_callback(progress, int(steps)) if progress else None
+    callback = _progress_callback(progress, int(steps)) if progress is not None else None
     started = time.monotonic()
     result = generate(settings, condition_images=pictures or None, cache=cache, progress=callback)
     elapsed = time.monotonic() - started

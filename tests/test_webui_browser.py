@@ -1,0 +1,283 @@
+"""The web UI in a real browser: Debian's headless Chromium driven by Playwright, tiny models.
+
+One server (tiny SD model folder + tiny adapter, 64x64, 2 steps) and one browser page serve all
+tests, in order: generate from an upload, refuse bad uploads and still generate, draw a sketch,
+load parameters back from a PNG made here. Set T2I_UPDATE_SCREENSHOTS=1 to refresh docs/webui.png.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from test_webui import bomb_png, drawing
+
+pytest.importorskip("gradio")
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SIZE = 64
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "webui.png"
+TIMEOUT_MS = 60_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures: tiny models, one server, one page
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from tiny_models import save_tiny_sd, tiny_adapter
+
+    root = tmp_path_factory.mktemp("webui")
+    save_tiny_sd(root / "model")
+    tiny_adapter().save_pretrained(str(root / "adapter"))
+    drawing(SIZE).save(root / "square.png")
+    bomb_png(root / "bomb.png")
+    Image.effect_noise((800, 800), 80).convert("RGB").save(root / "big.png")  # ~1.9 MB
+    return root
+
+
+def slow_down_sampling(cache, model: str, seconds_per_call: float = 0.15) -> None:
+    """Preload the tiny model into the cache and make each UNet call take a visible moment.
+
+    Tiny-model steps take milliseconds, too fast for any progress message to reach the page;
+    a real model's take seconds. The page code is unchanged: only the test's model is slower.
+    """
+    import time
+
+    import torch
+
+    from t2i_adapter.generation.api import resolve_device
+
+    base = cache.base_model(model, dtype=torch.float32, device=resolve_device(None))
+    base.unet.register_forward_pre_hook(lambda module, args: time.sleep(seconds_per_call))
+
+
+@pytest.fixture(scope="module")
+def server(world):
+    from t2i_adapter.generation.api import ModelCache
+    from t2i_adapter.interfaces.webui import build_app, launch_app
+
+    cache = ModelCache()
+    slow_down_sampling(cache, str(world / "model"))
+    app = build_app(
+        model=str(world / "model"),
+        cache=cache,
+        adapters=[str(world / "adapter")],
+        output_dir=world / "outputs",
+        max_upload_mb=1,
+        default_size=SIZE,
+        default_steps=2,
+    )
+    _, url, _ = launch_app(app, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
+    assert url.startswith("http://127.0.0.1:")
+    yield url, cache
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        # Nothing but the local server: no fonts, no analytics, no CDN.
+        context.route(
+            "**/*", lambda route: route.continue_() if "127.0.0.1" in route.request.url else route.abort()
+        )
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(server[0])
+        page.wait_for_selector("#t2i-generate")
+        yield page
+        browser.close()
+
+
+def upload(page, elem_id: str, path: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click(f"#{elem_id} .upload-container")
+    chooser.value.set_files(str(path))
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    page.click(f"#{elem_id} input")
+    page.get_by_role("option", name=option, exact=True).click()
+    page.wait_for_function(
+        "([id, value]) => document.querySelector(`#${id} input`).value === value", arg=[elem_id, option]
+    )
+
+
+def set_number(page, elem_id: str, value) -> None:
+    field = page.locator(f"#{elem_id} input[type=number]").first
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def gallery_pngs(page, previous: set[str] = frozenset()) -> dict[str, bytes]:
+    """Wait for gallery images other than `previous`, and download each one as the browser serves it."""
+    page.wait_for_function(
+        """(previous) => {
+            const srcs = [...document.querySelectorAll('#t2i-gallery img')].map(img => img.src);
+            return srcs.length > 0 && srcs.some(src => !previous.includes(src));
+        }""",
+        arg=list(previous),
+    )
+    sources = page.eval_on_selector_all("#t2i-gallery img", "imgs => [...new Set(imgs.map(img => img.src))]")
+    return {src: page.request.get(src).body() for src in sources}
+
+
+def error_toasts(page) -> str:
+    return "\n".join(page.locator(".toast-body").all_inner_texts())
+
+
+def wait_for_error(page, text: str) -> None:
+    page.wait_for_function(
+        "(text) => [...document.querySelectorAll('.toast-body')].some(t => t.innerText.includes(text))",
+        arg=text,
+    )
+
+
+def close_toasts(page) -> None:
+    for button in page.locator(".toast-close").all():
+        if button.is_visible():
+            button.click()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests (in file order; they share the page)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_upload_preview_generate_and_download_a_png_with_parameters(page, world, tmp_path):
+    from t2i_adapter.io.png import read_png_parameters
+
+    upload(page, "t2i-unit-1-upload", world / "square.png")
+    page.wait_for_selector("#t2i-unit-1-condition img")  # preview before generating
+    choose(page, "t2i-unit-1-cond-type", "invert")
+    page.locator("#t2i-prompt textarea").fill("a black square outline")
+    set_number(page, "t2i-seed", 1234)
+
+    # Record every progress text the page shows while sampling.
+    page.evaluate(
+        """() => {
+            window.progressTexts = [];
+            new MutationObserver(() => {
+                const text = document.body.innerText;
+                const match = text.match(/sampling step \\d\\/\\d/g);
+                if (match) window.progressTexts.push(...match);
+            }).observe(document.body, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    page.click("#t2i-generate")
+    pngs = gallery_pngs(page)
+
+    assert len(pngs) == 1
+    data = next(iter(pngs.values()))
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG" and image.size == (SIZE, SIZE)
+    image.load()
+    parameters = read_png_parameters(image)
+    assert parameters["prompt"] == "a black square outline"
+    assert parameters["seed"] == 1234 and parameters["steps"] == 2
+    assert (parameters["width"], parameters["height"]) == (SIZE, SIZE)
+    [spec] = parameters["adapters"]
+    assert spec["adapter"] == str(world / "adapter") and spec["cond_type"] == "invert"
+    assert "sampling step 1/2" in page.evaluate("window.progressTexts")  # the bar moved while sampling
+    assert "1 image 64x64, seed 1234" in page.inner_text("#t2i-status")
+    # The same file is offered for download in the files list.
+    assert page.locator("#t2i-downloads a[download]").count() == 1
+
+    page.screenshot(path=str(tmp_path / "webui.png"), full_page=True)
+    assert Image.open(tmp_path / "webui.png").size[0] == 1400
+    if os.environ.get("T2I_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(tmp_path / "webui.png", SCREENSHOT)
+    (world / "made-here.png").write_bytes(data)
+
+
+def test_bad_uploads_show_one_clear_line_and_the_next_generation_works(page, world):
+    close_toasts(page)
+    page.get_by_role("tab", name="Adapter 2").click()
+    upload(page, "t2i-unit-2-upload", world / "bomb.png")
+    wait_for_error(page, "bomb.png: image is too large")
+
+    page.get_by_role("tab", name="Adapter 3").click()
+    upload(page, "t2i-unit-3-upload", world / "big.png")
+    wait_for_error(page, "exceed the maximum allowed size of 1.0 Mb")
+    messages = error_toasts(page)
+    assert "Traceback" not in messages
+
+    # The server is still fine: a new seed, a new image.
+    previous = set(page.eval_on_selector_all("#t2i-gallery img", "imgs => imgs.map(img => img.src)"))
+    old_seed = page.locator("#t2i-seed input").input_value()
+    page.click("#t2i-random-seed")
+    page.wait_for_function("(old) => document.querySelector('#t2i-seed input').value !== old", arg=old_seed)
+    new_seed = int(page.locator("#t2i-seed input").input_value())
+    page.click("#t2i-generate")
+    pngs = gallery_pngs(page, previous)
+    image = Image.open(io.BytesIO(next(iter(pngs.values()))))
+    assert image.size == (SIZE, SIZE)
+    assert f"seed {new_seed}" in page.inner_text("#t2i-status")
+
+
+def test_a_sketch_drawn_on_the_canvas_becomes_the_condition(page):
+    close_toasts(page)
+    page.get_by_role("tab", name="Adapter 1").click()
+    page.locator("#t2i-unit-1").get_by_role("tab", name="Sketch").click()
+    page.locator("#t2i-unit-1-sketch button[aria-label=Brush]").first.click()
+    canvas = page.locator("#t2i-unit-1-sketch canvas").first
+    box = canvas.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(x + step * box["width"] * 0.04, y + step * box["height"] * 0.03)
+    page.mouse.up()
+    page.click("#t2i-unit-1-preview")
+    # The picture shown is now the drawing (canvas-sized), not the 64x64 upload.
+    page.wait_for_function(
+        """() => {
+            const img = document.querySelector('#t2i-unit-1-picture img');
+            return img && img.naturalWidth > 64;
+        }"""
+    )
+    previous = set(page.eval_on_selector_all("#t2i-gallery img", "imgs => imgs.map(img => img.src)"))
+    page.click("#t2i-generate")
+    pngs = gallery_pngs(page, previous)
+    assert Image.open(io.BytesIO(next(iter(pngs.values())))).size == (SIZE, SIZE)
+
+
+def test_models_were_loaded_once_for_all_generations(server):
+    _, cache = server
+    assert cache.loads == 2  # the base model (preloaded) and the adapter, for three generations
+
+
+def test_dropping_a_png_made_here_loads_its_parameters_back(page, world):
+    page.locator("#t2i-prompt textarea").fill("something else")
+    set_number(page, "t2i-seed", 5)
+    upload(page, "t2i-load-png", world / "made-here.png")
+    page.wait_for_function(
+        "() => document.querySelector('#t2i-prompt textarea').value === 'a black square outline'"
+    )
+    assert page.locator("#t2i-seed input").input_value() == "1234"
+    assert "loaded the parameters of made-here.png" in page.inner_text("#t2i-status")

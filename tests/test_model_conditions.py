@@ -131,6 +131,17 @@ def test_missing_hub_model_is_a_clear_error_offline():
     assert "\n" not in message
 
 
+def test_device_option_is_checked(tiny_dpt):
+    assert model_loading.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(T2IAdapterError, match="unknown device 'gpu0'"):
+        preprocess("depth", _photo(), model=tiny_dpt, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(T2IAdapterError, match="no CUDA GPU"):
+            preprocess("depth", _photo(), model=tiny_dpt, device="cuda")
+    result = preprocess("depth", _photo(), model=tiny_dpt, device="cpu")
+    assert model_loading.cached_keys()[0][2] == "cpu" and result.mode == "RGB"
+
+
 def test_missing_local_folder_is_a_clear_error(tmp_path):
     with pytest.raises(MissingWeightsError, match="no such folder"):
         preprocess("depth", _photo(), model=str(tmp_path / "absent"))

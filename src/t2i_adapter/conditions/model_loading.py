@@ -60,9 +60,14 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     """`device` as given, else CUDA when available, else Apple MPS, else CPU."""
     if device is not None and str(device) != "auto":
         try:
-            return torch.device(device)
+            chosen = torch.device(device)
         except RuntimeError as error:
             raise T2IAdapterError(f"unknown device '{device}' ({error})") from error
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise T2IAdapterError(f"device '{device}' asked for, but this torch build sees no CUDA GPU")
+        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise T2IAdapterError(f"device '{device}' does not exist ({torch.cuda.device_count()} CUDA GPUs)")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -117,7 +122,7 @@ def _missing_message(what: str, name: str, reason: str) -> str:
     return (
         f"could not get the {what} model '{name}' ({reason}); download it once with network access "
         f"(it is kept in the Hugging Face cache under HF_HOME, then HF_HUB_OFFLINE=1 works), or pass "
-        f"a local copy with --cond-model PATH (option model=PATH)"
+        f"a local copy (--cond-model PATH, or the preprocessor option model=PATH)"
     )
 
 

@@ -1,0 +1,406 @@
+"""The trainer on tiny models (CPU): checkpoints that load everywhere, exact resume (also after
+SIGKILL), NaN and disk-full handling, a loss that falls, cached latents, SDXL, 2-process DDP."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from t2i_adapter.interfaces.cli.main import main as cli
+from t2i_adapter.training import TrainConfig, checkpointing, loop, train
+from t2i_adapter.training.check import DataCheckError
+from t2i_adapter.training.objective import diffusion_target, sample_timesteps
+from test_data_formats import TAG, make_samples, write_dataset, write_folder, write_meta
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory) -> Path:
+    from tiny_models import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="module")
+def meta(tmp_path_factory) -> Path:
+    return write_meta(tmp_path_factory.mktemp("data"))
+
+
+def config(model: Path, data: Path, output_dir: Path, **overrides) -> TrainConfig:
+    """A fast run: 64 px, batch 2, constant LR (no warmup), caption dropout on."""
+    values = dict(
+        model=str(model),
+        data=str(data),
+        output_dir=str(output_dir),
+        cond_type=TAG,
+        resolution=64,
+        batch_size=2,
+        lr=1e-3,
+        lr_warmup_steps=0,
+        caption_dropout=0.3,
+        max_steps=2,
+        checkpoint_every=0,
+        progress=False,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / checkpointing.ADAPTER_FILE))
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# ---------------------------------------------------------------------------------------------
+# A run, its files, and every format
+# ---------------------------------------------------------------------------------------------
+
+
+def test_trained_adapter_loads_with_load_adapter_and_diffusers(tiny_sd, meta, tmp_path):
+    from diffusers import T2IAdapter
+
+    from t2i_adapter.checkpoints import load_adapter
+
+    out = train(config(tiny_sd, meta, tmp_path / "run", max_steps=3, checkpoint_every=2, log_every=1))
+    assert [p.name for p in checkpointing.list_checkpoints(out)] == ["step-00000002", "step-00000003"]
+    final = weights(out)
+    ours = load_adapter(out)
+    assert ours.adapter_kind == "full" and ours.in_condition_channels == 1
+    assert_same_weights({k: v for k, v in ours.state_dict().items()}, final)
+    theirs = T2IAdapter.from_pretrained(out / "checkpoints" / "step-00000003" / "adapter")
+    features = theirs(torch.rand(1, 1, 64, 64))
+    assert [tuple(f.shape) for f in features] == [(1, 32, 8, 8), (1, 64, 4, 4)]  # tiny UNet's levels
+    single_file = load_adapter(out / "adapter.safetensors")
+    assert_same_weights(single_file.state_dict(), final)
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    assert "10 usable" in (out / "data_check.txt").read_text()
+    assert any((out / "tensorboard").iterdir())
+
+
+@pytest.mark.parametrize("kind", ["folder", "jsonl", "webdataset", "hf"])
+def test_every_format_trains(tiny_sd, tmp_path, kind):
+    data = write_dataset(kind, tmp_path)
+    out = train(config(tiny_sd, data, tmp_path / "run", cond_type=None if kind == "jsonl" else TAG))
+    state = torch.load(checkpointing.latest_checkpoint(out) / checkpointing.STATE_FILE, weights_only=True)
+    assert state["step"] == 2 and state["samples_seen"] == 4
+    assert all(torch.isfinite(t).all() for t in weights(out).values())
+
+
+def test_bad_samples_are_skipped_or_refused_with_strict(tiny_sd, tmp_path):
+    meta = write_meta(tmp_path / "data")
+    (tmp_path / "data" / "images" / "s01.png").write_bytes(b"corrupt")
+    out = train(config(tiny_sd, meta, tmp_path / "run"))
+    assert "9 usable, 1 with problems" in (out / "data_check.txt").read_text()
+    with pytest.raises(DataCheckError, match=r"meta.txt:4: .*--strict"):
+        train(config(tiny_sd, meta, tmp_path / "strict", strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def six_steps(tiny_sd, meta, tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The reference: 6 uninterrupted steps."""
+    out = train(config(tiny_sd, meta, tmp_path_factory.mktemp("reference") / "run", max_steps=6))
+    return weights(out)
+
+
+def test_resume_with_more_steps_equals_one_run(tiny_sd, meta, tmp_path, six_steps):
+    out = tmp_path / "run"
+    train(config(tiny_sd, meta, out, max_steps=3))
+    with pytest.raises(Exception, match="pass --resume"):
+        train(config(tiny_sd, meta, out, max_steps=6))
+    train(config(tiny_sd, meta, out, max_steps=6, resume=True))
+    assert_same_weights(weights(out), six_steps)
+    steps = [row.split(",")[0] for row in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == ["3", "6"]  # log_every=10: the last step of each run
+
+
+def test_sigkill_then_resume_is_bit_identical(tiny_sd, meta, tmp_path, six_steps):
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "t2i_adapter.interfaces.cli.main", "train",
+        "--model", str(tiny_sd), "--data", str(meta), "--output-dir", str(out), "--cond-type", TAG,
+        "--resolution", "64", "--batch-size", "2", "--lr", "1e-3", "--lr-warmup-steps", "0",
+        "--caption-dropout", "0.3", "--max-steps", "200", "--checkpoint-every", "1", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while checkpointing.latest_checkpoint(out) is None and process.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # let it get somewhere into the next steps (maybe mid-save)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    killed_at = checkpointing.latest_checkpoint(out)
+    assert killed_at is not None and int(killed_at.name.split("-")[1]) < 6
+    train(config(tiny_sd, meta, out, max_steps=6, resume=True, checkpoint_every=1))
+    assert_same_weights(weights(out), six_steps)
+    assert not list((out / "checkpoints").glob(".step-*"))  # leftovers of the killed save are gone
+    assert len(checkpointing.list_checkpoints(out)) == 3  # keep_checkpoints
+
+
+def test_gradient_accumulation_matches_a_larger_batch(tiny_sd, meta, tmp_path):
+    big = weights(train(config(tiny_sd, meta, tmp_path / "big", batch_size=4, max_steps=2)))
+    accumulated = weights(
+        train(
+            config(tiny_sd, meta, tmp_path / "acc", batch_size=2, gradient_accumulation_steps=2, max_steps=2)
+        )
+    )
+    for key in big:
+        torch.testing.assert_close(accumulated[key], big[key], atol=2e-6, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad events: NaN loss, disk full
+# ---------------------------------------------------------------------------------------------
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_sd, meta, tmp_path, monkeypatch):
+    real_loss = loop.compute_loss
+    calls = []
+
+    def loss_that_explodes(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(loop, "compute_loss", loss_that_explodes)
+    out = tmp_path / "run"
+    with pytest.raises(loop.TrainingDivergedError, match=r"at step 3.*step-00000002"):
+        train(config(tiny_sd, meta, out, max_steps=5, checkpoint_every=2))
+    assert [p.name for p in checkpointing.list_checkpoints(out)] == ["step-00000002"]
+    assert all(torch.isfinite(t).all() for t in weights(out / "checkpoints" / "step-00000002").values())
+    assert not (out / "config.json").exists()  # no final adapter was published
+
+
+def test_disk_full_during_save_leaves_the_previous_checkpoint(tiny_sd, meta, tmp_path, monkeypatch):
+    real_save = checkpointing.torch.save
+    saves = []
+
+    def full_disk(obj, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:
+            Path(path).write_bytes(b"half")  # a partial file, then the error
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing.torch, "save", full_disk)
+    out = tmp_path / "run"
+    with pytest.raises(
+        checkpointing.CheckpointError, match=r"No space left on device.*step-00000001 is intact"
+    ):
+        train(config(tiny_sd, meta, out, max_steps=3, checkpoint_every=1))
+    monkeypatch.setattr(checkpointing.torch, "save", real_save)
+    assert [p.name for p in checkpointing.list_checkpoints(out)] == ["step-00000001"]
+    assert not list((out / "checkpoints").glob(".step-*"))
+    adapter_state, state = checkpointing.load_checkpoint(out / "checkpoints" / "step-00000001")
+    assert state["step"] == 1 and adapter_state
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning, caching, SDXL, the objective
+# ---------------------------------------------------------------------------------------------
+
+
+def _fixed_loss(model: Path, data: Path, adapter, positions: range) -> float:
+    """The training loss on fixed samples with fixed noise (same draws for every adapter)."""
+    import random
+
+    from diffusers import DDPMScheduler
+
+    from t2i_adapter.generation.base_model import load_base_model
+    from t2i_adapter.training.data import open_dataset
+    from t2i_adapter.training.data.batches import collate, prepared_to_item
+    from t2i_adapter.training.data.transforms import prepare_example
+
+    base = load_base_model(str(model))
+    source = open_dataset(data, cond_type="none")
+    frozen = loop.FrozenParts(
+        base=base, vae_config=base.vae.config, is_sdxl=False, weight_dtype=torch.float32
+    )
+    items = []
+    for position in positions:
+        example = source.load(position % len(source))
+        example.condition = example.image  # the `none` preprocessor: the image is its own condition
+        prepared = prepare_example(
+            example,
+            resolution=64,
+            condition_channels=3,
+            center_crop=True,
+            random_flip=False,
+            rng=random.Random(0),
+        )
+        items.append(prepared_to_item(prepared, position, 64))
+    batch = collate(items)
+    with torch.no_grad():
+        return loop.compute_loss(
+            batch,
+            adapter,
+            frozen,
+            DDPMScheduler.from_config(base.scheduler.config),
+            seed=99,
+            timestep_sampling="uniform",
+            caption_dropout=0.0,
+            device=torch.device("cpu"),
+        ).item()
+
+
+def test_loss_falls_on_a_learnable_toy_task(tiny_sd, tmp_path):
+    """The condition is the image itself, so the adapter can tell the UNet where the box is."""
+    from accelerate.utils import set_seed
+
+    from t2i_adapter.adapters.factory import new_adapter_for_unet
+    from t2i_adapter.checkpoints import load_adapter
+    from t2i_adapter.generation.base_model import load_base_model
+
+    data = tmp_path / "toy"
+    data.mkdir()
+    for index, (image, _, caption) in enumerate(make_samples(10)):
+        image.save(data / f"{index}.png")
+        (data / f"{index}.txt").write_text(caption)
+    out = train(
+        config(
+            tiny_sd, data, tmp_path / "run", cond_type="none", batch_size=4, max_steps=30, caption_dropout=0.0
+        )
+    )
+    set_seed(0)  # the trainer's seed: the same initial adapter
+    initial = new_adapter_for_unet(load_base_model(str(tiny_sd)).unet, "full", 3)
+    before = _fixed_loss(tiny_sd, data, initial, range(16))
+    after = _fixed_loss(tiny_sd, data, load_adapter(out), range(16))
+    assert after < 0.92 * before, (before, after)
+
+
+def test_cached_latents_train_like_encoding_every_step(tiny_sd, meta, tmp_path):
+    plain = train(config(tiny_sd, meta, tmp_path / "plain", max_steps=3, log_every=1))
+    cached = train(config(tiny_sd, meta, tmp_path / "cached", max_steps=3, log_every=1, cache_latents=True))
+    assert (cached / "cache" / "index.json").is_file()
+    assert json.loads((cached / "cache" / "index.json").read_text())["samples"] == 10
+
+    def losses(out: Path) -> list[float]:
+        return [float(row.split(",")[1]) for row in (out / "metrics.csv").read_text().splitlines()[1:]]
+
+    # Same samples, same noise; only the batching of the VAE/text encoder differs (float rounding).
+    assert losses(cached) == pytest.approx(losses(plain), rel=1e-4)
+    for key, value in weights(plain).items():
+        torch.testing.assert_close(weights(cached)[key], value, atol=1e-5, rtol=1e-4)
+    # A resumed cached run reuses the cache (same fingerprint) and still matches.
+    train(config(tiny_sd, meta, tmp_path / "cached", max_steps=4, cache_latents=True, resume=True))
+
+
+def test_sdxl_with_v_prediction_and_cubic_timesteps(tmp_path):
+    from t2i_adapter.checkpoints import load_adapter
+    from tiny_models import save_tiny_sdxl
+
+    model = save_tiny_sdxl(tmp_path / "tiny-sdxl")
+    scheduler_config = model / "scheduler" / "scheduler_config.json"
+    settings = json.loads(scheduler_config.read_text())
+    settings["prediction_type"] = "v_prediction"
+    scheduler_config.write_text(json.dumps(settings))
+    data = write_folder(tmp_path / "data")
+    out = train(config(model, data, tmp_path / "run", max_steps=2))
+    adapter = load_adapter(out)
+    assert adapter.adapter_kind == "xl" and adapter.in_condition_channels == 1
+    saved = (out / "train_config.yaml").read_text()
+    assert "timestep_sampling: auto" in saved
+
+
+def test_objective_targets_and_timestep_sampling():
+    from diffusers import DDPMScheduler
+
+    u = torch.linspace(0, 0.999, 1000)
+    uniform, cubic = sample_timesteps(u, 1000, "uniform"), sample_timesteps(u, 1000, "cubic")
+    assert uniform.min() == 0 and uniform.max() == 999
+    assert cubic.float().mean() > 700 > uniform.float().mean()  # E[1 - u^3] = 3/4: favours noisy steps
+    latents, noise, t = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.tensor([10, 900])
+    epsilon = DDPMScheduler(prediction_type="epsilon")
+    velocity = DDPMScheduler(prediction_type="v_prediction")
+    assert torch.equal(diffusion_target(epsilon, latents, noise, t), noise)
+    alpha = velocity.alphas_cumprod[t].sqrt()[:, None, None, None]
+    sigma = (1 - velocity.alphas_cumprod[t]).sqrt()[:, None, None, None]
+    torch.testing.assert_close(diffusion_target(velocity, latents, noise, t), alpha * noise - sigma * latents)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI, config files, several processes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cli_config_file_with_flag_overrides(tiny_sd, meta, tmp_path, capsys):
+    settings = tmp_path / "run.toml"
+    settings.write_text(
+        f'model = "{tiny_sd}"\ndata = "{meta}"\ncond-type = "{TAG}"\nresolution = 64\nbatch_size = 2\n'
+        f'max_steps = 5\nlr = "1e-3"\nprogress = false\noutput_dir = "{tmp_path / "run"}"\n'
+    )
+    assert cli(["train", "--config", str(settings), "--max-steps", "1"]) == 0
+    saved = (tmp_path / "run" / "train_config.yaml").read_text()
+    assert "max_steps: 1" in saved and "lr: 0.001" in saved and "batch_size: 2" in saved
+    assert "adapter written to" in capsys.readouterr().out
+    # errors are one line, exit 2
+    settings.write_text('model = "x"\nbatch_sise = 2\n')
+    assert cli(["train", "--config", str(settings)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "unknown training setting" in error
+        and "'batch_sise'" in error
+        and len(error.strip().splitlines()) == 1
+    )
+    yaml_settings = tmp_path / "run.yaml"
+    yaml_settings.write_text(
+        f"model: {tiny_sd}\ndata: {meta}\noutput_dir: {tmp_path / 'y'}\nresolution: 100\n"
+    )
+    assert cli(["train", "--config", str(yaml_settings)]) == 2
+    assert "multiple of 64" in capsys.readouterr().err
+
+
+def test_two_processes_stay_in_sync_and_match_one_process(tiny_sd, meta, tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo): batch 2 each == one process with batch 4."""
+    common = [
+        "--model", str(tiny_sd), "--data", str(meta), "--cond-type", TAG, "--resolution", "64",
+        "--lr", "1e-3", "--lr-warmup-steps", "0", "--max-steps", "2", "--no-progress",
+        "--caption-dropout", "0.3",
+    ]  # fmt: skip
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", "29517", "-m", "t2i_adapter.interfaces.cli.main", "train",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        launch + common + ["--output-dir", str(tmp_path / "ddp"), "--batch-size", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(
+        checkpointing.latest_checkpoint(tmp_path / "ddp") / checkpointing.STATE_FILE, weights_only=True
+    )
+    assert state["world_size"] == 2 and state["samples_seen"] == 8
+    assert len(state["ranks_in_sync"]) == 2 and state["ranks_in_sync"][0] == state["ranks_in_sync"][1]
+    single = train(config(tiny_sd, meta, tmp_path / "single", batch_size=4))
+    for key, value in weights(single).items():
+        torch.testing.assert_close(weights(tmp_path / "ddp")[key], value, atol=2e-5, rtol=1e-4)

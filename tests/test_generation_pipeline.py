@@ -378,3 +378,15 @@ def test_other_scheduler_runs(pipe, adapter, condition):
     euler_a = run(pipe, [AdapterUnit(adapter, condition)], scheduler="euler_a")
     assert euler_a.shape == ddim.shape
     assert np.abs(euler_a - ddim).max() > 1e-3
+
+
+def test_memory_options_keep_the_image(adapter, condition):
+    """Attention slicing, VAE tiling and model offload change where memory goes, not the result."""
+    plain = run(T2IAdapterPipeline(tiny_sd_base_model()), [AdapterUnit(adapter, condition)])
+    frugal = T2IAdapterPipeline(tiny_sd_base_model())
+    frugal.enable_attention_slicing(1)
+    frugal.enable_vae_tiling()
+    frugal.enable_model_cpu_offload("cpu")  # the same hooks as on a GPU; here CPU is the device
+    assert frugal.base.vae.use_tiling
+    result = run(frugal, [AdapterUnit(adapter, condition)])
+    assert np.abs(result - plain).max() <= 1e-4

@@ -77,7 +77,12 @@ def test_trained_adapter_loads_with_load_adapter_and_diffusers(tiny_sd, meta, tm
 
     from t2i_adapter.checkpoints import load_adapter
 
-    out = train(config(tiny_sd, meta, tmp_path / "run", max_steps=3, checkpoint_every=2, log_every=1))
+    out = train(
+        config(
+            tiny_sd, meta, tmp_path / "run", max_steps=3, checkpoint_every=2, log_every=1, validation_every=3,
+            validation_steps=2,
+        )
+    )  # fmt: skip
     assert [p.name for p in checkpointing.list_checkpoints(out)] == ["step-00000002", "step-00000003"]
     final = weights(out)
     ours = load_adapter(out)
@@ -92,6 +97,8 @@ def test_trained_adapter_loads_with_load_adapter_and_diffusers(tiny_sd, meta, tm
     assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
     assert "10 usable" in (out / "data_check.txt").read_text()
     assert any((out / "tensorboard").iterdir())
+    validation = sorted((out / "validation" / "step-00000003").glob("*.png"))
+    assert len(validation) == 2  # the first two samples' conditions and captions
 
 
 @pytest.mark.parametrize("kind", ["folder", "jsonl", "webdataset", "hf"])

@@ -455,6 +455,8 @@ def train(config: TrainConfig) -> Path:
                 folder=output_dir / "validation" / f"step-{step:08d}",
             )
             log.images(step, "validation", images)
+            if config.cache_latents:
+                _free_encoders(frozen, keep_on_cpu=True)  # back out of accelerator memory
 
     progress.close()
     log.close()

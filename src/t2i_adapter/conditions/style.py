@@ -16,8 +16,8 @@ from PIL import Image
 from t2i_adapter.conditions.model_loading import load_cached, pick_device, release_memory
 from t2i_adapter.conditions.registry import register_condition
 from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.generation.settings import DEFAULT_CLIP_VISION as CLIP_VISION_MODEL
 
-CLIP_VISION_MODEL = "openai/clip-vit-large-patch14"
 CLIP_IMAGE_SIZE = 224  # ViT-L/14 at 224 px: 16 x 16 patches + 1 class token = 257 tokens
 
 

@@ -150,6 +150,16 @@ def test_missing_local_folder_is_a_clear_error(tmp_path):
         preprocess("depth", _photo(), model=str(tmp_path / "empty"))
 
 
+def test_corrupt_weights_are_a_clear_error(tmp_path, tiny_dpt):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dpt, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(InputFileError, match="not a usable depth model"):
+        preprocess("depth", _photo(), model=str(broken))
+
+
 def test_hub_id_resolves_from_the_cache_offline(tmp_path, tiny_dpt, monkeypatch):
     import huggingface_hub.constants
 

@@ -249,7 +249,9 @@ def _load_pretrained(
     try:
         model = model_class.from_pretrained(folder, dtype=dtype)
         processor = load_image_processor(folder, processor_class)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except T2IAdapterError:
+        raise
+    except Exception as error:  # missing/corrupt config or weights, wrong architecture: the user's files
         raise InputFileError(
             name_or_path, f"not a usable {what} model for {model_class.__name__} ({_first_line(error)})"
         ) from error

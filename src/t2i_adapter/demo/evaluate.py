@@ -64,6 +64,7 @@ class EvalConfig:
     device: str | None = None
     out_dir: str | None = None
     negative_prompt: str = ""
+    batch_size: int = 25
 
     def __post_init__(self) -> None:
         if not self.adapters:
@@ -202,30 +203,39 @@ def _means(rows: list[dict[str, float]]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _generate_pair(
-    config: EvalConfig, sample: EvalSample, index: int, cache
-) -> tuple[Image.Image, Image.Image]:
-    from t2i_adapter.generation.api import generate
-    from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
+def _generate_batch(
+    config: EvalConfig, samples: list[EvalSample], first_index: int, cache
+) -> tuple[list[Image.Image], list[Image.Image]]:
+    """The batch from its prompts alone, then with the adapters (the same starting noise)."""
+    import torch
 
-    width, height = sample.conditions[0].size
-    common = dict(
-        model=config.model,
-        prompt=sample.prompt,
-        negative_prompt=config.negative_prompt,
+    from t2i_adapter.conditions.tensor import condition_to_tensor
+    from t2i_adapter.generation.api import resolve_device
+    from t2i_adapter.generation.units import AdapterUnit
+
+    device = resolve_device(config.device)
+    pipeline = cache.pipeline(config.model, dtype=torch.float32, device=device)
+    width, height = samples[0].conditions[0].size
+    units = []
+    for position, name in enumerate(config.adapters):
+        adapter = cache.adapter(name, dtype=torch.float32, device=str(pipeline.execution_device))
+        channels = getattr(adapter, "in_condition_channels", None) or 3
+        # One condition per prompt: the pipeline keeps a batch of maps as it is (B, C, H, W).
+        batch = torch.cat(
+            [condition_to_tensor(s.conditions[position], channels, size=(width, height)) for s in samples]
+        )
+        units.append(AdapterUnit(adapter=adapter, condition=batch, weight=config.weight, name=name))
+    options = dict(
+        negative_prompt=[config.negative_prompt] * len(samples),
         steps=config.steps,
         guidance_scale=config.guidance_scale,
-        seed=config.seed + index,
+        seed=config.seed + first_index,
         width=width,
         height=height,
-        device=config.device,
     )
-    plain = generate(GenerationSettings(**common), cache=cache).images[0]
-    # The conditions are condition maps already: `none` passes them to the adapters as they are.
-    specs = [AdapterSpec(adapter=name, cond_type="none", weight=config.weight) for name in config.adapters]
-    steered = generate(
-        GenerationSettings(**common, adapters=specs), condition_images=sample.conditions, cache=cache
-    ).images[0]
+    prompts = [sample.prompt for sample in samples]
+    plain = pipeline(prompts, [], **options).images
+    steered = pipeline(prompts, units, **options).images
     return plain, steered
 
 
@@ -250,14 +260,18 @@ def run_evaluation(
     cache = ModelCache()
     per_sample: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
     grid_rows = []
-    for index, sample in enumerate(samples):
-        plain, steered = _generate_pair(config, sample, index, cache)
-        per_sample["without"].append(score(plain, sample))
-        per_sample["with"].append(score(steered, sample))
-        if index < GRID_SAMPLES:
-            grid_rows.append([*sample.conditions, plain, steered])
+    for first in range(0, len(samples), config.batch_size):
+        batch = samples[first : first + config.batch_size]
+        plain_images, steered_images = _generate_batch(config, batch, first, cache)
+        for offset, (sample, plain, steered) in enumerate(
+            zip(batch, plain_images, steered_images, strict=True)
+        ):
+            per_sample["without"].append(score(plain, sample))
+            per_sample["with"].append(score(steered, sample))
+            if first + offset < GRID_SAMPLES:
+                grid_rows.append([*sample.conditions, plain, steered])
         if progress is not None:
-            progress(index + 1, len(samples))
+            progress(first + len(batch), len(samples))
     report = EvalReport(
         config=config,
         means={mode: _means(rows) for mode, rows in per_sample.items()},
@@ -291,7 +305,8 @@ def _write(report: EvalReport, samples: list[EvalSample], grid_rows: list[list[I
             "",
             f"Samples: {source}. Condition types: {', '.join(config.cond_types)}. "
             f"Sampler: DDIM, {config.steps} steps, guidance {config.guidance_scale}, adapter weight "
-            f"{config.weight}, seed {config.seed} + sample index (the same seed with and without). "
+            f"{config.weight}, batches of {config.batch_size} seeded {config.seed} + first index (the same "
+            "noise with and without). "
             f"Took {report.seconds:.0f} s.",
             "",
             report.table(),

@@ -223,3 +223,149 @@ def test_parameters_from_a_png_made_elsewhere_are_refused_clearly(tmp_path):
     junk.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(InputFileError, match=r"^junk\.png: "):
         handlers.parameters_from_png(str(junk), tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# One Generate click, with generate() replaced by a recorder (the real one runs in the browser test)
+# ---------------------------------------------------------------------------------------------
+
+
+class FalsyProgress:
+    """Like gr.Progress, which is falsy (it has a length): progress must still be reported."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __len__(self):
+        return 0
+
+    def __call__(self, fraction, desc=None):
+        self.calls.append((fraction, desc))
+
+
+def test_run_generation_calls_generate_and_saves_pngs_with_parameters(tmp_path, monkeypatch):
+    from t2i_adapter.generation import api
+    from t2i_adapter.io.png import read_png_parameters
+
+    seen = {}
+
+    def fake_generate(settings, *, condition_images=None, cache=None, progress=None):
+        seen.update(settings=settings, condition_images=condition_images, cache=cache)
+        for step in (1, 2):
+            progress({"step": step, "total": 2})
+        images = [
+            Image.new("RGB", (settings.width, settings.height), (index * 60, 0, 0)) for index in range(2)
+        ]
+        return api.GenerationResult(images=images, conditions=[], settings=settings)
+
+    monkeypatch.setattr(api, "generate", fake_generate)
+    upload = tmp_path / "upload.png"
+    drawing(32).save(upload)
+    cache = object()
+    progress = FalsyProgress()
+    output = handlers.run_generation(
+        model="some-model", cache=cache, output_dir=tmp_path / "out", prompt="p", negative_prompt="n",
+        steps=2, guidance_scale=3.0, seed=99, width=48, height=32, num_images=2, scheduler="ddim",
+        units=[
+            UnitInput(enabled=False, adapter="unused"),
+            UnitInput(enabled=True, adapter="adapter-b", upload_path=str(upload), cond_type="invert", weight=0.5),
+            UnitInput(enabled=True, adapter="adapter-c", source="sketch", sketch={"composite": drawing(24)}),
+        ],
+        limits=Limits(), progress=progress,
+    )  # fmt: skip
+
+    assert seen["cache"] is cache  # the server's cache, not a new one
+    assert [image.size for image in seen["condition_images"]] == [(32, 32), (24, 24)]
+    assert [spec.adapter for spec in seen["settings"].adapters] == ["adapter-b", "adapter-c"]
+    assert progress.calls == [(0.5, "sampling step 1/2"), (1.0, "sampling step 2/2")]
+    assert len(output.paths) == 2 and output.status.startswith(
+        "2 images 48x32, seed 99, 2 steps, 2 adapter(s)"
+    )
+    for index, path in enumerate(output.paths):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size == (48, 48 - 16)
+            assert image.getpixel((0, 0)) == (index * 60, 0, 0)
+        parameters = read_png_parameters(path)
+        assert parameters["seed"] == 99 and parameters["prompt"] == "p"
+    # Each unit's picture is kept beside the outputs and named in the parameters.
+    first_cond = Path(read_png_parameters(output.paths[0])["adapters"][0]["cond"])
+    assert first_cond.parent == output.paths[0].parent and Image.open(first_cond).size == (32, 32)
+
+
+def test_run_generation_refuses_bad_units_before_loading_anything(tmp_path, monkeypatch):
+    from t2i_adapter.generation import api
+
+    monkeypatch.setattr(api, "generate", lambda *a, **k: pytest.fail("generate must not be called"))
+    common = dict(
+        model="m", cache=None, output_dir=tmp_path, prompt="", negative_prompt="", steps=2, guidance_scale=1.0,
+        seed=0, width=64, height=64, num_images=1, scheduler="ddim", limits=Limits(),
+    )  # fmt: skip
+    with pytest.raises(T2IAdapterError, match="unit 1: no condition image"):
+        handlers.run_generation(units=[UnitInput(enabled=True, adapter="a")], **common)
+    with pytest.raises(T2IAdapterError, match="unit 1: choose an adapter"):
+        handlers.run_generation(units=[UnitInput(enabled=True, adapter="")], **common)
+
+
+# ---------------------------------------------------------------------------------------------
+# The page's wiring and the serve command
+# ---------------------------------------------------------------------------------------------
+
+
+def test_build_app_queues_generation_one_at_a_time_and_keeps_state_per_app(tmp_path):
+    import gradio as gr
+
+    from t2i_adapter.interfaces.webui import build_app
+
+    first = build_app(
+        model="m1", cache=object(), adapters=["a"], output_dir=tmp_path / "one", max_upload_mb=3
+    )
+    second = build_app(model="m2", cache=object(), adapters=["b"], output_dir=tmp_path / "two")
+    assert isinstance(first, gr.Blocks)
+    functions = {fn.name: fn for fn in first.fns.values()}
+    assert functions["generate"].concurrency_limit == 1 and functions["generate"].concurrency_id == "generate"
+    assert functions["generate"].queue
+    assert first.t2i_upload_limit_bytes == 3 * 1024 * 1024
+    assert second.t2i_upload_limit_bytes == 20 * 1024 * 1024
+    assert (first.t2i_output_dir, second.t2i_output_dir) == (tmp_path / "one", tmp_path / "two")
+
+
+def test_user_errors_become_one_line_page_errors():
+    import gradio as gr
+
+    from t2i_adapter.interfaces.webui.app import user_errors
+
+    @user_errors
+    def bad_file():
+        raise InputFileError("x.png", "not an image")
+
+    @user_errors
+    def bug():
+        raise ValueError("missing thing\nsecond line")
+
+    with pytest.raises(gr.Error) as caught:
+        bad_file()
+    assert caught.value.message == "x.png: not an image"
+    with pytest.raises(gr.Error) as caught:
+        bug()
+    assert caught.value.message == "internal error (ValueError): missing thing"
+
+
+def test_serve_binds_localhost_by_default_and_passes_its_options(monkeypatch, tmp_path):
+    from t2i_adapter.interfaces import webui
+    from t2i_adapter.interfaces.cli.main import build_parser, main
+
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port, args.max_upload_mb, args.model) == ("127.0.0.1", 7860, 20.0, "demo")
+
+    calls = {}
+    monkeypatch.setattr(webui, "build_app", lambda **kwargs: calls.setdefault("build", kwargs) and "APP")
+    monkeypatch.setattr(webui, "launch_app", lambda app, **kwargs: calls.setdefault("launch", (app, kwargs)))
+    status = main(["serve", "--model", "m", "--adapter", "a1", "--adapter", "a2", "--max-upload-mb", "5",
+                   "--port", "7999", "--output-dir", str(tmp_path)])  # fmt: skip
+    assert status == 0
+    build = calls["build"]
+    assert (build["model"], build["adapters"], build["max_upload_mb"]) == ("m", ["a1", "a2"], 5.0)
+    assert build["output_dir"] == str(tmp_path)
+    assert calls["launch"][1] == {"host": "127.0.0.1", "port": 7999}
+
+    assert main(["serve", "--max-upload-mb", "0"]) == 2

@@ -225,6 +225,8 @@ def test_bad_uploads_show_one_clear_line_and_the_next_generation_works(page, wor
     wait_for_error(page, "exceed the maximum allowed size of 1.0 Mb")
     messages = error_toasts(page)
     assert "Traceback" not in messages
+    close_toasts(page)
+    page.wait_for_selector(".toast-body", state="detached")
 
     # The server is still fine: a new seed, a new image.
     previous = set(page.eval_on_selector_all("#t2i-gallery img", "imgs => imgs.map(img => img.src)"))
@@ -240,6 +242,8 @@ def test_bad_uploads_show_one_clear_line_and_the_next_generation_works(page, wor
 
 
 def test_a_sketch_drawn_on_the_canvas_becomes_the_condition(page):
+    from t2i_adapter.io.png import read_png_parameters
+
     close_toasts(page)
     page.get_by_role("tab", name="Adapter 1").click()
     page.locator("#t2i-unit-1").get_by_role("tab", name="Sketch").click()
@@ -264,7 +268,13 @@ def test_a_sketch_drawn_on_the_canvas_becomes_the_condition(page):
     previous = set(page.eval_on_selector_all("#t2i-gallery img", "imgs => imgs.map(img => img.src)"))
     page.click("#t2i-generate")
     pngs = gallery_pngs(page, previous)
-    assert Image.open(io.BytesIO(next(iter(pngs.values())))).size == (SIZE, SIZE)
+    image = Image.open(io.BytesIO(next(iter(pngs.values()))))
+    assert image.size == (SIZE, SIZE)
+    image.load()
+    [spec] = read_png_parameters(image)["adapters"]
+    # The recorded condition is the drawing the server received, not the earlier 64x64 upload.
+    drawn = Image.open(spec["cond"]).convert("L")
+    assert drawn.size[0] > SIZE and drawn.getextrema() == (0, 255)
 
 
 def test_models_were_loaded_once_for_all_generations(server):

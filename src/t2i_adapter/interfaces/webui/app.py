@@ -205,13 +205,19 @@ def build_app(
                     )
 
         # ---- condition previews ------------------------------------------------------------
+        @user_errors
+        def preview(source: str, upload_path: str | None, sketch: Any, cond_type: str):
+            return handlers.preview_condition(source, upload_path, sketch, cond_type, limits)
+
         for unit in units:
-            preview = user_errors(
-                functools.partial(_preview, limits=limits),
-            )
             preview_inputs = [unit.source, unit.upload, unit.sketch, unit.cond_type]
             preview_outputs = [unit.picture, unit.condition]
-            for event in (unit.upload.change, unit.cond_type.change, unit.preview_button.click):
+            for event in (
+                unit.upload.change,
+                unit.cond_type.change,
+                unit.source.change,
+                unit.preview_button.click,
+            ):
                 event(preview, preview_inputs, preview_outputs, concurrency_id="preview", concurrency_limit=4)
             unit.sketch.change(
                 preview,
@@ -423,10 +429,6 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> Uni
         start,
         end,
     )
-
-
-def _preview(source: str, upload_path: str | None, sketch: Any, cond_type: str, *, limits: Limits):
-    return handlers.preview_condition(source, upload_path, sketch, cond_type, limits)
 
 
 def _default_adapters(model: str) -> list[str]:

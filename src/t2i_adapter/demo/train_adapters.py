@@ -25,8 +25,8 @@ class AdapterTrainingPlan:
     """Sizes of the adapter runs (defaults: the shipped adapters)."""
 
     num_scenes: int = 4000
-    steps: int = 1200
-    batch_size: int = 32
+    steps: int = 1000
+    batch_size: int = 24
     lr: float = 1e-3
     warmup_steps: int = 50
     timestep_sampling: str = "cubic"  # noisy steps decide the layout, which is what an adapter controls
@@ -52,6 +52,35 @@ def write_scene_folder(dest: str | Path, num_scenes: int, first_seed: int = ADAP
     return dest
 
 
+def initial_adapter(model: str | Path, cond_type: str, dest: str | Path, seed: int = 0) -> Path:
+    """A fresh full adapter sized for the demo UNet, with the demo VAE's downscale factor.
+
+    The trainer's own new adapter assumes SD's VAE factor of 8 (a UNet config does not say what
+    the VAE does); the demo VAE downsamples by 4, so the starting point is written here and the
+    trainer trains it from there (`TrainConfig.adapter`).
+    """
+    import dataclasses
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from t2i_adapter.adapters.factory import spatial_config_for_unet
+    from t2i_adapter.adapters.spatial import build_spatial_adapter
+    from t2i_adapter.checkpoints import save_adapter
+    from t2i_adapter.conditions.registry import get_preprocessor
+
+    model = Path(model)
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    vae_config = AutoencoderKL.load_config(model / "vae")
+    vae_scale_factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
+    channels = get_preprocessor(cond_type).channels
+    config = dataclasses.replace(
+        spatial_config_for_unet(unet, "full", channels), downscale_factor=vae_scale_factor
+    )
+    torch.manual_seed(seed)
+    return save_adapter(build_spatial_adapter(config), dest, layout="diffusers", overwrite=True)
+
+
 def train_demo_adapter(
     cond_type: str,
     model: str | Path,
@@ -64,13 +93,15 @@ def train_demo_adapter(
     from t2i_adapter.training.config import TrainConfig
 
     plan = plan or AdapterTrainingPlan()
+    output_dir = Path(output_dir)
+    start = initial_adapter(model, cond_type, output_dir.parent / f"{output_dir.name}-init", seed=plan.seed)
     config = TrainConfig(
         model=str(model),
         data=str(data),
         output_dir=str(output_dir),
         data_format="folder",
         cond_type=cond_type,
-        adapter_type="full",
+        adapter=str(start),
         resolution=SCENE_SIZE,
         batch_size=plan.batch_size,
         lr=plan.lr,
@@ -82,8 +113,8 @@ def train_demo_adapter(
         timestep_sampling=plan.timestep_sampling,
         caption_dropout=plan.caption_dropout,
         cache_latents=True,
-        checkpoint_every=0,
-        keep_checkpoints=1,
+        checkpoint_every=250,
+        keep_checkpoints=2,
         log_every=50,
         progress=False,
     )

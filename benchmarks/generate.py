@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure ours with attention slicing + VAE tiling (and model CPU offload on CUDA)",
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--probe", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--probe", choices=["ours", "diffusers", "ours-memory"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -264,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.probe:
         # one first generation in a fresh process: its RSS growth is the pipeline's working memory
-        run = {"ours": lambda: run_ours(ours, adapter, condition, args)}.get(
-            args.probe, lambda: run_diffusers(reference, condition, args)
+        if args.probe == "ours-memory":
+            ours.enable_attention_slicing()
+            ours.enable_vae_tiling()
+        run = {"diffusers": lambda: run_diffusers(reference, condition, args)}.get(
+            args.probe, lambda: run_ours(ours, adapter, condition, args)
         )
         with PeakMemory(device) as memory:
             run()
@@ -313,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats)
         ]
         rows.append(("ours + memory options", merged(option_runs)))
+        if device.type == "cpu":
+            rows[-1][1].update(_probe("ours-memory", argv))
 
     machine = f"{platform.machine()} {torch.get_num_threads()} threads"
     if device.type == "cuda":

@@ -246,7 +246,10 @@ def test_a_sketch_drawn_on_the_canvas_becomes_the_condition(page):
 
     close_toasts(page)
     page.get_by_role("tab", name="Adapter 1").click()
+    choose(page, "t2i-unit-1-cond-type", "none")
     page.locator("#t2i-unit-1").get_by_role("tab", name="Sketch").click()
+    # Dark lines on white paper: the sketch tab switches `none` to the `scribble` preprocessor.
+    page.wait_for_function("() => document.querySelector('#t2i-unit-1-cond-type input').value === 'scribble'")
     page.locator("#t2i-unit-1-sketch button[aria-label=Brush]").first.click()
     canvas = page.locator("#t2i-unit-1-sketch canvas").first
     box = canvas.bounding_box()
@@ -272,6 +275,7 @@ def test_a_sketch_drawn_on_the_canvas_becomes_the_condition(page):
     assert image.size == (SIZE, SIZE)
     image.load()
     [spec] = read_png_parameters(image)["adapters"]
+    assert spec["cond_type"] == "scribble"
     # The recorded condition is the drawing the server received, not the earlier 64x64 upload.
     drawn = Image.open(spec["cond"]).convert("L")
     assert drawn.size[0] > SIZE and drawn.getextrema() == (0, 255)

@@ -128,7 +128,7 @@ def build_app(
     limits = Limits(max_bytes=int(max_upload_mb * 1024 * 1024))
     adapter_choices = list(dict.fromkeys(adapters if adapters is not None else _default_adapters(model)))
     conditions = available_conditions()
-    defaults = _settings_defaults()
+    defaults = _page_defaults(model)
     size = int(default_size or defaults.get("width") or DEFAULT_SIZE)
     schedulers = _scheduler_choices()
 
@@ -191,7 +191,12 @@ def build_app(
                 generate_button = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
                 status = gr.Markdown("", elem_id="t2i-status")
                 gallery = gr.Gallery(
-                    label="Images", columns=2, object_fit="contain", height="auto", elem_id="t2i-gallery"
+                    label="Images",
+                    columns=2,
+                    object_fit="contain",
+                    height="auto",
+                    buttons=["download", "fullscreen"],
+                    elem_id="t2i-gallery",
                 )
                 downloads = gr.File(
                     label="PNG files (parameters embedded)",
@@ -201,7 +206,11 @@ def build_app(
                 )
                 with gr.Accordion("Load parameters from a PNG made here", open=True):
                     parameters_png = gr.File(
-                        label="Drop a PNG", file_types=[".png"], type="filepath", elem_id="t2i-load-png"
+                        label="Drop a PNG",
+                        file_types=[".png"],
+                        type="filepath",
+                        height=120,
+                        elem_id="t2i-load-png",
                     )
 
         # ---- condition previews ------------------------------------------------------------
@@ -385,8 +394,6 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> Uni
                     label="Draw",
                     elem_id=f"t2i-unit-{number}-sketch",
                 )
-        upload_tab.select(lambda: handlers.SOURCE_UPLOAD, None, source, queue=False)
-        sketch_tab.select(lambda: handlers.SOURCE_SKETCH, None, source, queue=False)
         with gr.Row():
             cond_type = gr.Dropdown(
                 conditions,
@@ -396,14 +403,28 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> Uni
                 scale=3,
             )
             preview_button = gr.Button("Preview condition", elem_id=f"t2i-unit-{number}-preview", scale=1)
+        upload_tab.select(lambda: handlers.SOURCE_UPLOAD, None, source, queue=False)
+        # A drawing is dark lines on white paper; adapters read white lines on black, so a sketch
+        # starts with the `scribble` preprocessor unless the user already chose one.
+        sketch_tab.select(
+            functools.partial(_sketch_selected, scribble="scribble" in conditions),
+            cond_type,
+            [source, cond_type],
+            queue=False,
+        )
         with gr.Row(elem_classes="t2i-unit-images"):
             picture = gr.Image(
-                label="Picture", interactive=False, height=192, elem_id=f"t2i-unit-{number}-picture"
+                label="Picture",
+                interactive=False,
+                height=192,
+                buttons=["fullscreen"],
+                elem_id=f"t2i-unit-{number}-picture",
             )
             condition = gr.Image(
                 label="Condition (what the adapter sees)",
                 interactive=False,
                 height=192,
+                buttons=["download", "fullscreen"],
                 elem_id=f"t2i-unit-{number}-condition",
             )
         with gr.Row():
@@ -431,15 +452,35 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> Uni
     )
 
 
+def _sketch_selected(cond_type: str | None, *, scribble: bool) -> tuple[str, str | None]:
+    if scribble and cond_type in (None, "", "none"):
+        return handlers.SOURCE_SKETCH, "scribble"
+    return handlers.SOURCE_SKETCH, cond_type
+
+
 def _default_adapters(model: str) -> list[str]:
-    """The packaged demo adapters when serving the demo model (and they are installed)."""
-    try:
-        from t2i_adapter.hub import is_demo_name
-    except ImportError:
-        return []
+    """The packaged demo adapters when serving the demo model."""
+    from t2i_adapter.hub import is_demo_name
+
     if not is_demo_name(model):
         return []
-    return ["demo:sketch", "demo:depth", "demo:color"]
+    from t2i_adapter.demo.assets import DEMO_CONDITIONS
+
+    return [f"demo:{condition}" for condition in DEMO_CONDITIONS]
+
+
+def _page_defaults(model: str) -> dict[str, Any]:
+    """Starting values of the page's fields: `GenerationSettings`' defaults, the demo's for `demo`."""
+    from t2i_adapter.hub import is_demo_name
+
+    defaults = _settings_defaults()
+    if is_demo_name(model):
+        # The demo model knows 64x64 shapes-world scenes; `t2i-adapter demo` samples them like this.
+        from t2i_adapter.demo.demo_run import DEMO_GUIDANCE, DEMO_STEPS
+        from t2i_adapter.demo.world import SCENE_SIZE
+
+        defaults.update(width=SCENE_SIZE, steps=DEMO_STEPS, guidance_scale=DEMO_GUIDANCE)
+    return defaults
 
 
 def _settings_defaults() -> dict[str, Any]:

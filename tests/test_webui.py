@@ -211,6 +211,9 @@ def test_parameters_from_png_fill_the_page_and_restore_conditions_made_here(tmp_
     assert loaded.condition_paths[0] == str(kept.resolve())
     assert loaded.condition_paths[1] is None
     assert "upload the condition image of 1 unit(s) again" in loaded.message
+    assert "made with model" not in loaded.message
+    other = handlers.parameters_from_png(str(png), outputs, server_model="sd15")
+    assert other.message.endswith("it was made with model 'demo', this page uses 'sd15'")
 
 
 def test_parameters_from_a_png_made_elsewhere_are_refused_clearly(tmp_path):

@@ -290,7 +290,7 @@ def build_app(
         def load_parameters(path: str | None):
             if not path:
                 return [gr.update()] * (len(field_order) + len(unit_order) + 1)
-            loaded = handlers.parameters_from_png(path, output_dir)
+            loaded = handlers.parameters_from_png(path, output_dir, server_model=model)
             settings = loaded.settings
             values: list[Any] = [
                 settings.prompt,
@@ -298,10 +298,10 @@ def build_app(
                 settings.steps,
                 settings.guidance_scale,
                 settings.seed,
-                settings.width,
-                settings.height,
+                settings.width or gr.update(),  # None: the CLI took the size from the condition
+                settings.height or gr.update(),
                 settings.num_images,
-                gr.update(value=getattr(settings, "scheduler", None)) if schedulers else gr.update(),
+                settings.scheduler,
             ]
             for unit_input, cond_path in zip(loaded.units, loaded.condition_paths, strict=True):
                 values += [

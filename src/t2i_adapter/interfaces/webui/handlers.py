@@ -296,7 +296,7 @@ class LoadedParameters:
     message: str
 
 
-def parameters_from_png(path: str, output_dir: Path) -> LoadedParameters:
+def parameters_from_png(path: str, output_dir: Path, server_model: str | None = None) -> LoadedParameters:
     """Read the parameters `save_png` embedded; conditions are restored only from this page's outputs."""
     from t2i_adapter.generation.settings import GenerationSettings
     from t2i_adapter.io.png import read_png_parameters
@@ -338,4 +338,6 @@ def parameters_from_png(path: str, output_dir: Path) -> LoadedParameters:
         message += f"; only the first {MAX_UNITS} of {len(settings.adapters)} adapters fit the page"
     if missing:
         message += f"; upload the condition image of {missing} unit(s) again"
+    if server_model is not None and settings.model != server_model:
+        message += f"; it was made with model '{settings.model}', this page uses '{server_model}'"
     return LoadedParameters(settings=settings, units=units, condition_paths=condition_paths, message=message)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -58,20 +60,37 @@ def world(tmp_path_factory):
     return root
 
 
-def slow_down_sampling(cache, model: str, seconds_per_call: float = 0.15) -> None:
-    """Preload the tiny model into the cache and make each UNet call take a visible moment.
+class SamplingMonitor:
+    """Preloads the tiny model into the cache, slows each UNet call and counts overlapping ones.
 
-    Tiny-model steps take milliseconds, too fast for any progress message to reach the page;
-    a real model's take seconds. The page code is unchanged: only the test's model is slower.
+    Tiny-model steps take milliseconds, too fast for any progress message to reach the page
+    (a real model's take seconds); the page code is unchanged, only the test's model is slower.
+    UNet calls within one generation run one after another, so `max_active > 1` would mean two
+    generations ran at once.
     """
-    import time
 
-    import torch
+    def __init__(self, cache, model: str, seconds_per_call: float = 0.15):
+        import torch
 
-    from t2i_adapter.generation.api import resolve_device
+        from t2i_adapter.generation.api import resolve_device
 
-    base = cache.base_model(model, dtype=torch.float32, device=resolve_device(None))
-    base.unet.register_forward_pre_hook(lambda module, args: time.sleep(seconds_per_call))
+        self.seconds_per_call = seconds_per_call
+        self.active = self.max_active = self.calls = 0
+        self._lock = threading.Lock()
+        base = cache.base_model(model, dtype=torch.float32, device=resolve_device(None))
+        base.unet.register_forward_pre_hook(self._before)
+        base.unet.register_forward_hook(self._after)
+
+    def _before(self, module, args):
+        with self._lock:
+            self.active += 1
+            self.calls += 1
+            self.max_active = max(self.max_active, self.active)
+        time.sleep(self.seconds_per_call)
+
+    def _after(self, module, args, output):
+        with self._lock:
+            self.active -= 1
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +99,7 @@ def server(world):
     from t2i_adapter.interfaces.webui import build_app, launch_app
 
     cache = ModelCache()
-    slow_down_sampling(cache, str(world / "model"))
+    monitor = SamplingMonitor(cache, str(world / "model"))
     app = build_app(
         model=str(world / "model"),
         cache=cache,
@@ -92,7 +111,7 @@ def server(world):
     )
     _, url, _ = launch_app(app, host="127.0.0.1", port=None, prevent_thread_lock=True, quiet=True)
     assert url.startswith("http://127.0.0.1:")
-    yield url, cache
+    yield url, cache, monitor
     app.close()
 
 
@@ -281,9 +300,28 @@ def test_a_sketch_drawn_on_the_canvas_becomes_the_condition(page):
     assert drawn.size[0] > SIZE and drawn.getextrema() == (0, 255)
 
 
+def test_two_users_at_once_are_queued_one_generation_at_a_time(page, server, world):
+    _, _, monitor = server
+    other = page.context.new_page()
+    other.set_default_timeout(TIMEOUT_MS)
+    other.goto(server[0])
+    other.wait_for_selector("#t2i-generate")
+    upload(other, "t2i-unit-1-upload", world / "square.png")
+    other.wait_for_selector("#t2i-unit-1-condition img")
+
+    previous = set(page.eval_on_selector_all("#t2i-gallery img", "imgs => imgs.map(img => img.src)"))
+    calls_before = monitor.calls
+    page.click("#t2i-generate")
+    other.click("#t2i-generate")
+    assert gallery_pngs(page, previous) and gallery_pngs(other)
+    other.close()
+    assert monitor.calls - calls_before == 4  # 2 steps each, both generations ran...
+    assert monitor.max_active == 1  # ...and never at the same time
+
+
 def test_models_were_loaded_once_for_all_generations(server):
-    _, cache = server
-    assert cache.loads == 2  # the base model (preloaded) and the adapter, for three generations
+    _, cache, _ = server
+    assert cache.loads == 2  # the base model (preloaded) and the adapter, for all generations
 
 
 def test_dropping_a_png_made_here_loads_its_parameters_back(page, world):

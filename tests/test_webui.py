@@ -146,6 +146,16 @@ def test_build_settings_keeps_only_enabled_units_in_order():
     assert settings.scheduler == "euler"
 
 
+def test_an_empty_seed_box_means_a_fresh_seed():
+    common = dict(
+        model="m", prompt="", negative_prompt="", steps=2, guidance_scale=1.0, width=64, height=64,
+        num_images=1, scheduler=None, units=[], condition_paths=[],
+    )  # fmt: skip
+    seeds = {handlers.build_settings(seed=None, **common).seed for _ in range(5)}
+    assert len(seeds) > 1 and all(0 <= seed <= handlers.MAX_SEED for seed in seeds)
+    assert handlers.build_settings(seed=7, **common).seed == 7
+
+
 def test_random_seed_is_in_range_and_varies():
     seeds = {handlers.random_seed() for _ in range(20)}
     assert all(0 <= seed <= handlers.MAX_SEED for seed in seeds)

@@ -253,7 +253,7 @@ def build_app(
 
         @user_errors
         def generate(values: dict, progress=gr.Progress()):  # noqa: B008 - Gradio reads the default
-            progress(0.0, "loading models")
+            progress(0.0, "preparing (models load on first use)")
             output = handlers.run_generation(
                 model=model,
                 cache=cache,

@@ -333,3 +333,14 @@ def test_dropping_a_png_made_here_loads_its_parameters_back(page, world):
     )
     assert page.locator("#t2i-seed input").input_value() == "1234"
     assert "loaded the parameters of made-here.png" in page.inner_text("#t2i-status")
+
+
+def test_the_cli_repeats_a_png_made_in_the_page_exactly(world, tmp_path):
+    from PIL import ImageChops
+
+    from t2i_adapter.interfaces.cli.main import main
+
+    made_here = world / "made-here.png"
+    assert main(["generate", "--from-png", str(made_here), "--out", str(tmp_path / "again.png")]) == 0
+    again = Image.open(tmp_path / "again.png").convert("RGB")
+    assert ImageChops.difference(Image.open(made_here).convert("RGB"), again).getbbox() is None

@@ -382,3 +382,24 @@ def test_serve_binds_localhost_by_default_and_passes_its_options(monkeypatch, tm
     assert calls["launch"][1] == {"host": "127.0.0.1", "port": 7999}
 
     assert main(["serve", "--max-upload-mb", "0"]) == 2
+
+
+def test_the_demo_model_starts_with_its_adapters_and_its_scene_size(tmp_path):
+    from t2i_adapter.demo.demo_run import DEMO_STEPS
+    from t2i_adapter.demo.world import SCENE_SIZE
+    from t2i_adapter.interfaces.webui import build_app
+
+    def component(app, elem_id):
+        return next(block for block in app.blocks.values() if getattr(block, "elem_id", None) == elem_id)
+
+    demo = build_app(model="demo", cache=object(), output_dir=tmp_path / "demo")
+    adapter = component(demo, "t2i-unit-1-adapter")
+    assert [value for _, value in adapter.choices] == ["demo:sketch", "demo:depth", "demo:color"]
+    assert adapter.value == "demo:sketch"
+    assert component(demo, "t2i-unit-2-adapter").value is None  # only unit 1 starts ready
+    assert component(demo, "t2i-width").value == SCENE_SIZE == component(demo, "t2i-height").value
+    assert component(demo, "t2i-steps").value == DEMO_STEPS
+
+    other = build_app(model="some/hub-model", cache=object(), output_dir=tmp_path / "other")
+    assert component(other, "t2i-unit-1-adapter").choices == []
+    assert component(other, "t2i-width").value == 512

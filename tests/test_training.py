@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from t2i_adapter.errors import T2IAdapterError
 from t2i_adapter.interfaces.cli.main import main as cli
 from t2i_adapter.training import TrainConfig, checkpointing, loop, train
 from t2i_adapter.training.check import DataCheckError
@@ -80,7 +82,7 @@ def test_trained_adapter_loads_with_load_adapter_and_diffusers(tiny_sd, meta, tm
     out = train(
         config(
             tiny_sd, meta, tmp_path / "run", max_steps=3, checkpoint_every=2, log_every=1, validation_every=3,
-            validation_steps=2,
+            validation_steps=2, save_original_layout=True,
         )
     )  # fmt: skip
     assert [p.name for p in checkpointing.list_checkpoints(out)] == ["step-00000002", "step-00000003"]
@@ -93,6 +95,9 @@ def test_trained_adapter_loads_with_load_adapter_and_diffusers(tiny_sd, meta, tm
     assert [tuple(f.shape) for f in features] == [(1, 32, 8, 8), (1, 64, 4, 4)]  # tiny UNet's levels
     single_file = load_adapter(out / "adapter.safetensors")
     assert_same_weights(single_file.state_dict(), final)
+    original = load_file(str(out / "adapter.original.safetensors"))
+    assert "conv_in.weight" in original and "body.0.block1.weight" in original  # TencentARC key names
+    assert_same_weights(load_adapter(out / "adapter.original.safetensors").state_dict(), final)
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
     assert "10 usable" in (out / "data_check.txt").read_text()
@@ -142,13 +147,24 @@ def test_resume_with_more_steps_equals_one_run(tiny_sd, meta, tmp_path, six_step
     assert steps == ["3", "6"]  # log_every=10: the last step of each run
 
 
+def test_streamed_shards_resume_exactly(tiny_sd, tmp_path):
+    shards = write_dataset("webdataset", tmp_path)
+    reference = weights(train(config(tiny_sd, shards, tmp_path / "whole", max_steps=4, batch_size=3)))
+    out = tmp_path / "split"
+    train(config(tiny_sd, shards, out, max_steps=3, batch_size=3))  # 9 of 10 samples: mid-epoch
+    state = torch.load(checkpointing.latest_checkpoint(out) / checkpointing.STATE_FILE, weights_only=True)
+    assert state["stream"] == {"epoch": 0, "offset": 9, "consumed": 9}
+    train(config(tiny_sd, shards, out, max_steps=4, batch_size=3, resume=True))
+    assert_same_weights(weights(out), reference)
+
+
 def test_sigkill_then_resume_is_bit_identical(tiny_sd, meta, tmp_path, six_steps):
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "t2i_adapter.interfaces.cli.main", "train",
         "--model", str(tiny_sd), "--data", str(meta), "--output-dir", str(out), "--cond-type", TAG,
         "--resolution", "64", "--batch-size", "2", "--lr", "1e-3", "--lr-warmup-steps", "0",
-        "--caption-dropout", "0.3", "--max-steps", "200", "--checkpoint-every", "1", "--no-progress",
+        "--caption-dropout", "0.3", "--max-steps", "6", "--checkpoint-every", "1", "--no-progress",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -157,16 +173,37 @@ def test_sigkill_then_resume_is_bit_identical(tiny_sd, meta, tmp_path, six_steps
         while checkpointing.latest_checkpoint(out) is None and process.poll() is None:
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             time.sleep(0.05)
-        time.sleep(0.3)  # let it get somewhere into the next steps (maybe mid-save)
+        time.sleep(random.uniform(0.0, 0.1))  # somewhere in the next step or save
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+    assert process.returncode == -signal.SIGKILL  # killed, not finished
     killed_at = checkpointing.latest_checkpoint(out)
     assert killed_at is not None and int(killed_at.name.split("-")[1]) < 6
     train(config(tiny_sd, meta, out, max_steps=6, resume=True, checkpoint_every=1))
     assert_same_weights(weights(out), six_steps)
     assert not list((out / "checkpoints").glob(".step-*"))  # leftovers of the killed save are gone
     assert len(checkpointing.list_checkpoints(out)) == 3  # keep_checkpoints
+
+
+def test_data_loading_workers_do_not_change_the_result(tiny_sd, meta, tmp_path, six_steps):
+    out = train(config(tiny_sd, meta, tmp_path / "workers", max_steps=6, num_workers=2))
+    assert_same_weights(weights(out), six_steps)
+
+
+def test_fine_tuning_starts_from_the_given_adapter(tiny_sd, meta, tmp_path):
+    from t2i_adapter.checkpoints import load_adapter
+
+    with pytest.raises(T2IAdapterError, match="light adapter"):  # tiny UNet: 32, 64 channels
+        train(config(tiny_sd, meta, tmp_path / "light", adapter_type="light"))
+    first = train(config(tiny_sd, meta, tmp_path / "first", max_steps=1))
+    # lr ~ 0: the fine-tuned adapter is the starting one (AdamW's first step is ~lr in size)
+    tuned = train(config(tiny_sd, meta, tmp_path / "tuned", adapter=str(first), lr=1e-12, max_steps=1))
+    assert load_adapter(tuned).adapter_kind == "full"
+    for key, value in weights(first).items():
+        torch.testing.assert_close(weights(tuned)[key], value, atol=1e-9, rtol=0)
+    with pytest.raises(T2IAdapterError, match="bitsandbytes"):
+        train(config(tiny_sd, meta, tmp_path / "8bit", optimizer="adamw8bit"))
 
 
 def test_gradient_accumulation_matches_a_larger_batch(tiny_sd, meta, tmp_path):

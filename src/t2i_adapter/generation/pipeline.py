@@ -146,7 +146,7 @@ class T2IAdapterPipeline:
         adapter_started = time.perf_counter()
         outputs, conditions = [], []
         for unit in units:
-            output, condition = self._run_unit(unit, width, height, device)
+            output, condition = self._run_unit(unit, width, height, device, dtype)
             if output.maps is not None:
                 check_feature_shapes(base, unit, output.maps, latent_size)
             outputs.append(output)
@@ -218,15 +218,14 @@ class T2IAdapterPipeline:
 
     # ---------------------------------------------------------------- pieces
     def _run_unit(
-        self, unit: AdapterUnit, width: int, height: int, device: torch.device
+        self, unit: AdapterUnit, width: int, height: int, device: torch.device, dtype: torch.dtype
     ) -> tuple[UnitOutput, torch.Tensor]:
         """Run one adapter on its condition; returns its weighted output and the adapter input."""
-        dtype = self.base.dtype
         adapter = _move(unit.adapter, device, dtype)
         if unit.kind == "style":
             hidden_states = unit.condition
             if isinstance(hidden_states, Image.Image):
-                hidden_states = self._style_encoder(device).encode(hidden_states)
+                hidden_states = self._style_encoder(device, dtype).encode(hidden_states)
             hidden_states = hidden_states.to(device=device, dtype=dtype)  # (1, 257, width)
             tokens = adapter(hidden_states) * unit.weight  # (1, T, D)
             return UnitOutput(tokens=tokens), hidden_states
@@ -234,10 +233,10 @@ class T2IAdapterPipeline:
         maps = [feature * unit.weight for feature in adapter(condition)]
         return UnitOutput(maps=maps), condition
 
-    def _style_encoder(self, device: torch.device) -> StyleImageEncoder:
+    def _style_encoder(self, device: torch.device, dtype: torch.dtype) -> StyleImageEncoder:
         if self.style_encoder is not None:
             return self.style_encoder
-        return self._style_encoders.get(self.clip_vision, dtype=self.base.dtype, device=device)
+        return self._style_encoders.get(self.clip_vision, dtype=dtype, device=device)
 
     def decode(self, latents: torch.Tensor, output_type: str = "pil"):
         """Latents -> images in [0, 1] (`np`: (N, H, W, 3) float array, `pt`: tensor, `pil`: images)."""
@@ -249,10 +248,12 @@ class T2IAdapterPipeline:
         if shift:
             latents = latents + shift
         # SDXL's VAE overflows in fp16 (its config says force_upcast): decode it in fp32.
-        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        # (`dtype` of a diffusers model walks every parameter: read it once)
+        vae_dtype = next(vae.parameters()).dtype
+        upcast = vae_dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
         if upcast:
             vae.to(torch.float32)
-        image = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+        image = vae.decode(latents.to(torch.float32 if upcast else vae_dtype), return_dict=False)[0]
         if upcast:
             vae.to(torch.float16)
         image = (image / 2 + 0.5).clamp(0, 1)  # (N, 3, H, W)

@@ -390,3 +390,13 @@ def test_memory_options_keep_the_image(adapter, condition):
     assert frugal.base.vae.use_tiling
     result = run(frugal, [AdapterUnit(adapter, condition)])
     assert np.abs(result - plain).max() <= 1e-4
+
+
+def test_adapter_keeps_its_dtype_beside_a_half_precision_model(condition):
+    """Validation during training: an fp32 adapter being trained must not be cast to the UNet's dtype."""
+    base = tiny_sd_base_model().to(dtype=torch.bfloat16)
+    adapter = tiny_adapter(seed=1)
+    output = T2IAdapterPipeline(base)("x", [AdapterUnit(adapter, condition)], steps=1, output_type="np")
+    assert next(adapter.parameters()).dtype == torch.float32
+    assert output.conditions[0].dtype == torch.float32
+    assert np.isfinite(output.images).all() and output.images.shape == (1, 64, 64, 3)

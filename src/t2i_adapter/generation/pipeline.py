@@ -220,17 +220,24 @@ class T2IAdapterPipeline:
     def _run_unit(
         self, unit: AdapterUnit, width: int, height: int, device: torch.device, dtype: torch.dtype
     ) -> tuple[UnitOutput, torch.Tensor]:
-        """Run one adapter on its condition; returns its weighted output and the adapter input."""
-        adapter = _move(unit.adapter, device, dtype)
+        """Run one adapter on its condition; returns its weighted output and the adapter input.
+
+        The adapter keeps its own dtype (one being trained stays in fp32 beside an fp16 UNet):
+        its input is cast to it, its output to the UNet's dtype.
+        """
+        adapter = _move(unit.adapter, device, None)
+        adapter_dtype = _parameter_dtype(adapter, dtype)
         if unit.kind == "style":
             hidden_states = unit.condition
             if isinstance(hidden_states, Image.Image):
                 hidden_states = self._style_encoder(device, dtype).encode(hidden_states)
-            hidden_states = hidden_states.to(device=device, dtype=dtype)  # (1, 257, width)
-            tokens = adapter(hidden_states) * unit.weight  # (1, T, D)
+            hidden_states = hidden_states.to(device=device, dtype=adapter_dtype)  # (1, 257, width)
+            tokens = (adapter(hidden_states) * unit.weight).to(dtype)  # (1, T, D)
             return UnitOutput(tokens=tokens), hidden_states
-        condition = _condition_tensor(unit, width, height).to(device=device, dtype=dtype)  # (1, C, H, W)
-        maps = [feature * unit.weight for feature in adapter(condition)]
+        condition = _condition_tensor(unit, width, height).to(
+            device=device, dtype=adapter_dtype
+        )  # (1, C, H, W)
+        maps = [(feature * unit.weight).to(dtype) for feature in adapter(condition)]
         return UnitOutput(maps=maps), condition
 
     def _style_encoder(self, device: torch.device, dtype: torch.dtype) -> StyleImageEncoder:
@@ -287,15 +294,20 @@ def _condition_tensor(unit: AdapterUnit, width: int, height: int) -> torch.Tenso
     return condition
 
 
-def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Move only when needed (a no-op `.to` still costs a walk over every parameter)."""
+def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
+    """Move only when needed (a no-op `.to` still walks every parameter); `dtype=None` keeps it."""
     parameter = next(module.parameters(), None)
     if parameter is None:
         return module
     same_device = parameter.device.type == device.type and device.index in (None, parameter.device.index)
-    if not same_device or parameter.dtype != dtype:
+    if not same_device or (dtype is not None and parameter.dtype != dtype):
         module.to(device=device, dtype=dtype)
     return module
+
+
+def _parameter_dtype(module: torch.nn.Module, default: torch.dtype) -> torch.dtype:
+    parameter = next(module.parameters(), None)
+    return default if parameter is None else parameter.dtype
 
 
 def _synchronize(device: torch.device) -> None:

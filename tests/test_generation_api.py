@@ -126,3 +126,74 @@ def test_user_errors(files, cache):
         generate(settings_for(files, scheduler="dddim"), cache=cache)
     with pytest.raises(T2IAdapterError, match="float16 needs a GPU"):
         generate(settings_for(files, dtype="float16"), cache=cache)
+
+
+def test_sdxl_model_through_generate(tmp_path, files):
+    from tiny_models import save_tiny_sdxl
+
+    save_tiny_sdxl(tmp_path / "sdxl")
+    tiny_adapter(sdxl=True, seed=3).save_pretrained(tmp_path / "xl-adapter")
+    settings = settings_for(
+        files,
+        model=str(tmp_path / "sdxl"),
+        adapters=[AdapterSpec(str(tmp_path / "xl-adapter"), str(files / "cond.png"))],
+        steps=1,
+    )
+    result = generate(settings)
+    # SDXL needs multiples of 32 (3 UNet blocks; XL adapter 16 * 2): 67x131 at ~64*64 px -> 32x96
+    assert result.images[0].size == (32, 96)
+    from t2i_adapter.errors import ModelMismatchError
+
+    wrong = settings.replace(adapters=[AdapterSpec(str(files / "adapter"), str(files / "cond.png"))])
+    with pytest.raises(ModelMismatchError, match="needs an SDXL adapter"):
+        generate(wrong)
+
+
+def test_style_adapter_and_fuser_through_generate(tmp_path, files, cache):
+    """A style adapter (CLIP vision from a local folder) and a CoAdapter fuser, loaded from disk."""
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from t2i_adapter.adapters.fuser import CoAdapterFuser
+    from t2i_adapter.adapters.style import StyleAdapter
+    from t2i_adapter.checkpoints.save import save_adapter
+
+    torch.manual_seed(0)
+    vision_config = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_hidden_layers=1,
+        image_size=32,
+        patch_size=8,
+    )
+    CLIPVisionModel(vision_config).save_pretrained(tmp_path / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        tmp_path / "clip"
+    )
+    save_adapter(
+        StyleAdapter(width=16, context_dim=32, num_heads=2, num_layers=1, num_tokens=4), tmp_path / "style"
+    )
+    fuser = CoAdapterFuser(feature_channels=(32, 64), width=32, num_heads=2, num_layers=1)
+    with torch.no_grad():
+        for projection in fuser.spatial_ch_projs:
+            projection.bias.fill_(0.3)
+    save_adapter(fuser, tmp_path / "fuser")
+
+    Image.new("RGB", (40, 40), (20, 200, 60)).save(tmp_path / "green.png")
+    spatial = AdapterSpec(str(files / "adapter"), str(files / "cond.png"), task="depth")
+    style = AdapterSpec(str(tmp_path / "style"), str(tmp_path / "green.png"), task="style")
+    base = settings_for(files, adapters=[spatial], clip_vision=str(tmp_path / "clip"))
+    plain = np.asarray(generate(base, cache=cache).images[0], dtype=float)
+    styled = generate(base.replace(adapters=[spatial, style]), cache=cache)
+    assert styled.conditions[1].size == (40, 40)  # the reference image, as given
+    assert np.abs(np.asarray(styled.images[0], dtype=float) - plain).max() > 0
+    fused = generate(base.replace(adapters=[spatial, style], fuser=str(tmp_path / "fuser")), cache=cache)
+    assert (
+        np.abs(np.asarray(fused.images[0], dtype=float) - np.asarray(styled.images[0], dtype=float)).max() > 0
+    )
+    with pytest.raises(T2IAdapterError, match="fuser"):
+        generate(
+            base.replace(adapters=[AdapterSpec(str(tmp_path / "fuser"), str(files / "cond.png"))]),
+            cache=cache,
+        )

@@ -1,0 +1,72 @@
+"""Size rounding, scheduler names, device names: the small rules generation depends on."""
+
+from __future__ import annotations
+
+import pytest
+
+from t2i_adapter.errors import T2IAdapterError, UnknownNameError
+from t2i_adapter.generation.api import resolve_device
+from t2i_adapter.generation.checks import unet_feature_shapes
+from t2i_adapter.generation.schedulers import SCHEDULER_ALIASES, make_scheduler
+from t2i_adapter.generation.sizes import required_multiple, resolve_size, round_to_multiple
+from tiny_models import tiny_scheduler, tiny_sd_components, tiny_sdxl_components
+
+
+def test_required_multiple_for_real_architectures():
+    assert required_multiple(8, 4, [64]) == 64  # SD1.x/2.x + released adapter (8 * 2**3)
+    assert required_multiple(8, 3, [32]) == 32  # SDXL + XL adapter (16 * 2)
+    assert required_multiple(8, 4, []) == 64
+    assert required_multiple(8, 2, [16, 24]) == 48
+
+
+def test_round_to_multiple_never_zero():
+    assert round_to_multiple(67, 64) == 64
+    assert round_to_multiple(97, 64) == 128
+    assert round_to_multiple(3, 64) == 64
+
+
+def test_resolve_size_rules():
+    # the original rule: scale to max_resolution pixels, then round
+    assert resolve_size(64, condition_size=(1024, 768), max_resolution=512 * 512) == (576, 448)
+    assert resolve_size(64, condition_size=(1000, 500), resize_short_edge=512) == (1024, 512)
+    assert resolve_size(64, condition_size=(67, 131), max_resolution=None) == (64, 128)
+    assert resolve_size(64, width=300, height=301) == (320, 320)
+    assert resolve_size(64, width=512, condition_size=(1000, 500)) == (512, 256)  # keeps aspect
+    assert resolve_size(64, default_side=512) == (512, 512)
+
+
+def test_unet_feature_shapes_follow_the_blocks():
+    sd_unet = tiny_sd_components()["unet"]
+    # cross-attention block: before its downsampler; last plain block: no downsampler; then mid
+    assert unet_feature_shapes(sd_unet.config, 8, 16) == [(32, 8, 16), (64, 4, 8), (64, 4, 8)]
+    sdxl_unet = tiny_sdxl_components()["unet"]
+    # SDXL's first plain DownBlock2D gets its map after downsampling
+    assert unet_feature_shapes(sdxl_unet.config, 8, 8) == [(32, 4, 4), (64, 4, 4), (64, 2, 2), (64, 2, 2)]
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULER_ALIASES))
+def test_every_scheduler_alias_builds_and_sets_timesteps(name):
+    scheduler = make_scheduler(name, tiny_scheduler())
+    scheduler.set_timesteps(4)
+    assert len(scheduler.timesteps) >= 4
+
+
+def test_scheduler_by_class_name_and_unknown():
+    assert (
+        type(make_scheduler("UniPCMultistepScheduler", tiny_scheduler())).__name__
+        == "UniPCMultistepScheduler"
+    )
+    with pytest.raises(UnknownNameError, match="dpm\\+\\+_2m_karras"):
+        make_scheduler("karras-magic", tiny_scheduler())
+
+
+def test_device_names():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device(None) in ("cpu", "cuda")
+    with pytest.raises(UnknownNameError, match="cuda"):
+        resolve_device("gpu0")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(T2IAdapterError, match="no CUDA GPU"):
+            resolve_device("cuda")

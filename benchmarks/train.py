@@ -20,6 +20,7 @@ import csv
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,14 +109,18 @@ def run_child(args: argparse.Namespace) -> None:
     total = time.perf_counter() - started
     with open(out / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    # steps after the warmup: seconds since the loop started, so differences are pure step time
-    first, last = rows[args.warmup - 1], rows[-1]
-    loop_seconds = float(last["seconds"]) - float(first["seconds"])
-    samples = (int(last["step"]) - int(first["step"])) * args.batch_size
+    # Per-step durations after the warmup (the `seconds` column counts from the loop's start). The
+    # median step: on a shared machine it is the one least disturbed by other work.
+    seconds = [float(row["seconds"]) for row in rows]
+    durations = [
+        later - earlier
+        for earlier, later in zip(seconds[args.warmup - 1 : -1], seconds[args.warmup :], strict=True)
+    ]
+    step_seconds = statistics.median(durations)
     result = {
         "mode": args.child,
-        "samples_per_second": samples / loop_seconds,
-        "seconds_before_loop": total - float(last["seconds"]),  # loading, data check, (caching)
+        "samples_per_second": args.batch_size / step_seconds,
+        "seconds_before_loop": total - seconds[-1],  # loading, data check, (caching)
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
     if torch.cuda.is_available():
@@ -203,8 +208,8 @@ def _intro() -> str:
         "`python benchmarks/train.py [--full-size]`: this package's trainer on the same model and data, "
         "once encoding every image and caption at each step (plain, as diffusers' example scripts do) "
         "and once with `--cache-latents` (VAE latents and text embeddings computed once, encoders freed). "
-        "Each mode runs in its own process; samples/s counts only the timed steps, the caching itself is "
-        "in the set-up column.\n"
+        "Each mode runs in its own process; samples/s is batch size / the median step time of the timed "
+        "steps (the machine is shared), the caching itself is in the set-up column.\n"
     )
 
 
@@ -245,7 +250,9 @@ def main() -> None:
     text = table(results, args)
     print(text)
     if args.write_docs:
-        label = "SD1.5 architecture, GPU" if args.full_size else "Tiny model, CPU"
+        device = "GPU" if torch.cuda.is_available() else "CPU"
+        model = "SD1.5 architecture" if args.full_size else "Tiny model"
+        label = f"{model}, {device}, {args.resolution} px"
         write_docs(text, label)
 
 

@@ -156,6 +156,8 @@ def test_streamed_shards_resume_exactly(tiny_sd, tmp_path):
     assert state["stream"] == {"epoch": 0, "offset": 9, "consumed": 9}
     train(config(tiny_sd, shards, out, max_steps=4, batch_size=3, resume=True))
     assert_same_weights(weights(out), reference)
+    with pytest.raises(T2IAdapterError, match="--cache-latents needs a dataset that can be listed"):
+        train(config(tiny_sd, shards, tmp_path / "cached", cache_latents=True))
 
 
 def test_sigkill_then_resume_is_bit_identical(tiny_sd, meta, tmp_path, six_steps):

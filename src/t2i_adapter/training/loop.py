@@ -220,7 +220,10 @@ def train(config: TrainConfig) -> Path:
 
     config = config.validate()
     output_dir = Path(config.output_dir)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_distributed_without_gpu())
+    try:
+        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_distributed_without_gpu())
+    except ValueError as error:  # e.g. fp16 without a GPU
+        raise T2IAdapterError(f"mixed precision '{config.mixed_precision}': {error}") from None
     main = accelerator.is_main_process
     world_size, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     existing = checkpointing.latest_checkpoint(output_dir)
@@ -244,6 +247,11 @@ def train(config: TrainConfig) -> Path:
         condition_column=config.condition_column,
         caption_column=config.caption_column,
     )
+    if config.cache_latents and source.streamed:
+        raise T2IAdapterError(
+            f"{source.path}: --cache-latents needs a dataset that can be listed (meta file, folder, JSONL, "
+            "datasets); WebDataset shards are streamed"
+        )
     weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
     base = load_base_model(config.model, dtype=weight_dtype, device=device)
     source = _check_data(config, source, base.tokenizer, accelerator)
@@ -296,11 +304,6 @@ def train(config: TrainConfig) -> Path:
 
         validation = choose_validation_set(config, source, prepare, source.condition_channels)
     if config.cache_latents:
-        if source.streamed:
-            raise T2IAdapterError(
-                f"{source.path}: --cache-latents needs a dataset that can be listed (meta file, folder, JSONL, "
-                "datasets); WebDataset shards are streamed"
-            )
         cache_dir = Path(config.cache_dir or output_dir / "cache")
         if main:
             fingerprint = cache_fingerprint(source, config, config.model)

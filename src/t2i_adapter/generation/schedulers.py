@@ -49,10 +49,7 @@ def make_scheduler(name: str, base_scheduler):
     """A new scheduler named `name`, configured from `base_scheduler`'s config (the model's schedule)."""
     classes = _compatible_classes(base_scheduler)
     key = name.strip()
-    if key.lower() in SCHEDULER_ALIASES:
-        class_name, overrides = SCHEDULER_ALIASES[key.lower()]
-    else:
-        class_name, overrides = key, {}
+    class_name, overrides = SCHEDULER_ALIASES.get(key.lower(), (key, {}))
     scheduler_class = classes.get(class_name)
     if scheduler_class is None:
         import diffusers

@@ -73,7 +73,9 @@ class GenerationSettings:
     cpu_offload: bool = False
 
     def __post_init__(self) -> None:
-        self.adapters = [spec if isinstance(spec, AdapterSpec) else AdapterSpec(**spec) for spec in self.adapters]
+        self.adapters = [
+            spec if isinstance(spec, AdapterSpec) else AdapterSpec(**spec) for spec in self.adapters
+        ]
         self.dtype = DTYPE_ALIASES.get(self.dtype, self.dtype)
         if self.dtype not in DTYPES:
             from t2i_adapter.errors import UnknownNameError

@@ -154,3 +154,22 @@ def test_real_process_prints_exactly_one_line(files, tmp_path):
     assert completed.stderr.count("\n") == 1 and completed.stderr.startswith("error: ")
     assert completed.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_from_png_uses_saved_conditions_when_the_originals_are_gone(files, tmp_path, capsys):
+    import shutil
+
+    condition = tmp_path / "moved-away.png"
+    shutil.copy(files / "cond.png", condition)
+    out = tmp_path / "out" / "image.png"
+    args = base_args(files, out) + ["--adapter", str(files / "edge-adapter"), "--cond", str(condition)]
+    args[args.index("--cond") + 1] = str(condition)
+    args += ["--cond-type", "none", "--cond-type", "canny", "--save-cond"]
+    assert main(args) == 0
+    condition.unlink()
+    capsys.readouterr()
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from-png", str(out), "--out", str(again)]) == 0
+    assert "using the saved condition map" in capsys.readouterr().err
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
+    assert [a["cond_type"] for a in read_png_parameters(again)["adapters"]] == ["none", "none"]

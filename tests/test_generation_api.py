@@ -197,3 +197,33 @@ def test_style_adapter_and_fuser_through_generate(tmp_path, files, cache):
             base.replace(adapters=[AdapterSpec(str(tmp_path / "fuser"), str(files / "cond.png"))]),
             cache=cache,
         )
+
+
+def test_cache_loads_once_under_concurrent_requests():
+    import threading
+    import time
+    from collections import OrderedDict
+
+    cache = ModelCache()
+    loads = []
+
+    def slow_load():
+        loads.append(1)
+        time.sleep(0.2)
+        return object()
+
+    store = OrderedDict()
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(cache._get(store, "same", 4, slow_load)))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1 and len({id(result) for result in results}) == 1
+    # the least recently used entry goes first when over the limit
+    for key in ("a", "b", "c", "d", "e"):
+        cache._get(store, key, 4, object)
+    assert list(store) == ["b", "c", "d", "e"]

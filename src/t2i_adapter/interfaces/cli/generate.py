@@ -2,13 +2,16 @@
 
 `--adapter`, `--cond`, `--cond-type`, `--adapter-weight`, `--adapter-range` (and
 `--adapter-task`) repeat and pair up in order (the first `--cond` goes with the first
-`--adapter`, ...); each flag after `--cond` is given for every adapter or not at all. `--from-png IMAGE` re-runs the generation recorded in a PNG made
-here; flags given beside it override what the file says.
+`--adapter`, ...); each flag after `--cond` is given for every adapter or not at all.
+`--from-png IMAGE` re-runs the generation recorded in a PNG made here; flags given beside it
+override what the file says, and condition files that are gone are replaced by the maps
+`--save-cond` wrote beside the PNG.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from t2i_adapter.errors import T2IAdapterError
@@ -193,6 +196,26 @@ def adapter_specs(args: argparse.Namespace):
     ]
 
 
+def saved_condition_path(image_path: Path, index: int) -> Path:
+    """Where `--save-cond` writes the condition map of adapter `index` for `image_path`."""
+    return image_path.with_name(f"{image_path.stem}-cond-{index}.png")
+
+
+def saved_conditions_fallback(png: Path, specs: list) -> list:
+    """Recorded condition files that are gone are replaced by the maps `--save-cond` wrote beside
+    the PNG (already preprocessed, so their type becomes `none`): a folder of outputs reproduces
+    on another machine."""
+    from dataclasses import replace
+
+    specs = list(specs)
+    for index, spec in enumerate(specs):
+        saved = saved_condition_path(png, index)
+        if spec.cond and not Path(spec.cond).exists() and saved.is_file():
+            specs[index] = replace(spec, cond=str(saved.absolute()), cond_type="none")
+            print(f"note: {spec.cond} is gone; using the saved condition map {saved}", file=sys.stderr)
+    return specs
+
+
 def settings_from_args(args: argparse.Namespace):
     """GenerationSettings from the flags, on top of the PNG's record with --from-png."""
     from t2i_adapter.generation.settings import GenerationSettings
@@ -218,6 +241,8 @@ def settings_from_args(args: argparse.Namespace):
                 {**spec.__dict__, "cond": str(Path(cond).expanduser().absolute())}
                 for spec, cond in zip(settings.adapters, args.cond, strict=True)
             ]
+        else:
+            given["adapters"] = saved_conditions_fallback(Path(args.from_png), settings.adapters)
         if args.resize_short_edge is not None and args.width is None and args.height is None:
             given.update(width=None, height=None)  # the recorded size would win over the short edge
         return settings.replace(**given)
@@ -259,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         print(path)
     if args.save_cond:
         for index, condition in enumerate(result.conditions):
-            path = paths[0].with_name(f"{paths[0].stem}-cond-{index}.png")
+            path = saved_condition_path(paths[0], index)
             save_png(condition, path, {"condition_of": str(paths[0]), **parameters["adapters"][index]})
             print(path)
     return 0

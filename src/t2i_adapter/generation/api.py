@@ -102,8 +102,8 @@ def _condition_picture(tensor: torch.Tensor) -> Image.Image:
     """(1, C, H, W) in [0, 1] -> the grey or RGB picture the adapter read."""
     array = (tensor[0].float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     if array.shape[2] == 1:
-        return Image.fromarray(array[:, :, 0], mode="L")
-    return Image.fromarray(array[:, :, :3], mode="RGB")
+        return Image.fromarray(array[:, :, 0])  # uint8 (H, W): mode L
+    return Image.fromarray(array[:, :, :3])  # uint8 (H, W, 3): mode RGB
 
 
 def generate(

@@ -108,7 +108,7 @@ class StepConditioning:
     do_cfg: bool
     fuser: torch.nn.Module | None = None
     added_cond: dict[str, torch.Tensor] | None = None
-    _cache: dict[tuple[int, ...], StepInputs] = field(default_factory=dict)
+    _cache: dict[tuple[int, ...], StepInputs] = field(default_factory=dict, init=False, repr=False)
 
     def at(self, step: int, total_steps: int) -> StepInputs:
         active = tuple(i for i, unit in enumerate(self.units) if unit.is_active(step, total_steps))

@@ -142,7 +142,7 @@ def test_every_format_reads_ten_samples_with_captions_and_conditions(tmp_path, k
     examples = stream_examples(source) if source.streamed else [source.load(i) for i in range(len(source))]
     assert len(examples) == 10
     assert not source.computes_condition
-    assert source.condition_channels == (1 if kind != "hf" else 3)  # grey files; HF columns default to 3
+    assert source.condition_channels == 1  # grey condition maps
     expected = {caption for _, _, caption in make_samples()}
     assert {example.caption for example in examples} == expected  # first line only
     for example in examples:

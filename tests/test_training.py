@@ -373,6 +373,14 @@ def test_sdxl_with_v_prediction_and_cubic_timesteps(tmp_path):
     assert "timestep_sampling: auto" in saved
 
 
+def test_bf16_mixed_precision_trains_an_fp32_adapter(tiny_sd, meta, tmp_path):
+    out = train(config(tiny_sd, meta, tmp_path / "bf16", mixed_precision="bf16", gradient_checkpointing=True))
+    trained = weights(out)
+    assert {value.dtype for value in trained.values()} == {torch.float32}
+    assert all(torch.isfinite(value).all() for value in trained.values())
+    assert float((out / "metrics.csv").read_text().splitlines()[-1].split(",")[1]) > 0
+
+
 def test_objective_targets_and_timestep_sampling():
     from diffusers import DDPMScheduler
 

@@ -5,11 +5,13 @@ split is used), or `hf:<hub name>[:<split>]` for `datasets.load_dataset` (throug
 hub needs network access). Columns default to diffusers' names: `image`, `conditioning_image`,
 `text` (change with `image_column`, `condition_column`, `caption_column`). Image columns may hold
 `datasets.Image` values, file paths, or `{"bytes": ..., "path": ...}` dictionaries. Without a
-condition column, a registered preprocessor (`--cond-type canny`) computes them.
+condition column, a registered preprocessor (`--cond-type canny`) computes them. The adapter's
+input channels follow the first condition's mode (grey: 1, colour: 3) unless configured.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,11 @@ def open_hf_dataset(
     records, computed = settle_conditions(
         records, cond_type, path=location, has_condition=lambda r: r.condition is not None
     )
+    hint = None
+    if has_conditions:
+        with contextlib.suppress(Exception):  # a bad first row: the data check reports it
+            first = dataset[0][condition_column]
+            hint = first.mode if isinstance(first, Image.Image) else None
     return IndexedSource(
         format="hf",
         path=location,
@@ -102,4 +109,5 @@ def open_hf_dataset(
         load_record=load_row,
         cond_type=cond_type,
         computes_condition=computed,
+        condition_mode_hint=hint,
     )

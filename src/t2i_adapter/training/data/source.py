@@ -43,6 +43,8 @@ class IndexedSource:
     condition_channels: int | None = None
     # entries that never became records (a JSONL line that is not JSON, ...): (where, problem)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    # the Pillow mode of the first condition when it is not a file (a datasets column)
+    condition_mode_hint: str | None = None
 
     streamed = False
 
@@ -100,6 +102,8 @@ def infer_condition_channels(source: IndexedSource, configured: int | None) -> i
         return spec.channels
     from PIL import Image
 
+    if source.condition_mode_hint is not None:
+        return 1 if _is_grey(source.condition_mode_hint) else 3
     for record in source.records[:50]:
         if record.condition is None:
             continue
@@ -111,5 +115,9 @@ def infer_condition_channels(source: IndexedSource, configured: int | None) -> i
                     mode = opened.mode
         except Exception:  # a bad file: the data check reports it; try the next one
             continue
-        return 1 if mode in ("1", "L", "I", "F") or mode.startswith("I;16") else 3
+        return 1 if _is_grey(mode) else 3
     return 3
+
+
+def _is_grey(mode: str) -> bool:
+    return mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16")

@@ -11,6 +11,7 @@ override what the file says, and condition files that are gone are replaced by t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -271,13 +272,34 @@ def output_paths(out: str | None, seed: int, count: int) -> list[Path]:
     return [target / f"{seed}-{index}.png" for index in range(count)]
 
 
+@contextlib.contextmanager
+def _progress_bar():
+    """A sampling progress bar on stderr when it is a terminal (never in logs or pipes)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(desc="sampling", unit="step", leave=False, file=sys.stderr)
+
+    def update(info: dict) -> None:
+        bar.total = info["total"]
+        bar.update(info["step"] - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from t2i_adapter.generation.api import generate
     from t2i_adapter.io.png import save_png
 
     settings = settings_from_args(args)
     paths = output_paths(args.out, settings.seed, settings.num_images)
-    result = generate(settings)
+    with _progress_bar() as progress:
+        result = generate(settings, progress=progress)
     parameters = result.settings.to_dict()
     for image, path in zip(result.images, paths, strict=True):
         save_png(image, path, parameters)

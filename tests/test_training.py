@@ -429,6 +429,14 @@ def test_cli_config_file_with_flag_overrides(tiny_sd, meta, tmp_path, capsys):
     assert "multiple of 64" in capsys.readouterr().err
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_two_processes_stay_in_sync_and_match_one_process(tiny_sd, meta, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): batch 2 each == one process with batch 4."""
     common = [
@@ -439,7 +447,7 @@ def test_two_processes_stay_in_sync_and_match_one_process(tiny_sd, meta, tmp_pat
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", "29517", "-m", "t2i_adapter.interfaces.cli.main", "train",
+        "--main_process_port", str(_free_port()), "-m", "t2i_adapter.interfaces.cli.main", "train",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(

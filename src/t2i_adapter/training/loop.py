@@ -432,18 +432,22 @@ def train(config: TrainConfig) -> Path:
                     "consumed": stream.consumed,
                 }
             training_state["ranks_in_sync"] = _ranks_in_sync(accelerator, adapter)
+            failure = None
             if main:
-                last_checkpoint = checkpointing.save_checkpoint(
-                    output_dir,
-                    step,
-                    adapter=accelerator.unwrap_model(adapter),
-                    optimizer=optimizer,
-                    lr_scheduler=lr_scheduler,
-                    training_state=training_state,
-                    keep=config.keep_checkpoints,
-                    original_layout=config.save_original_layout,
-                )
-            accelerator.wait_for_everyone()
+                try:
+                    last_checkpoint = checkpointing.save_checkpoint(
+                        output_dir,
+                        step,
+                        adapter=accelerator.unwrap_model(adapter),
+                        optimizer=optimizer,
+                        lr_scheduler=lr_scheduler,
+                        training_state=training_state,
+                        keep=config.keep_checkpoints,
+                        original_layout=config.save_original_layout,
+                    )
+                except checkpointing.CheckpointError as error:
+                    failure = error
+            _stop_together(accelerator, failure)
 
         # Validation images
         if validation is not None and validation.conditions and step % config.validation_every == 0:
@@ -463,13 +467,30 @@ def train(config: TrainConfig) -> Path:
 
     progress.close()
     log.close()
+    failure = None
     if main and last_checkpoint is not None:
-        checkpointing.publish_final_adapter(
-            last_checkpoint, output_dir, original_layout=config.save_original_layout
-        )
-    accelerator.wait_for_everyone()
+        try:
+            checkpointing.publish_final_adapter(
+                last_checkpoint, output_dir, original_layout=config.save_original_layout
+            )
+        except checkpointing.CheckpointError as error:
+            failure = error
+    _stop_together(accelerator, failure)
     accelerator.end_training()
     return output_dir
+
+
+def _stop_together(accelerator, failure: Exception | None) -> None:
+    """Raise `failure` (from the main process) on every process, so none waits for the others forever."""
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = [str(failure) if failure is not None else None]
+        broadcast_object_list(message)
+        if message[0] is not None and failure is None:
+            failure = checkpointing.CheckpointError(message[0])
+    if failure is not None:
+        raise failure
 
 
 def _distributed_without_gpu() -> bool:

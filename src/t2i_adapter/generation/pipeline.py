@@ -23,7 +23,7 @@ from t2i_adapter.generation.checks import (
     check_fuser_fits,
     check_unit_fits,
 )
-from t2i_adapter.generation.prompts import encode_prompt, sdxl_add_time_ids
+from t2i_adapter.generation.prompts import check_time_ids_fit, encode_prompt, sdxl_add_time_ids
 from t2i_adapter.generation.sampling import denoise
 from t2i_adapter.generation.schedulers import make_scheduler
 from t2i_adapter.generation.settings import DEFAULT_CLIP_VISION
@@ -119,6 +119,8 @@ class T2IAdapterPipeline:
             negative_prompt = [negative_prompt] * len(prompts)
 
         # 1. Everything must fit before any sampling.
+        if base.is_sdxl:
+            check_time_ids_fit(base)
         for unit in units:
             check_unit_fits(base, unit)
         if fuser is not None:

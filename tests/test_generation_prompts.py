@@ -97,3 +97,16 @@ def test_add_time_ids():
     assert ids.tolist() == [[64.0, 96.0, 0.0, 0.0, 64.0, 96.0]]
     ids = sdxl_add_time_ids(64, 96, original_size=(1024, 1024), crop_top_left=(3, 4))
     assert ids.tolist() == [[1024.0, 1024.0, 3.0, 4.0, 64.0, 96.0]]
+
+
+def test_sdxl_added_conditioning_size_is_checked(sdxl_base):
+    from t2i_adapter.errors import ModelMismatchError
+    from t2i_adapter.generation.prompts import check_time_ids_fit
+
+    check_time_ids_fit(sdxl_base)  # the tiny SDXL model fits: 6 * 8 + 32 = 80
+    sdxl_base.text_encoder_2.config.projection_dim = 16
+    try:
+        with pytest.raises(ModelMismatchError, match="expects 80 added-conditioning values"):
+            check_time_ids_fit(sdxl_base)
+    finally:
+        sdxl_base.text_encoder_2.config.projection_dim = 32

@@ -33,11 +33,11 @@ TRAIN_SEED_OFFSET = 1_000_000
 class BaseTrainingConfig:
     """Steps, batch sizes and learning rates of both stages (defaults: the shipped model)."""
 
-    vae_steps: int = 1500
-    vae_batch_size: int = 32
+    vae_steps: int = 800
+    vae_batch_size: int = 16
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-5
-    unet_steps: int = 4000
+    unet_steps: int = 2500
     unet_batch_size: int = 32
     unet_lr: float = 1e-3
     unet_train_scenes: int = 16000

@@ -109,6 +109,18 @@ class T2IAdapterPipeline:
         callback: Callable[[dict[str, Any]], None] | None = None,
         output_type: str = "pil",
     ) -> PipelineOutput:
+        """Generate `num_images` images per prompt, steered by `units`.
+
+        Size: explicit `width`/`height`, else the first spatial condition's size (scaled by
+        `resize_short_edge` or to `max_resolution` pixels when given), rounded to what the UNet
+        and every adapter need. `seed` (or `generator`) fixes the starting noise, drawn on the
+        CPU so a seed gives the same noise on every device. `scheduler`: a name
+        (`schedulers.make_scheduler`), a scheduler instance, or None for the model's own kind.
+        `fuser`: a CoAdapter fuser mixing the active units (their `task` names the condition).
+        `callback(info)` gets `step`, `total`, `timestep`, `latents`, `adapters_active` after each
+        step. `output_type`: `pil`, `np` (float (N, H, W, 3) in [0, 1]), `pt` or `latent`.
+        Raises `ModelMismatchError` before any sampling when an adapter does not fit the model.
+        """
         started = time.perf_counter()
         base = self.base
         device = self.execution_device

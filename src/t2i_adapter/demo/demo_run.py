@@ -18,13 +18,13 @@ from t2i_adapter.demo.world import make_scene
 
 # Scenes picked to show two or three objects each, from the evaluation seed range.
 DEMO_ROWS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (3, ("sketch",)),
-    (8, ("depth",)),
-    (14, ("color",)),
-    (19, ("sketch", "color")),
+    (5, ("sketch",)),
+    (0, ("depth",)),
+    (10, ("color",)),
+    (17, ("sketch", "color")),
 )
 DEMO_STEPS = 20
-DEMO_GUIDANCE = 5.0
+DEMO_GUIDANCE = 7.5
 DEMO_SEED = 1
 
 

@@ -58,7 +58,7 @@ class EvalConfig:
     num: int = 200
     data: str | None = None
     steps: int = 20
-    guidance_scale: float = 5.0
+    guidance_scale: float = 7.5
     weight: float = 1.0
     seed: int = 0
     device: str | None = None

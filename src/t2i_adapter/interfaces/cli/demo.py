@@ -52,8 +52,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"evaluation: {weights.parent / 'evaluation'}")
         return 0
 
+    import os
+
+    import torch
+
     from t2i_adapter.demo.demo_run import DEMO_STEPS, run_demo
 
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The tiny model gains nothing from a second thread, and on a busy machine two threads
+        # spinning on each other's barriers make it many times slower.
+        torch.set_num_threads(1)
     result = run_demo(args.out, steps=args.steps or DEMO_STEPS)
     print(result.grid_path)
     return 0

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     parser.add_argument(
-        "--guidance-scale", type=float, default=5.0, help="classifier-free guidance (default 5)"
+        "--guidance-scale", type=float, default=7.5, help="classifier-free guidance (default 7.5)"
     )
     parser.add_argument("--weight", type=float, default=1.0, help="adapter weight (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i uses seed+i")

@@ -2,14 +2,14 @@
 
 One server (tiny SD model folder + tiny adapter, 64x64, 2 steps) and one browser page serve all
 tests, in order: generate from an upload, refuse bad uploads and still generate, draw a sketch,
-load parameters back from a PNG made here. Set T2I_UPDATE_SCREENSHOTS=1 to refresh docs/webui.png.
+load parameters back from a PNG made here. With T2I_UPDATE_SCREENSHOTS=1 a last test runs the
+packaged demo model in the page and refreshes docs/webui.png (slow on a busy CPU, so opt-in).
 """
 
 from __future__ import annotations
 
 import io
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -228,8 +228,6 @@ def test_upload_preview_generate_and_download_a_png_with_parameters(page, world,
 
     page.screenshot(path=str(tmp_path / "webui.png"), full_page=True)
     assert Image.open(tmp_path / "webui.png").size[0] == 1400
-    if os.environ.get("T2I_UPDATE_SCREENSHOTS") == "1":
-        shutil.copyfile(tmp_path / "webui.png", SCREENSHOT)
     (world / "made-here.png").write_bytes(data)
 
 
@@ -344,3 +342,43 @@ def test_the_cli_repeats_a_png_made_in_the_page_exactly(world, tmp_path):
     assert main(["generate", "--from-png", str(made_here), "--out", str(tmp_path / "again.png")]) == 0
     again = Image.open(tmp_path / "again.png").convert("RGB")
     assert ImageChops.difference(Image.open(made_here).convert("RGB"), again).getbbox() is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("T2I_UPDATE_SCREENSHOTS") != "1",
+    reason="refreshes docs/webui.png with the demo model; set T2I_UPDATE_SCREENSHOTS=1",
+)
+def test_the_demo_model_in_the_page_for_the_docs_screenshot(tmp_path):
+    from t2i_adapter.demo.assets import demo_weights_available
+    from t2i_adapter.demo.demo_run import DEMO_ROWS
+    from t2i_adapter.demo.world import make_scene
+    from t2i_adapter.generation.api import ModelCache
+    from t2i_adapter.interfaces.webui import build_app, launch_app
+
+    if not demo_weights_available():
+        pytest.skip("the demo weights are not built")
+    scene_seed = next(seed for seed, conditions in DEMO_ROWS if conditions == ("sketch",))
+    scene = make_scene(scene_seed)
+    scene.condition("sketch").save(tmp_path / "scene-sketch.png")
+    app = build_app(model="demo", cache=ModelCache(), output_dir=tmp_path / "outputs")
+    _, url, _ = launch_app(app, port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(4 * TIMEOUT_MS)
+            page.goto(url)
+            page.wait_for_selector("#t2i-generate")
+            assert page.locator("#t2i-unit-1-adapter input").input_value() == "demo:sketch"
+            upload(page, "t2i-unit-1-upload", tmp_path / "scene-sketch.png")
+            page.wait_for_selector("#t2i-unit-1-condition img")
+            page.locator("#t2i-prompt textarea").fill(scene.caption)
+            page.click("#t2i-generate")
+            [data] = gallery_pngs(page).values()
+            image = Image.open(io.BytesIO(data))
+            assert image.format == "PNG" and image.size == (scene.size, scene.size)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            browser.close()
+    finally:
+        app.close()

@@ -220,6 +220,12 @@ def train(config: TrainConfig) -> Path:
 
     config = config.validate()
     output_dir = Path(config.output_dir)
+    # accelerate keeps its state per process; a second `train()` in the same process (the demo trains
+    # several adapters) may use another precision, so start from a fresh state (the distributed
+    # set-up, PartialState, is kept).
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
     try:
         accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_distributed_without_gpu())
     except ValueError as error:  # e.g. fp16 without a GPU
@@ -476,6 +482,11 @@ def train(config: TrainConfig) -> Path:
         except checkpointing.CheckpointError as error:
             failure = error
     _stop_together(accelerator, failure)
+    # Release the DDP-wrapped adapter before the process group goes: destroying the group first
+    # and the DDP reducer afterwards (when this frame's locals are freed) can hang on gloo.
+    accelerator.free_memory()
+    del adapter, optimizer, batches
+    gc.collect()
     accelerator.end_training()
     return output_dir
 

@@ -32,6 +32,9 @@ class AdapterTrainingPlan:
     timestep_sampling: str = "cubic"  # noisy steps decide the layout, which is what an adapter controls
     caption_dropout: float = 0.05
     seed: int = 0
+    # A second run from the first one's weights, at a higher peak rate (the shipped adapters had it).
+    refine_steps: int = 1200
+    refine_lr: float = 3e-3
 
 
 def write_scene_folder(dest: str | Path, num_scenes: int, first_seed: int = ADAPTER_SEED_OFFSET) -> Path:
@@ -95,30 +98,42 @@ def train_demo_adapter(
     plan = plan or AdapterTrainingPlan()
     output_dir = Path(output_dir)
     start = initial_adapter(model, cond_type, output_dir.parent / f"{output_dir.name}-init", seed=plan.seed)
-    config = TrainConfig(
-        model=str(model),
-        data=str(data),
-        output_dir=str(output_dir),
-        data_format="folder",
-        cond_type=cond_type,
-        adapter=str(start),
-        resolution=SCENE_SIZE,
-        batch_size=plan.batch_size,
-        lr=plan.lr,
-        lr_scheduler="cosine",
-        lr_warmup_steps=plan.warmup_steps,
-        optimizer="adamw",
-        max_steps=plan.steps,
-        seed=plan.seed,
-        timestep_sampling=plan.timestep_sampling,
-        caption_dropout=plan.caption_dropout,
-        cache_latents=True,
-        checkpoint_every=250,
-        keep_checkpoints=2,
-        log_every=50,
-        progress=False,
-    )
-    return Path(train(config))
+    stages = [(output_dir, plan.steps, plan.lr, plan.seed)]
+    if plan.refine_steps:
+        stages.append(
+            (
+                output_dir.parent / f"{output_dir.name}-refine",
+                plan.refine_steps,
+                plan.refine_lr,
+                plan.seed + 1,
+            )
+        )
+    for stage_dir, steps, lr, seed in stages:
+        config = TrainConfig(
+            model=str(model),
+            data=str(data),
+            output_dir=str(stage_dir),
+            data_format="folder",
+            cond_type=cond_type,
+            adapter=str(start),
+            resolution=SCENE_SIZE,
+            batch_size=plan.batch_size,
+            lr=lr,
+            lr_scheduler="cosine",
+            lr_warmup_steps=plan.warmup_steps,
+            optimizer="adamw",
+            max_steps=steps,
+            seed=seed,
+            timestep_sampling=plan.timestep_sampling,
+            caption_dropout=plan.caption_dropout,
+            cache_latents=True,
+            checkpoint_every=250,
+            keep_checkpoints=2,
+            log_every=50,
+            progress=False,
+        )
+        start = Path(train(config))
+    return start
 
 
 def install_adapter(trained: str | Path, dest: str | Path) -> Path:

@@ -80,6 +80,12 @@ class ConditionSpec:
             result = result.resize(image.size, Image.Resampling.BILINEAR)
         return result
 
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """`options` as the function gets them: unknown names (an error naming this condition type
+        and listing its options) and values that do not fit an option's type are refused; text is
+        converted to the type of the option's default. Checks before any model is loaded."""
+        return self._check_options(options)
+
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Reject unknown option names; convert values to the type of the option's default."""
         parameters = inspect.signature(self.fn).parameters.values()

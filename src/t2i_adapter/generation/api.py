@@ -8,7 +8,7 @@ and the pipeline runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -54,8 +54,11 @@ def resolve_device(device: str | None) -> str:
     return str(parsed)
 
 
-def _check_names(settings: GenerationSettings) -> None:
-    """Name checks that need no model: scheduler and condition types."""
+def _check_names(settings: GenerationSettings) -> list[dict[str, Any]]:
+    """Name checks that need no model: scheduler, condition types and their options.
+
+    Returns each adapter's condition options as the preprocessor takes them (text converted).
+    """
     import diffusers
 
     from t2i_adapter.conditions.registry import get_preprocessor
@@ -67,8 +70,16 @@ def _check_names(settings: GenerationSettings) -> None:
         raise UnknownNameError(
             "scheduler", settings.scheduler, list(SCHEDULER_ALIASES) + ["<diffusers class>"]
         )
+    options = []
     for spec in settings.adapters:
-        get_preprocessor(spec.cond_type)
+        preprocessor = get_preprocessor(spec.cond_type)
+        if preprocessor.name == "style" and "model" in spec.cond_options:
+            raise T2IAdapterError(
+                f"adapter '{spec.adapter}': the style condition takes no model option; "
+                "the CLIP vision model is chosen with --clip-vision"
+            )
+        options.append(preprocessor.check_options(spec.cond_options))
+    return options
 
 
 def _condition_images(
@@ -92,10 +103,10 @@ def _condition_images(
     return images
 
 
-def _preprocess(spec: AdapterSpec, image: Image.Image) -> Image.Image:
+def _preprocess(spec: AdapterSpec, image: Image.Image, options: dict[str, Any]) -> Image.Image:
     from t2i_adapter.conditions.registry import preprocess
 
-    return preprocess(spec.cond_type, image)
+    return preprocess(spec.cond_type, image, **options)
 
 
 def _condition_picture(tensor: torch.Tensor) -> Image.Image:
@@ -123,9 +134,12 @@ def generate(
     dtype = TORCH_DTYPES[settings.dtype]
     if dtype == torch.float16 and device == "cpu":
         raise T2IAdapterError("float16 needs a GPU; on the CPU use --dtype float32 or bfloat16")
-    _check_names(settings)
+    options = _check_names(settings)
     images = _condition_images(settings, condition_images)
-    prepared = [_preprocess(spec, image) for spec, image in zip(settings.adapters, images, strict=True)]
+    prepared = [
+        _preprocess(spec, image, spec_options)
+        for spec, image, spec_options in zip(settings.adapters, images, options, strict=True)
+    ]
 
     pipeline = cache.pipeline(
         settings.model,
@@ -187,7 +201,14 @@ def generate(
         prepared[index] if unit.kind == "style" else _condition_picture(output.conditions[index])
         for index, unit in enumerate(units)
     ]
-    resolved = settings.replace(width=output.width, height=output.height)
+    resolved = settings.replace(
+        width=output.width,
+        height=output.height,
+        adapters=[
+            replace(spec, cond_options=spec_options)  # recorded with their types (`384`, not `"384"`)
+            for spec, spec_options in zip(settings.adapters, options, strict=True)
+        ],
+    )
     return GenerationResult(
         images=output.images, conditions=conditions, settings=resolved, timings=output.timings
     )

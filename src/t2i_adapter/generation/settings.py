@@ -26,7 +26,9 @@ class AdapterSpec:
     `cond_type` names the preprocessor that turns `cond` into the condition map (`none`: it is one
     already). `weight` multiplies the adapter's features; the adapter acts on the steps whose
     fraction `step / steps` lies in `[start, end)` (the original `cond_tau` is `end`). `task` names
-    the condition for a CoAdapter fuser (defaults to `cond_type`).
+    the condition for a CoAdapter fuser (defaults to `cond_type`). `cond_options` are the
+    preprocessor's options (`model=` hub id or folder, `detect_resolution=`, `device=`, ...; see
+    `t2i-adapter preprocess --list`); values given as text are converted to each option's type.
     """
 
     adapter: str
@@ -36,8 +38,10 @@ class AdapterSpec:
     start: float = 0.0
     end: float = 1.0
     task: str | None = None
+    cond_options: dict[str, str | int | float | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.cond_options = _checked_options(self.adapter, self.cond_options)
         self.weight = float(self.weight)
         self.start = float(self.start)
         self.end = float(self.end)
@@ -45,6 +49,24 @@ class AdapterSpec:
             raise T2IAdapterError(
                 f"adapter '{self.adapter}': range {self.start}:{self.end} must satisfy 0 <= start <= end <= 1"
             )
+
+
+def _checked_options(adapter: str, options: Any) -> dict[str, str | int | float | bool]:
+    """A copy of `options` if it maps option names to plain values (what JSON in a PNG can hold)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise T2IAdapterError(
+            f"adapter '{adapter}': condition options must be KEY=VALUE pairs, not {type(options).__name__}"
+        )
+    for key, value in options.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise T2IAdapterError(f"adapter '{adapter}': condition option name {key!r} is not a valid name")
+        if not isinstance(value, str | int | float | bool):
+            raise T2IAdapterError(
+                f"adapter '{adapter}': condition option {key}={value!r} must be text, a number or true/false"
+            )
+    return dict(options)
 
 
 @dataclass

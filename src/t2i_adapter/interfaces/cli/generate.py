@@ -3,6 +3,9 @@
 `--adapter`, `--cond`, `--cond-type`, `--adapter-weight`, `--adapter-range` (and
 `--adapter-task`) repeat and pair up in order (the first `--cond` goes with the first
 `--adapter`, ...); each flag after `--cond` is given for every adapter or not at all.
+`--cond-option KEY=VALUE` and `--cond-model PATH_OR_ID` (the preprocessor's options, such as a
+depth model's `detect_resolution`) are different: they belong to the `--adapter` given before
+them on the command line, repeat for several options, and adapters without any need none.
 `--from-png IMAGE` re-runs the generation recorded in a PNG made here; flags given beside it
 override what the file says, and condition files that are gone are replaced by the maps
 `--save-cond` wrote beside the PNG.
@@ -61,6 +64,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="condition name for a CoAdapter fuser (sketch, depth, color, style, ...; default: --cond-type)",
     )
+    adapters.add_argument(
+        "--cond-option",
+        action=ForLastAdapter,
+        dest="condition_options",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of the preprocessor of the --adapter before it (not paired in order; repeat for "
+        "several), e.g. --cond-option detect_resolution=384; see 't2i-adapter preprocess --list'",
+    )
+    adapters.add_argument(
+        "--cond-model",
+        action=ForLastAdapter,
+        dest="condition_options",
+        default=[],
+        metavar="PATH_OR_ID",
+        help="model (hub id or local folder) of the preprocessor of the --adapter before it, "
+        "e.g. a depth model; short for --cond-option model=PATH_OR_ID",
+    )
     adapters.add_argument("--fuser", help="CoAdapter fuser that mixes the adapters' features")
     adapters.add_argument(
         "--clip-vision", help="CLIP vision model for style adapters (openai/clip-vit-large-patch14)"
@@ -106,6 +127,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     output.add_argument("--save-cond", action="store_true", help="also write each preprocessed condition map")
     parser.set_defaults(func=run)
+
+
+class ForLastAdapter(argparse.Action):
+    """Records `(number of --adapter seen so far, flag, value)`: the value belongs to the last one."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = [*(getattr(namespace, self.dest, None) or []), (len(namespace.adapter), option_string, values)]
+        setattr(namespace, self.dest, seen)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +191,24 @@ def _paired(values: list, name: str, count: int, default):
     return values
 
 
+def condition_options(args: argparse.Namespace) -> list[dict[str, str]]:
+    """Each adapter's preprocessor options from `--cond-option` / `--cond-model`, as text (the
+    registry converts them to each option's type and refuses unknown names)."""
+    options: list[dict[str, str]] = [{} for _ in args.adapter]
+    for position, flag, value in args.condition_options:  # in command-line order: the last one wins
+        if position == 0:
+            raise T2IAdapterError(f"{flag} {value}: put it after the --adapter whose condition it is for")
+        if flag == "--cond-model":
+            key, raw = "model", value
+        else:
+            key, sep, raw = value.partition("=")
+            key = key.strip()
+            if not sep or not key.isidentifier():
+                raise T2IAdapterError(f"--cond-option '{value}' is not of the form KEY=VALUE")
+        options[position - 1][key] = raw.strip()
+    return options
+
+
 def adapter_specs(args: argparse.Namespace):
     """The `AdapterSpec`s from the repeated adapter flags (empty when no --adapter)."""
     from t2i_adapter.generation.settings import AdapterSpec
@@ -181,6 +228,7 @@ def adapter_specs(args: argparse.Namespace):
     weights = _paired(args.adapter_weight, "--adapter-weight", count, 1.0)
     ranges = [parse_range(text) for text in _paired(args.adapter_range, "--adapter-range", count, "0:1")]
     tasks = _paired(args.adapter_task, "--adapter-task", count, None)
+    options = condition_options(args)
     return [
         AdapterSpec(
             adapter=adapter,
@@ -190,9 +238,10 @@ def adapter_specs(args: argparse.Namespace):
             start=start,
             end=end,
             task=task,
+            cond_options=cond_options,
         )
-        for adapter, cond, cond_type, weight, (start, end), task in zip(
-            args.adapter, args.cond, types, weights, ranges, tasks, strict=True
+        for adapter, cond, cond_type, weight, (start, end), task, cond_options in zip(
+            args.adapter, args.cond, types, weights, ranges, tasks, options, strict=True
         )
     ]
 
@@ -212,7 +261,7 @@ def saved_conditions_fallback(png: Path, specs: list) -> list:
     for index, spec in enumerate(specs):
         saved = saved_condition_path(png, index)
         if spec.cond and not Path(spec.cond).exists() and saved.is_file():
-            specs[index] = replace(spec, cond=str(saved.absolute()), cond_type="none")
+            specs[index] = replace(spec, cond=str(saved.absolute()), cond_type="none", cond_options={})
             print(f"note: {spec.cond} is gone; using the saved condition map {saved}", file=sys.stderr)
     return specs
 
@@ -224,6 +273,7 @@ def settings_from_args(args: argparse.Namespace):
     given = {
         field: getattr(args, flag) for flag, field in SCALAR_FLAGS.items() if getattr(args, flag) is not None
     }
+    condition_options(args)  # options before any --adapter fail here, with --from-png too
     if args.from_png:
         from t2i_adapter.io.png import read_png_parameters
 

@@ -168,7 +168,9 @@ def test_sigkill_then_resume_is_bit_identical(tiny_sd, meta, tmp_path, six_steps
         "--resolution", "64", "--batch-size", "2", "--lr", "1e-3", "--lr-warmup-steps", "0",
         "--caption-dropout", "0.3", "--max-steps", "6", "--checkpoint-every", "1", "--no-progress",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Bit-identical needs the same float summation order on both sides: the killed run gets the
+    # thread count of this process, which runs the uninterrupted and the resumed halves.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

@@ -221,3 +221,39 @@ def test_shipped_adapters_beat_the_baseline_by_a_wide_margin(cond_type):
     assert with_adapter["mask_iou"] >= without["mask_iou"] + 0.25
     assert with_adapter["mask_iou"] >= 2 * without["mask_iou"]
     assert with_adapter["edge_f1"] >= without["edge_f1"] + 0.2
+
+
+def test_demo_train_rebuilds_every_weight_from_nothing(tmp_path):
+    """The whole recipe (base, both adapter stages, evaluations) at toy sizes."""
+    import os
+
+    from t2i_adapter.checkpoints import load_adapter
+    from t2i_adapter.demo.rebuild import RebuildPlan, rebuild_demo
+    from t2i_adapter.demo.train_adapters import AdapterTrainingPlan
+    from t2i_adapter.demo.train_base import BaseTrainingConfig
+    from t2i_adapter.generation.base_model import load_base_model
+
+    base = BaseTrainingConfig(
+        vae_steps=2,
+        vae_batch_size=4,
+        unet_steps=2,
+        unet_batch_size=4,
+        unet_train_scenes=16,
+        warmup_steps=1,
+        log_every=1,
+    )
+    adapters = AdapterTrainingPlan(num_scenes=12, steps=2, batch_size=4, warmup_steps=1, refine_steps=1)
+    before = os.environ.get(assets.WEIGHTS_ENV)
+    weights = rebuild_demo(
+        tmp_path, RebuildPlan(base=base, adapters=adapters, eval_scenes=2, eval_steps=2), echo=None
+    )
+    assert os.environ.get(assets.WEIGHTS_ENV) == before
+    losses = [json.loads(line) for line in (tmp_path / "base" / "losses.jsonl").read_text().splitlines()]
+    assert {"vae", "unet", "vae_scaling_factor"} <= {record["stage"] for record in losses}
+    assert load_base_model(str(weights / "base")).vae_scale_factor == 4
+    for cond_type, channels in (("sketch", 1), ("depth", 3), ("color", 3)):
+        adapter = load_adapter(str(weights / "adapters" / cond_type))
+        assert adapter.in_condition_channels == channels and adapter.config.downscale_factor == 4
+    summary = json.loads((tmp_path / "evaluation" / "summary.json").read_text())
+    assert set(summary) == {"minutes", "sketch", "depth", "color", "sketch+color"}
+    assert (tmp_path / "evaluation" / "sketch+color" / "report.md").is_file()

@@ -62,23 +62,30 @@ def rebuild_demo(
     train_demo_adapters(weights / "base", work_dir, weights, plan=plan.adapters, echo=echo)
     minutes = {"training": round((time.time() - started) / 60, 1)}
 
-    os.environ[WEIGHTS_ENV] = str(weights)  # `demo` and `demo:<cond>` now mean the fresh weights
+    previous = os.environ.get(WEIGHTS_ENV)
+    os.environ[WEIGHTS_ENV] = str(weights)  # `demo` and `demo:<cond>` mean the fresh weights here
     summary = {}
-    for cond_types in EVALUATIONS:
-        label = "+".join(cond_types)
-        config = EvalConfig(
-            model="demo",
-            adapters=[f"demo:{c}" for c in cond_types],
-            cond_types=list(cond_types),
-            num=plan.eval_scenes,
-            steps=plan.eval_steps,
-            device="cpu",
-            out_dir=str(work_dir / "evaluation" / label),
-        )
-        report = run_evaluation(config)
-        summary[label] = report.means
-        if echo:
-            echo(f"{label}:\n{report.table()}")
+    try:
+        for cond_types in EVALUATIONS:
+            label = "+".join(cond_types)
+            config = EvalConfig(
+                model="demo",
+                adapters=[f"demo:{c}" for c in cond_types],
+                cond_types=list(cond_types),
+                num=plan.eval_scenes,
+                steps=plan.eval_steps,
+                device="cpu",
+                out_dir=str(work_dir / "evaluation" / label),
+            )
+            report = run_evaluation(config)
+            summary[label] = report.means
+            if echo:
+                echo(f"{label}:\n{report.table()}")
+    finally:
+        if previous is None:
+            os.environ.pop(WEIGHTS_ENV, None)
+        else:
+            os.environ[WEIGHTS_ENV] = previous
     minutes["total"] = round((time.time() - started) / 60, 1)
     (work_dir / "evaluation").mkdir(parents=True, exist_ok=True)
     (work_dir / "evaluation" / "summary.json").write_text(

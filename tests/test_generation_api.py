@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError
@@ -227,3 +228,19 @@ def test_cache_loads_once_under_concurrent_requests():
     for key in ("a", "b", "c", "d", "e"):
         cache._get(store, key, 4, object)
     assert list(store) == ["b", "c", "d", "e"]
+
+
+def test_default_size_is_the_models_native_pixel_count(files, cache):
+    """No size given: the condition is scaled to the model's own resolution, not always 512*512
+    (which would make a 64-pixel model draw at 512 and SDXL at half its size)."""
+    base = cache.pipeline(str(files / "model"), dtype=torch.float32, device="cpu").base
+    native = base.native_resolution
+    assert native == base.unet.config.sample_size * base.vae_scale_factor
+    result = generate(settings_for(files, max_resolution=None), cache=cache)
+    width, height = result.images[0].size
+    # the 67x131 condition keeps its aspect ratio at about native*native pixels
+    assert abs(width * height - native * native) <= native * native * 0.35
+    assert height > width
+    assert (result.settings.width, result.settings.height) == (width, height)
+    explicit = generate(settings_for(files, max_resolution=4 * native * native), cache=cache)
+    assert explicit.images[0].size[0] * explicit.images[0].size[1] > 2 * width * height

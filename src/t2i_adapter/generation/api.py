@@ -192,7 +192,7 @@ def generate(
         width=settings.width,
         height=settings.height,
         resize_short_edge=settings.resize_short_edge,
-        max_resolution=settings.max_resolution,
+        max_resolution=settings.max_resolution or pipeline.base.native_resolution**2,
         scheduler=settings.scheduler,
         fuser=fuser,
         callback=callback,

@@ -48,6 +48,14 @@ class BaseModel:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
+    def native_resolution(self) -> int:
+        """The image side the model was trained at: 512 for SD1.5, 768 for SD2.x-v, 1024 for SDXL."""
+        sample_size = self.unet.config.sample_size
+        if isinstance(sample_size, (list, tuple)):
+            sample_size = max(sample_size)
+        return int(sample_size) * self.vae_scale_factor
+
+    @property
     def device(self) -> torch.device:
         return self.unet.device
 

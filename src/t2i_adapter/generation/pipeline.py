@@ -152,7 +152,7 @@ class T2IAdapterPipeline:
             condition_size=_condition_size(spatial[0].condition) if spatial else None,
             resize_short_edge=resize_short_edge,
             max_resolution=max_resolution,
-            default_side=base.unet.config.sample_size * base.vae_scale_factor,
+            default_side=base.native_resolution,
         )
         latent_size = (height // base.vae_scale_factor, width // base.vae_scale_factor)
 

@@ -84,7 +84,9 @@ class GenerationSettings:
     width: int | None = None
     height: int | None = None
     resize_short_edge: int | None = None
-    max_resolution: int = 512 * 512
+    # None: the base model's native pixel count (512*512 for SD1.5, 1024*1024 for SDXL, 64*64 for
+    # the demo). The original scripts always used 512*512, which suits SD1.x only.
+    max_resolution: int | None = None
     scheduler: str = "ddim"
     fuser: str | None = None
     clip_vision: str = DEFAULT_CLIP_VISION
@@ -103,10 +105,10 @@ class GenerationSettings:
             from t2i_adapter.errors import UnknownNameError
 
             raise UnknownNameError("dtype", self.dtype, [*DTYPES, *DTYPE_ALIASES])
-        for name in ("steps", "num_images", "max_resolution"):
+        for name in ("steps", "num_images"):
             if int(getattr(self, name)) < 1:
                 raise T2IAdapterError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("width", "height", "resize_short_edge"):
+        for name in ("width", "height", "resize_short_edge", "max_resolution"):
             value = getattr(self, name)
             if value is not None and int(value) < 1:
                 raise T2IAdapterError(f"{name} must be at least 1, not {value}")

@@ -102,7 +102,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument(
         "--resize-short-edge", type=int, metavar="N", help="scale the condition's short edge to N"
     )
-    size.add_argument("--max-resolution", type=int, metavar="PIXELS", help="pixel budget (512*512)")
+    size.add_argument(
+        "--max-resolution",
+        type=int,
+        metavar="PIXELS",
+        help="pixel budget (default: the model's native one: 512*512 for SD1.5, 1024*1024 for SDXL)",
+    )
 
     machine = parser.add_argument_group("machine and memory")
     machine.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from t2i_adapter.errors import InputFileError, T2IAdapterError
 from t2i_adapter.io.images import load_image_from_bytes
-from t2i_adapter.training.data.source import registered_preprocessor
+from t2i_adapter.training.data.source import is_grey_mode, registered_preprocessor
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CONDITION_TAGS = ("cond", "condition", "conditioning")
@@ -178,9 +178,7 @@ def open_shards(location: str, cond_type: str | None, condition_channels: int | 
         from PIL import Image
 
         with Image.open(io.BytesIO(source.condition_bytes(first))) as opened:
-            condition_channels = (
-                1 if opened.mode in ("1", "L", "I", "F") or opened.mode.startswith("I;16") else 3
-            )
+            condition_channels = 1 if is_grey_mode(opened.mode) else 3
     source.condition_channels = condition_channels
     source.errors.clear()
     return source

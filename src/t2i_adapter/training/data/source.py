@@ -103,7 +103,7 @@ def infer_condition_channels(source: IndexedSource, configured: int | None) -> i
     from PIL import Image
 
     if source.condition_mode_hint is not None:
-        return 1 if _is_grey(source.condition_mode_hint) else 3
+        return 1 if is_grey_mode(source.condition_mode_hint) else 3
     for record in source.records[:50]:
         if record.condition is None:
             continue
@@ -115,9 +115,10 @@ def infer_condition_channels(source: IndexedSource, configured: int | None) -> i
                     mode = opened.mode
         except Exception:  # a bad file: the data check reports it; try the next one
             continue
-        return 1 if _is_grey(mode) else 3
+        return 1 if is_grey_mode(mode) else 3
     return 3
 
 
-def _is_grey(mode: str) -> bool:
+def is_grey_mode(mode: str) -> bool:
+    """True for Pillow modes that hold one channel (a 1-channel condition map)."""
     return mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16")

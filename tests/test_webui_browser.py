@@ -258,6 +258,20 @@ def test_bad_uploads_show_one_clear_line_and_the_next_generation_works(page, wor
     assert f"seed {new_seed}" in page.inner_text("#t2i-status")
 
 
+def test_a_picture_that_previews_puts_its_unit_to_use_and_a_refused_one_does_not(page, world):
+    refused = page.locator("#t2i-unit-2-enabled input[type=checkbox]")
+    assert not refused.is_checked()  # the bomb of the test before was refused
+    page.get_by_role("tab", name="Adapter 4").click()
+    box = page.locator("#t2i-unit-4-enabled input[type=checkbox]")
+    assert not box.is_checked()
+    upload(page, "t2i-unit-4-upload", world / "square.png")
+    page.wait_for_selector("#t2i-unit-4-condition img")
+    page.wait_for_function("() => document.querySelector('#t2i-unit-4-enabled input').checked")
+    box.uncheck()  # unit 4 has no adapter: later tests generate with unit 1 alone
+    assert not box.is_checked()
+    page.get_by_role("tab", name="Adapter 1").click()
+
+
 def test_a_sketch_drawn_on_the_canvas_becomes_the_condition(page):
     from t2i_adapter.io.png import read_png_parameters
 

@@ -218,15 +218,23 @@ def build_app(
         def preview(source: str, upload_path: str | None, sketch: Any, cond_type: str):
             return handlers.preview_condition(source, upload_path, sketch, cond_type, limits)
 
+        @user_errors
+        def preview_and_use(source: str, upload_path: str | None, sketch: Any, cond_type: str):
+            picture, condition = preview(source, upload_path, sketch, cond_type)
+            return picture, condition, handlers.use_unit_with_picture(upload_path)
+
         for unit in units:
             preview_inputs = [unit.source, unit.upload, unit.sketch, unit.cond_type]
             preview_outputs = [unit.picture, unit.condition]
-            for event in (
-                unit.upload.change,
-                unit.cond_type.change,
-                unit.source.change,
-                unit.preview_button.click,
-            ):
+            # A new picture that previews without error also puts its unit to use (a refused one does not).
+            unit.upload.change(
+                preview_and_use,
+                preview_inputs,
+                [*preview_outputs, unit.enabled],
+                concurrency_id="preview",
+                concurrency_limit=4,
+            )
+            for event in (unit.cond_type.change, unit.source.change, unit.preview_button.click):
                 event(preview, preview_inputs, preview_outputs, concurrency_id="preview", concurrency_limit=4)
             unit.sketch.change(
                 preview,

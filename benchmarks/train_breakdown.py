@@ -1,0 +1,145 @@
+"""Where a training step's time goes, and so the most that `--cache-latents` can ever gain.
+
+A step of the plain loop (what diffusers' example scripts do) is: VAE encoder on the pictures,
+text encoder on the captions, adapter forward, UNet forward with the adapter's features, backward
+through the UNet into the adapter (the UNet is frozen, but the gradient still flows through all of
+it), and the optimizer step. Caching latents and text embeddings removes the first two and
+nothing else, so
+
+    ceiling = step time / (step time - VAE encoder - text encoder)
+
+bounds the speed-up of any caching, whatever the implementation. This script times each part on
+the same batch, with the dtype and gradient checkpointing a run would use:
+
+    python benchmarks/train_breakdown.py --full-size --resolution 512 --batch-size 1   # SD1.5 shapes
+    python benchmarks/train_breakdown.py                                                # tiny SD
+
+Not a test: numbers go to docs/benchmarks.md ("Training"), by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def components(full_size: bool) -> dict:
+    if full_size:
+        from generate import full_size_components
+
+        return full_size_components()
+    from tiny_models import TINY_SD_ADAPTER_CHANNELS, tiny_sd_components
+
+    parts = tiny_sd_components()
+    from diffusers import T2IAdapter
+
+    parts["adapter"] = T2IAdapter(
+        in_channels=3,
+        channels=TINY_SD_ADAPTER_CHANNELS,
+        num_res_blocks=1,
+        downscale_factor=8,
+        adapter_type="full_adapter",
+    )
+    return parts
+
+
+def timed(function, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one untimed call (CUDA synchronised)."""
+    function()
+    durations = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        function()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full-size", action="store_true", help="SD1.5 architecture, random weights")
+    parser.add_argument("--resolution", type=int, default=None, help="pixels (64 tiny, 512 full size)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    args = parser.parse_args()
+    resolution = args.resolution or (512 if args.full_size else 64)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, args.dtype)
+
+    parts = components(args.full_size)
+    vae, text_encoder, unet, adapter = parts["vae"], parts["text_encoder"], parts["unet"], parts["adapter"]
+    for frozen in (vae, text_encoder, unet):
+        frozen.to(device, dtype).requires_grad_(False).eval()
+    adapter.to(device).train()  # trained in fp32, as the trainer does (autocast for the matmuls)
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        unet.train()  # diffusers checkpoints only in training mode; the weights stay frozen
+    optimizer = torch.optim.AdamW(adapter.parameters(), lr=1e-5)
+
+    batch = args.batch_size
+    pixels = torch.randn(batch, 3, resolution, resolution, device=device, dtype=dtype)
+    condition = torch.rand(batch, adapter.config.in_channels, resolution, resolution, device=device)
+    ids = torch.randint(0, text_encoder.config.vocab_size - 2, (batch, 77), device=device)
+    latent_size = resolution // 8
+    latents = torch.randn(batch, 4, latent_size, latent_size, device=device, dtype=dtype)
+    timesteps = torch.randint(0, 1000, (batch,), device=device)
+    context = torch.randn(batch, 77, text_encoder.config.hidden_size, device=device, dtype=dtype)
+    autocast = torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
+
+    def vae_encode():
+        with torch.no_grad():
+            vae.encode(pixels).latent_dist.sample()
+
+    def text_encode():
+        with torch.no_grad():
+            text_encoder(ids)[0]
+
+    def adapter_and_unet():
+        with autocast:
+            features = adapter(condition)
+            residuals = [f.to(dtype) for f in features]
+            prediction = unet(
+                latents, timesteps, context, down_intrablock_additional_residuals=residuals
+            ).sample
+            loss = torch.nn.functional.mse_loss(prediction.float(), latents.float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = {
+        "VAE encoder": timed(vae_encode, args.repeats),
+        "text encoder": timed(text_encode, args.repeats),
+        "adapter + UNet forward and backward + step": timed(adapter_and_unet, args.repeats),
+    }
+    step = sum(times.values())
+    cacheable = times["VAE encoder"] + times["text encoder"]
+    name = "SD1.5 architecture (random weights)" if args.full_size else "tiny SD"
+    print(
+        f"{name}, {resolution} px, batch {batch}, {args.dtype}, gradient checkpointing "
+        f"{'on' if args.gradient_checkpointing else 'off'}, {device}, torch {torch.__version__}\n"
+    )
+    print("| part | seconds | share of the step |")
+    print("|---|---|---|")
+    for part, seconds in times.items():
+        print(f"| {part} | {seconds:.3f} | {seconds / step:.0%} |")
+    print(
+        f"\nceiling of any caching speed-up: {step:.3f} / {step - cacheable:.3f} = {step / (step - cacheable):.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

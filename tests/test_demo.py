@@ -216,11 +216,39 @@ def test_shipped_adapters_beat_the_baseline_by_a_wide_margin(cond_type):
         model="demo", adapters=[f"demo:{cond_type}"], cond_types=[cond_type], num=8, steps=10, batch_size=8
     )
     report = run_evaluation(config, write=False)
-    # Measured when shipped: mask IoU 0.12 without, 0.49 (sketch) / 0.52 (depth) with.
+    # Measured when shipped (session 2): mask IoU 0.13 without, 0.88 (sketch) / 0.90 (depth) with;
+    # edge F1 0.12 -> 0.82 / 0.83; colour accuracy (prompt) 1.0 without. On 200 scenes and 20
+    # steps (docs/demo.md) the IoU is 0.25 -> 0.87 / 0.90.
     without, with_adapter = report.means["without"], report.means["with"]
-    assert with_adapter["mask_iou"] >= without["mask_iou"] + 0.25
-    assert with_adapter["mask_iou"] >= 2 * without["mask_iou"]
-    assert with_adapter["edge_f1"] >= without["edge_f1"] + 0.2
+    assert with_adapter["mask_iou"] >= 0.75
+    assert with_adapter["mask_iou"] >= without["mask_iou"] + 0.5
+    assert with_adapter["edge_f1"] >= without["edge_f1"] + 0.5
+    assert without["color_accuracy"] >= 0.85  # the base model alone draws the prompt's colours
+
+
+@needs_weights
+def test_shipped_vae_latents_are_nearly_deterministic():
+    """The UNet learns the posterior samples: a posterior as wide as the latents buries the scene in
+    noise it must learn too (the first shipped VAE, KL weight 1e-5, had std 0.65 for a spread of 0.66)."""
+    from diffusers import AutoencoderKL
+
+    from t2i_adapter.demo.train_base import scenes_to_tensor
+
+    vae = AutoencoderKL.from_pretrained(assets.demo_model_path() / "vae")
+    pixels, _ = scenes_to_tensor(list(range(16)))
+    with torch.no_grad():
+        posterior = vae.encode(pixels).latent_dist
+        reconstruction = vae.decode(posterior.mean).sample
+    assert posterior.std.mean() < 0.1 * posterior.mean.std()
+    assert torch.nn.functional.mse_loss(reconstruction, pixels) < 0.02
+
+
+def test_demo_scheduler_predicts_v_and_samples_from_pure_noise():
+    scheduler = build_tiny_model(TinyModelConfig()).scheduler
+    assert scheduler.config.prediction_type == "v_prediction"
+    scheduler.set_timesteps(20)
+    assert int(scheduler.timesteps[0]) == 999
+    assert float(scheduler.alphas_cumprod[-1]) < 1e-4  # terminal SNR near zero
 
 
 def test_demo_train_rebuilds_every_weight_from_nothing(tmp_path):

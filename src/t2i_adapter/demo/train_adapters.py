@@ -25,7 +25,7 @@ class AdapterTrainingPlan:
     """Sizes of the adapter runs (defaults: the shipped adapters)."""
 
     num_scenes: int = 4000
-    steps: int = 1000
+    steps: int = 800
     batch_size: int = 24
     lr: float = 1e-3
     warmup_steps: int = 50
@@ -33,7 +33,7 @@ class AdapterTrainingPlan:
     caption_dropout: float = 0.05
     seed: int = 0
     # A second run from the first one's weights, at a higher peak rate (the shipped adapters had it).
-    refine_steps: int = 1200
+    refine_steps: int = 800
     refine_lr: float = 3e-3
 
 

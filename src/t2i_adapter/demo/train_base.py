@@ -3,9 +3,10 @@
 Stage 1 fits the `AutoencoderKL` (L1 + MSE reconstruction and a small KL term) and sets its
 `scaling_factor` so the latents have unit variance, as SD does. Stage 2 encodes a fixed set of
 scenes once (latent mean and std kept, a fresh latent sample drawn each step) and trains the
-UNet and the text encoder together with the epsilon-prediction loss of DDPM (Ho et al., 2020),
-weighted by min-SNR-5 (Hang et al., 2023) for faster convergence, with 10 % empty captions so
-classifier-free guidance works, and an exponential moving average of the weights, which is what
+UNet and the text encoder together with the DDPM loss (Ho et al., 2020) in v-prediction form
+(Salimans & Ho, 2022; the scheduler's `prediction_type` says which), weighted by min-SNR-5
+(Hang et al., 2023) for faster convergence, with 10 % empty captions so classifier-free guidance
+works, and an exponential moving average of the weights, which is what
 gets saved. Losses go to `losses.jsonl` beside the model.
 """
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 
 from t2i_adapter.demo.tiny_model import TinyModel, TinyModelConfig, build_tiny_model, save_tiny_model
 from t2i_adapter.demo.world import make_scene
+from t2i_adapter.training.objective import diffusion_target
 
 # Seeds of training scenes start here; evaluation scenes use small seeds, so they never overlap.
 TRAIN_SEED_OFFSET = 1_000_000
@@ -36,8 +38,8 @@ class BaseTrainingConfig:
     vae_steps: int = 800
     vae_batch_size: int = 16
     vae_lr: float = 2e-3
-    vae_kl_weight: float = 1e-5
-    unet_steps: int = 2500
+    vae_kl_weight: float = 1e-7  # 1e-5 left a posterior std as large as the latents
+    unet_steps: int = 8000
     unet_batch_size: int = 32
     unet_lr: float = 1e-3
     unet_train_scenes: int = 16000
@@ -46,7 +48,7 @@ class BaseTrainingConfig:
     min_snr_gamma: float = 5.0
     timestep_sampling: str = "uniform"  # or "cubic": t = (1 - u^3) T, more of the noisy steps
     warmup_steps: int = 200
-    max_minutes: float | None = None  # stop each stage early when its share of this runs out
+    max_minutes: float | None = 60.0  # stop each stage early when its share of this runs out
     seed: int = 0
     log_every: int = 50
 
@@ -198,8 +200,11 @@ def train_unet(model: TinyModel, config: BaseTrainingConfig, log: LossLog, deadl
         context = text_encoder(ids)[0]  # (B, L, D)
         predicted = unet(noisy, timesteps, context).sample
         snr = alpha_bar.view(-1) / (1 - alpha_bar.view(-1))
-        weight = torch.clamp(snr, max=config.min_snr_gamma) / snr  # min-SNR for epsilon prediction
-        per_sample = F.mse_loss(predicted, noise, reduction="none").mean(dim=(1, 2, 3))
+        target = diffusion_target(model.scheduler, latents, noise, timesteps)  # epsilon or v
+        # min-SNR-gamma weights: min(SNR, gamma) / SNR for epsilon, min(SNR, gamma) / (SNR + 1) for v.
+        denominator = snr + 1 if model.scheduler.config.prediction_type == "v_prediction" else snr
+        weight = torch.clamp(snr, max=config.min_snr_gamma) / denominator
+        per_sample = F.mse_loss(predicted, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (weight * per_sample).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -74,7 +74,7 @@ def rebuild_demo(
                 cond_types=list(cond_types),
                 num=plan.eval_scenes,
                 steps=plan.eval_steps,
-                device="cpu",
+                device=None,  # the GPU when there is one, as for training
                 out_dir=str(work_dir / "evaluation" / label),
             )
             report = run_evaluation(config)

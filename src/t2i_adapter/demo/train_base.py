@@ -51,6 +51,12 @@ class BaseTrainingConfig:
     max_minutes: float | None = 60.0  # stop each stage early when its share of this runs out
     seed: int = 0
     log_every: int = 50
+    device: str = "auto"  # "auto": the GPU when there is one, else the CPU
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
 
 
 def scenes_to_tensor(seeds: list[int]) -> tuple[torch.Tensor, list[str]]:
@@ -106,7 +112,7 @@ def train_vae(model: TinyModel, config: BaseTrainingConfig, log: LossLog, deadli
         for group in optimizer.param_groups:
             group["lr"] = config.vae_lr * _lr_factor(step, config.vae_steps, config.warmup_steps)
         seeds = (TRAIN_SEED_OFFSET + generator.integers(0, 10**8, config.vae_batch_size)).tolist()
-        pixels, _ = scenes_to_tensor(seeds)  # (B, 3, 64, 64)
+        pixels = scenes_to_tensor(seeds)[0].to(vae.device)  # (B, 3, 64, 64)
         posterior = vae.encode(pixels).latent_dist
         reconstruction = vae.decode(posterior.sample()).sample
         rec_loss = F.l1_loss(reconstruction, pixels) + F.mse_loss(reconstruction, pixels)
@@ -129,7 +135,7 @@ def train_vae(model: TinyModel, config: BaseTrainingConfig, log: LossLog, deadli
 def set_vae_scaling_factor(model: TinyModel, num_scenes: int = 512) -> float:
     """`scaling_factor = 1 / std(latents)` over fresh scenes, as SD's 0.18215 was chosen."""
     pixels, _ = scenes_to_tensor(list(range(TRAIN_SEED_OFFSET // 2, TRAIN_SEED_OFFSET // 2 + num_scenes)))
-    latents = model.vae.encode(pixels).latent_dist.mean
+    latents = model.vae.encode(pixels.to(model.vae.device)).latent_dist.mean
     factor = float(1.0 / latents.std())
     model.vae.register_to_config(scaling_factor=factor)
     return factor
@@ -142,14 +148,14 @@ def set_vae_scaling_factor(model: TinyModel, num_scenes: int = 512) -> float:
 
 @torch.no_grad()
 def encode_training_set(model: TinyModel, count: int, batch_size: int = 256):
-    """Latent means and stds (unscaled) of `count` training scenes, and their captions."""
+    """Latent means and stds (unscaled, on the CPU) of `count` training scenes, and their captions."""
     means, stds, captions = [], [], []
     for start in range(0, count, batch_size):
         seeds = list(range(TRAIN_SEED_OFFSET + start, TRAIN_SEED_OFFSET + min(count, start + batch_size)))
         pixels, batch_captions = scenes_to_tensor(seeds)
-        posterior = model.vae.encode(pixels).latent_dist
-        means.append(posterior.mean)
-        stds.append(posterior.std)
+        posterior = model.vae.encode(pixels.to(model.vae.device)).latent_dist
+        means.append(posterior.mean.cpu())
+        stds.append(posterior.std.cpu())
         captions += batch_captions
     return torch.cat(means), torch.cat(stds), captions
 
@@ -178,6 +184,7 @@ def train_unet(model: TinyModel, config: BaseTrainingConfig, log: LossLog, deadl
     all_ids = tokenize(model.tokenizer, captions)
     empty_ids = tokenize(model.tokenizer, [""])
     unet, text_encoder = model.unet.train(), model.text_encoder.train()
+    device = unet.device
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
     ema = [p.detach().clone() for p in parameters]
     optimizer = torch.optim.AdamW(parameters, lr=config.unet_lr, weight_decay=1e-2)
@@ -196,6 +203,10 @@ def train_unet(model: TinyModel, config: BaseTrainingConfig, log: LossLog, deadl
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = _sample_timesteps(config.timestep_sampling, len(index), len(alphas_cumprod), generator)
         alpha_bar = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+        # Random numbers come from the CPU generator (the same run on any device), then move.
+        latents, noise, ids, timesteps, alpha_bar = (
+            tensor.to(device) for tensor in (latents, noise, ids, timesteps, alpha_bar)
+        )
         noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise  # q(x_t | x_0), Eq. 4
         context = text_encoder(ids)[0]  # (B, L, D)
         predicted = unet(noisy, timesteps, context).sample
@@ -249,6 +260,9 @@ def train_base_model(
     log = LossLog(log_path, echo)
     torch.manual_seed(config.seed)
     model = build_tiny_model(model_config, seed=config.seed)
+    device = config.torch_device()
+    for network in (model.vae, model.unet, model.text_encoder):
+        network.to(device)
     start = time.time()
     budget = None if config.max_minutes is None else config.max_minutes * 60
     # The VAE gets a quarter of the time budget, the UNet the rest.

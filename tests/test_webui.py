@@ -113,6 +113,22 @@ def test_preview_shows_the_picture_and_the_preprocessed_condition(tmp_path):
         handlers.preview_condition("upload", str(path), None, "nope", Limits())
 
 
+def test_preprocessor_options_reach_the_preview_and_bad_ones_are_named(tmp_path):
+    path = tmp_path / "cond.png"
+    drawing(64).save(path)
+    _, plain = handlers.preview_condition("upload", str(path), None, "color", Limits())
+    _, coarse = handlers.preview_condition("upload", str(path), None, "color", Limits(), "block_size=32")
+    assert plain.size == coarse.size and plain.tobytes() != coarse.tobytes()
+    assert handlers.parse_cond_options(" low_threshold=50,\nhigh_threshold = 150 ,") == {
+        "low_threshold": "50",
+        "high_threshold": "150",
+    }
+    with pytest.raises(T2IAdapterError, match="preprocessor option 'fifty' is not of the form KEY=VALUE"):
+        handlers.parse_cond_options("fifty")
+    with pytest.raises(T2IAdapterError, match="color option 'nope'"):
+        handlers.preview_condition("upload", str(path), None, "color", Limits(), "nope=1")
+
+
 # ---------------------------------------------------------------------------------------------
 # Generation settings from the page's fields
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +146,9 @@ def test_build_settings_keeps_only_enabled_units_in_order():
     units = [
         UnitInput(enabled=True, adapter=" demo:sketch ", cond_type="invert", weight=0.7, start=0.1, end=0.9),
         UnitInput(enabled=False, adapter="ignored"),
-        UnitInput(enabled=True, adapter="demo:color", cond_type="color", weight=1.2),
+        UnitInput(
+            enabled=True, adapter="demo:color", cond_type="color", cond_options="block_size=8", weight=1.2
+        ),
     ]
     settings = handlers.build_settings(
         model="demo", prompt="a cat", negative_prompt="", steps=2, guidance_scale=5.0, seed=7,
@@ -144,6 +162,9 @@ def test_build_settings_keeps_only_enabled_units_in_order():
     )  # fmt: skip
     assert (settings.width, settings.height, settings.num_images, settings.seed) == (64, 96, 2, 7)
     assert settings.scheduler == "euler"
+    assert settings.adapters[0].cond_options == {} and settings.adapters[1].cond_options == {
+        "block_size": "8"
+    }
 
 
 def test_an_empty_seed_box_means_a_fresh_seed():
@@ -204,7 +225,7 @@ def test_parameters_from_png_fill_the_page_and_restore_conditions_made_here(tmp_
         seed=1234, width=64, height=128, num_images=2, scheduler="euler_a",
         adapters=[
             AdapterSpec("demo:sketch", cond=str(kept), cond_type="invert", weight=0.5, start=0.2, end=0.8),
-            AdapterSpec("demo:color", cond=str(elsewhere), cond_type="color"),
+            AdapterSpec("demo:color", cond=str(elsewhere), cond_type="color", cond_options={"block_size": 8}),
         ],
     )  # fmt: skip
     png = _saved_png(tmp_path / "made-here.png", settings)
@@ -216,6 +237,7 @@ def test_parameters_from_png_fill_the_page_and_restore_conditions_made_here(tmp_
         True, "demo:sketch", "invert", 0.5, 0.2, 0.8,
     )  # fmt: skip
     assert (second.enabled, second.adapter, second.cond_type) == (True, "demo:color", "color")
+    assert (first.cond_options, second.cond_options) == ("", "block_size=8")
     assert not third.enabled
     # The page's own output is restored; a path outside it is never read on a PNG's say-so.
     assert loaded.condition_paths[0] == str(kept.resolve())

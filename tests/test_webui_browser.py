@@ -272,6 +272,20 @@ def test_a_picture_that_previews_puts_its_unit_to_use_and_a_refused_one_does_not
     page.get_by_role("tab", name="Adapter 1").click()
 
 
+def test_preprocessor_options_typed_in_the_page_reach_the_preprocessor(page):
+    close_toasts(page)
+    field = page.locator("#t2i-unit-1-cond-options textarea, #t2i-unit-1-cond-options input").first
+    field.fill("nope=1")
+    field.press("Enter")  # Enter previews with the options
+    wait_for_error(page, "invert option 'nope'")
+    assert "Traceback" not in error_toasts(page)
+    close_toasts(page)
+    page.wait_for_selector(".toast-body", state="detached")
+    field.fill("")
+    field.press("Enter")
+    page.wait_for_selector("#t2i-unit-1-condition img")
+
+
 def test_a_sketch_drawn_on_the_canvas_becomes_the_condition(page):
     from t2i_adapter.io.png import read_png_parameters
 

@@ -52,6 +52,7 @@ class UnitComponents:
     upload: gr.File
     sketch: gr.Sketchpad
     cond_type: gr.Dropdown
+    cond_options: gr.Textbox
     preview_button: gr.Button
     picture: gr.Image
     condition: gr.Image
@@ -68,6 +69,7 @@ class UnitComponents:
             upload_path=values[self.upload],
             sketch=values[self.sketch],
             cond_type=values[self.cond_type] or "none",
+            cond_options=str(values[self.cond_options] or ""),
             weight=float(values[self.weight]),
             start=float(values[self.start]),
             end=float(values[self.end]),
@@ -81,6 +83,7 @@ class UnitComponents:
             self.upload,
             self.sketch,
             self.cond_type,
+            self.cond_options,
             self.weight,
             self.start,
             self.end,
@@ -215,16 +218,16 @@ def build_app(
 
         # ---- condition previews ------------------------------------------------------------
         @user_errors
-        def preview(source: str, upload_path: str | None, sketch: Any, cond_type: str):
-            return handlers.preview_condition(source, upload_path, sketch, cond_type, limits)
+        def preview(source: str, upload_path: str | None, sketch: Any, cond_type: str, options: str):
+            return handlers.preview_condition(source, upload_path, sketch, cond_type, limits, options)
 
         @user_errors
-        def preview_and_use(source: str, upload_path: str | None, sketch: Any, cond_type: str):
-            picture, condition = preview(source, upload_path, sketch, cond_type)
+        def preview_and_use(source: str, upload_path: str | None, sketch: Any, cond_type: str, options: str):
+            picture, condition = preview(source, upload_path, sketch, cond_type, options)
             return picture, condition, handlers.use_unit_with_picture(upload_path)
 
         for unit in units:
-            preview_inputs = [unit.source, unit.upload, unit.sketch, unit.cond_type]
+            preview_inputs = [unit.source, unit.upload, unit.sketch, unit.cond_type, unit.cond_options]
             preview_outputs = [unit.picture, unit.condition]
             # A new picture that previews without error also puts its unit to use (a refused one does not).
             unit.upload.change(
@@ -234,7 +237,12 @@ def build_app(
                 concurrency_id="preview",
                 concurrency_limit=4,
             )
-            for event in (unit.cond_type.change, unit.source.change, unit.preview_button.click):
+            for event in (
+                unit.cond_type.change,
+                unit.cond_options.submit,
+                unit.source.change,
+                unit.preview_button.click,
+            ):
                 event(preview, preview_inputs, preview_outputs, concurrency_id="preview", concurrency_limit=4)
             unit.sketch.change(
                 preview,
@@ -291,7 +299,8 @@ def build_app(
         field_order = [prompt, negative, steps, guidance, seed, width, height, num_images, scheduler]
         unit_order = []
         for unit in units:
-            unit_order += [unit.enabled, unit.adapter, unit.cond_type, unit.weight, unit.start, unit.end]
+            unit_order += [unit.enabled, unit.adapter, unit.cond_type, unit.cond_options]
+            unit_order += [unit.weight, unit.start, unit.end]
             unit_order += [unit.upload, unit.source, unit.source_tabs]
 
         @user_errors
@@ -316,6 +325,7 @@ def build_app(
                     unit_input.enabled,
                     unit_input.adapter,
                     unit_input.cond_type,
+                    unit_input.cond_options,
                     unit_input.weight,
                     unit_input.start,
                     unit_input.end,
@@ -411,6 +421,11 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> Uni
                 scale=3,
             )
             preview_button = gr.Button("Preview condition", elem_id=f"t2i-unit-{number}-preview", scale=1)
+        cond_options = gr.Textbox(
+            label="Preprocessor options (KEY=VALUE, comma-separated; Enter previews)",
+            placeholder="e.g. low_threshold=50, high_threshold=150 or model=Intel/dpt-large",
+            elem_id=f"t2i-unit-{number}-cond-options",
+        )
         upload_tab.select(lambda: handlers.SOURCE_UPLOAD, None, source, queue=False)
         # A drawing is dark lines on white paper; adapters read white lines on black, so a sketch
         # starts with the `scribble` preprocessor unless the user already chose one.
@@ -451,6 +466,7 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> Uni
         upload,
         sketch,
         cond_type,
+        cond_options,
         preview_button,
         picture,
         condition,

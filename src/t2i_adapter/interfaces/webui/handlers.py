@@ -39,6 +39,7 @@ class UnitInput:
     upload_path: str | None = None
     sketch: Any = None  # gr.Sketchpad value: {"background", "layers", "composite"} or a PIL image
     cond_type: str = "none"
+    cond_options: str = ""  # the preprocessor's options as typed: "key=value, key=value"
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0
@@ -99,10 +100,37 @@ def source_image(
         raise InputFileError(Path(upload_path).name, error.problem) from None
 
 
+def parse_cond_options(text: str | None) -> dict[str, str]:
+    """`"low_threshold=50, high_threshold=150"` (commas or new lines) -> `{"low_threshold": "50", ...}`.
+
+    Values stay text: the registry converts each to its option's type and refuses unknown names.
+    """
+    options: dict[str, str] = {}
+    for item in (text or "").replace("\n", ",").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise T2IAdapterError(f"preprocessor option '{item.strip()}' is not of the form KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def format_cond_options(options: dict[str, Any]) -> str:
+    """The inverse of `parse_cond_options`, for putting a PNG's options back in the page."""
+    return ", ".join(f"{key}={value}" for key, value in options.items())
+
+
 def preview_condition(
-    source: str, upload_path: str | None, sketch: Any, cond_type: str, limits: Limits
+    source: str,
+    upload_path: str | None,
+    sketch: Any,
+    cond_type: str,
+    limits: Limits,
+    cond_options: str = "",
 ) -> tuple[Image.Image | None, Image.Image | None]:
-    """(input picture, condition made from it by `cond_type`), or (None, None) if there is no picture."""
+    """(input picture, condition made from it by `cond_type` with `cond_options`), or (None, None)
+    if there is no picture."""
     from t2i_adapter.conditions.registry import preprocess
 
     if source == SOURCE_SKETCH:
@@ -113,7 +141,7 @@ def preview_condition(
         picture = None
     if picture is None:
         return None, None
-    return picture, preprocess(cond_type or "none", picture)
+    return picture, preprocess(cond_type or "none", picture, **parse_cond_options(cond_options))
 
 
 def use_unit_with_picture(upload_path: str | None) -> Any:
@@ -157,6 +185,7 @@ def build_settings(
             adapter=unit.adapter.strip(),
             cond=cond_path,
             cond_type=unit.cond_type or "none",
+            cond_options=parse_cond_options(unit.cond_options),
             weight=float(unit.weight),
             start=float(unit.start),
             end=float(unit.end),
@@ -331,6 +360,7 @@ def parameters_from_png(path: str, output_dir: Path, server_model: str | None = 
             enabled=True,
             adapter=str(spec.adapter),
             cond_type=spec.cond_type or "none",
+            cond_options=format_cond_options(spec.cond_options),
             weight=float(spec.weight),
             start=float(spec.start),
             end=float(spec.end),

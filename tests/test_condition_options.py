@@ -17,7 +17,7 @@ from t2i_adapter.generation.api import ModelCache, generate
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 from t2i_adapter.interfaces.cli.main import main
 from t2i_adapter.io.png import read_png_parameters
-from tiny_models import TINY_TEXT_DIM, save_tiny_sd, tiny_adapter
+from tiny_models import TINY_TEXT_DIM, save_tiny_clip_vision, save_tiny_sd, tiny_adapter
 
 PROBE = "options_probe"
 CALLS: list[dict] = []
@@ -256,25 +256,13 @@ def test_cli_help_documents_the_options(capsys):
 def style_files(files):
     """A tiny CLIP vision model, a style adapter, a CoAdapter fuser and a reference photo."""
     import torch
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     from t2i_adapter.adapters.fuser import CoAdapterFuser
     from t2i_adapter.adapters.style import StyleAdapter
     from t2i_adapter.checkpoints.save import save_adapter
 
     torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_hidden_layers=1,
-        image_size=32,
-        patch_size=8,
-    )
-    CLIPVisionModel(config).save_pretrained(files / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        files / "clip"
-    )
+    save_tiny_clip_vision(files / "clip")
     style = StyleAdapter(width=16, context_dim=TINY_TEXT_DIM, num_heads=2, num_layers=1, num_tokens=4)
     save_adapter(style, files / "style.pth", layout="original")
     fuser = CoAdapterFuser(feature_channels=(32, 64), width=32, num_heads=2, num_layers=1)

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError
 from t2i_adapter.generation.api import ModelCache, generate
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
-from tiny_models import save_tiny_sd, tiny_adapter
+from tiny_models import save_tiny_clip_vision, save_tiny_sd, tiny_adapter
 
 
 @pytest.fixture(scope="module")
@@ -153,25 +153,13 @@ def test_sdxl_model_through_generate(tmp_path, files):
 def test_style_adapter_and_fuser_through_generate(tmp_path, files, cache):
     """A style adapter (CLIP vision from a local folder) and a CoAdapter fuser, loaded from disk."""
     import torch
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     from t2i_adapter.adapters.fuser import CoAdapterFuser
     from t2i_adapter.adapters.style import StyleAdapter
     from t2i_adapter.checkpoints.save import save_adapter
 
     torch.manual_seed(0)
-    vision_config = CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_attention_heads=2,
-        num_hidden_layers=1,
-        image_size=32,
-        patch_size=8,
-    )
-    CLIPVisionModel(vision_config).save_pretrained(tmp_path / "clip")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        tmp_path / "clip"
-    )
+    save_tiny_clip_vision(tmp_path / "clip")
     save_adapter(
         StyleAdapter(width=16, context_dim=32, num_heads=2, num_layers=1, num_tokens=4), tmp_path / "style"
     )

@@ -13,6 +13,7 @@ from t2i_adapter.generation.units import AdapterUnit
 from tiny_models import (
     TINY_TEXT_DIM,
     tiny_adapter,
+    tiny_clip_vision,
     tiny_sd_base_model,
     tiny_sdxl_base_model,
 )
@@ -258,22 +259,10 @@ def test_style_context_layout(pipe):
 
 
 def test_style_from_image_uses_clip_vision(sd_base):
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
-
     from t2i_adapter.generation.style_images import StyleImageEncoder
 
     torch.manual_seed(0)
-    vision = CLIPVisionModel(
-        CLIPVisionConfig(
-            hidden_size=16,
-            intermediate_size=32,
-            num_attention_heads=2,
-            num_hidden_layers=1,
-            image_size=32,
-            patch_size=8,
-        )
-    ).eval()
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    vision, processor = tiny_clip_vision()
     encoder = StyleImageEncoder(model=vision, processor=processor)
     pipe = T2IAdapterPipeline(sd_base, style_encoder=encoder)
     red, blue = Image.new("RGB", (50, 40), "red"), Image.new("RGB", (50, 40), "blue")

@@ -213,6 +213,33 @@ def tiny_adapter(in_channels: int = 3, *, sdxl: bool = False, seed: int = 0):
     return adapter.eval()
 
 
+def tiny_clip_vision():
+    """A CLIP vision model (16 wide, 1 layer, 32 px, 8 px patches: 16 tokens + class) and its processor.
+
+    Not seeded here: callers seed first, so what they draw next stays what it was.
+    """
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_hidden_layers=1,
+        image_size=32,
+        patch_size=8,
+    )
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPVisionModel(config).eval(), processor
+
+
+def save_tiny_clip_vision(folder: str | Path) -> Path:
+    """`tiny_clip_vision()` written as a local folder that `--clip-vision` reads."""
+    model, processor = tiny_clip_vision()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return Path(folder)
+
+
 def save_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
     """Write the tiny SD model as a diffusers folder (model_index.json + components)."""
     from diffusers import StableDiffusionPipeline

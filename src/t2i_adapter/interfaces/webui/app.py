@@ -224,7 +224,8 @@ def build_app(
         @user_errors
         def preview_and_use(source: str, upload_path: str | None, sketch: Any, cond_type: str, options: str):
             picture, condition = preview(source, upload_path, sketch, cond_type, options)
-            return picture, condition, handlers.use_unit_with_picture(upload_path)
+            # A picture ticks the unit's "use" box; a cleared upload leaves the box as it was.
+            return picture, condition, True if upload_path else gr.skip()
 
         for unit in units:
             preview_inputs = [unit.source, unit.upload, unit.sketch, unit.cond_type, unit.cond_options]

@@ -144,13 +144,6 @@ def preview_condition(
     return picture, preprocess(cond_type or "none", picture, **parse_cond_options(cond_options))
 
 
-def use_unit_with_picture(upload_path: str | None) -> Any:
-    """Tick a unit's "use" box once a picture is in it; leave the box alone when it was cleared."""
-    import gradio as gr
-
-    return True if upload_path else gr.skip()
-
-
 # ---------------------------------------------------------------------------------------------
 # Generation
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ scenes once (latent mean and std kept, a fresh latent sample drawn each step) an
 UNet and the text encoder together with the DDPM loss (Ho et al., 2020) in v-prediction form
 (Salimans & Ho, 2022; the scheduler's `prediction_type` says which), weighted by min-SNR-5
 (Hang et al., 2023) for faster convergence, with 10 % empty captions so classifier-free guidance
-works, and an exponential moving average of the weights, which is what
-gets saved. Losses go to `losses.jsonl` beside the model.
+works, and an exponential moving average of the weights, which is what gets saved. Losses go to
+`losses.jsonl` beside the model.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ class BaseTrainingConfig:
     device: str = "auto"  # "auto": the GPU when there is one, else the CPU
 
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        from t2i_adapter.generation.api import resolve_device  # also checks a named device exists
+
+        return torch.device(resolve_device(self.device))
 
 
 def scenes_to_tensor(seeds: list[int]) -> tuple[torch.Tensor, list[str]]:

@@ -37,19 +37,9 @@ def components(full_size: bool) -> dict:
         from generate import full_size_components
 
         return full_size_components()
-    from tiny_models import TINY_SD_ADAPTER_CHANNELS, tiny_sd_components
+    from tiny_models import tiny_adapter, tiny_sd_components
 
-    parts = tiny_sd_components()
-    from diffusers import T2IAdapter
-
-    parts["adapter"] = T2IAdapter(
-        in_channels=3,
-        channels=TINY_SD_ADAPTER_CHANNELS,
-        num_res_blocks=1,
-        downscale_factor=8,
-        adapter_type="full_adapter",
-    )
-    return parts
+    return {**tiny_sd_components(), "adapter": tiny_adapter()}
 
 
 def timed(function, repeats: int) -> float:

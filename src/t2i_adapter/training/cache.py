@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from t2i_adapter.generation.prompts import encode_prompt
+from t2i_adapter.training.data.batches import TrainingSample
 from t2i_adapter.training.data.order import mix_seed
 from t2i_adapter.training.data.source import IndexedSource
 
@@ -128,7 +129,7 @@ def _index_matches(cache_dir: Path, fingerprint: str, samples: int) -> bool:
 
 
 class LatentCache:
-    """Read-only access to a built cache: `cache.item(index)` -> tensors of one record."""
+    """Read-only access to a built cache: `cache.sample(index, position)` -> one record's `TrainingSample`."""
 
     def __init__(self, cache_dir: Path):
         self.cache_dir = Path(cache_dir)
@@ -145,12 +146,20 @@ class LatentCache:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_handles": {}}
 
-    def item(self, index: int) -> dict[str, torch.Tensor]:
+    def sample(self, index: int, position: int) -> TrainingSample:
+        """Record `index` as the training sample at `position`."""
         chunk, row = divmod(index, self.chunk_size)
         handle = self._handles.get(chunk)
         if handle is None:
             handle = safe_open(str(self.cache_dir / f"chunk-{chunk:05d}.safetensors"), framework="pt")
             self._handles[chunk] = handle
-        item = {key: handle.get_slice(key)[row : row + 1][0] for key in handle.keys()}  # noqa: SIM118 (not a dict)
-        item["conditions"] = item["conditions"].float() / 255.0  # (C, R, R) in [0, 1]
-        return item
+        tensors = {key: handle.get_slice(key)[row : row + 1][0] for key in handle.keys()}  # noqa: SIM118 (not a dict)
+        return TrainingSample(
+            position=position,
+            condition=tensors["conditions"].float() / 255.0,  # (C, R, R) in [0, 1]
+            time_ids=tensors["time_ids"],
+            latent_mean=tensors["latent_mean"],
+            latent_std=tensors["latent_std"],
+            embeds=tensors["embeds"],
+            pooled=tensors.get("pooled"),
+        )

@@ -1,7 +1,8 @@
 """`train(config) -> Path`: fit a T2I-Adapter to a frozen Stable Diffusion model.
 
 Read top to bottom: data, frozen model, data check, adapter, optimizer, resume, latent cache,
-batches, then the loop itself (loss, NaN guard, clip, step, log, checkpoint, validate). The same
+batches, then the loop itself (loss from `objective.compute_loss`, NaN guard, clip, step, log,
+checkpoint, validate). The same
 code runs in one plain process (CPU or one GPU, no environment variables) and under
 `accelerate launch` on several GPUs or machines (DDP): accelerate's `Accelerator` reads the
 launcher's environment and otherwise acts as a single process.
@@ -13,13 +14,11 @@ import contextlib
 import gc
 import logging
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
 from t2i_adapter.training import checkpointing
@@ -27,17 +26,17 @@ from t2i_adapter.training.cache import LatentCache, build_cache, cache_fingerpri
 from t2i_adapter.training.check import check_dataset, require_usable
 from t2i_adapter.training.config import TrainConfig
 from t2i_adapter.training.data import IndexedSource, open_dataset
-from t2i_adapter.training.data.batches import PositionDataset, StreamBatches, indexed_batches, load_indexed
+from t2i_adapter.training.data.batches import (
+    PositionDataset,
+    StreamBatches,
+    indexed_batches,
+    load_cached,
+    load_indexed,
+)
 from t2i_adapter.training.data.source import registered_preprocessor
 from t2i_adapter.training.data.transforms import prepare_example
 from t2i_adapter.training.logs import TrainingLog
-from t2i_adapter.training.objective import (
-    check_prediction_type,
-    diffusion_target,
-    draw_for_samples,
-    sample_timesteps,
-    scale_latents,
-)
+from t2i_adapter.training.objective import FrozenParts, check_prediction_type, compute_loss
 from t2i_adapter.training.optim import make_lr_scheduler, make_optimizer
 
 logger = logging.getLogger("t2i_adapter.training")
@@ -50,85 +49,6 @@ DATA_REPORT = "data_check.txt"
 
 class TrainingDivergedError(T2IAdapterError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class FrozenParts:
-    """What the loss needs from the frozen base model (the encoders are None once latents are cached)."""
-
-    base: Any  # BaseModel; its vae / text encoders may have been freed
-    vae_config: Any
-    is_sdxl: bool
-    weight_dtype: torch.dtype
-    empty_embeds: torch.Tensor | None = None  # cached empty caption, for caption dropout
-    empty_pooled: torch.Tensor | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# The loss of one micro-batch
-# ---------------------------------------------------------------------------------------------
-
-
-def _text_conditioning(batch: dict, frozen: FrozenParts, dropped: torch.Tensor, device):
-    """Caption embeddings (B, 77, D) and SDXL pooled (B, P); dropped captions become the empty one."""
-    if "embeds" in batch:  # cached
-        keep = (~dropped).to(device)[:, None, None]
-        embeds = torch.where(keep, batch["embeds"].to(device), frozen.empty_embeds.to(device))
-        pooled = None
-        if frozen.is_sdxl:
-            pooled = torch.where(keep[:, :, 0], batch["pooled"].to(device), frozen.empty_pooled.to(device))
-        return embeds.to(frozen.weight_dtype), pooled
-    from t2i_adapter.generation.prompts import encode_prompt
-
-    captions = [
-        "" if drop else caption for caption, drop in zip(batch["captions"], dropped.tolist(), strict=True)
-    ]
-    prompts = encode_prompt(frozen.base, captions, do_cfg=False)
-    return prompts.embeds, prompts.pooled
-
-
-def compute_loss(
-    batch: dict,
-    adapter: torch.nn.Module,
-    frozen: FrozenParts,
-    noise_scheduler,
-    *,
-    seed: int,
-    timestep_sampling: str,
-    caption_dropout: float,
-    device: torch.device,
-) -> torch.Tensor:
-    """L2 between the UNet's prediction (with the adapter's features) and the diffusion target."""
-    dtype = frozen.weight_dtype
-    if "latent_mean" in batch:  # cached posterior
-        mean, std = batch["latent_mean"].to(device, dtype), batch["latent_std"].to(device, dtype)
-    else:
-        with torch.no_grad():
-            posterior = frozen.base.vae.encode(batch["pixels"].to(device, dtype)).latent_dist
-        mean, std = posterior.mean, posterior.std  # (B, 4, H/8, W/8)
-    draws = draw_for_samples(batch["position"], seed, tuple(mean.shape[1:]))
-    latents = scale_latents(mean, std, draws.posterior_eps.to(device, dtype), frozen.vae_config)
-    noise = draws.noise.to(device, dtype)
-    timesteps = sample_timesteps(
-        draws.timestep_u, noise_scheduler.config.num_train_timesteps, timestep_sampling
-    ).to(device)
-    noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
-
-    embeds, pooled = _text_conditioning(batch, frozen, draws.dropout_u < caption_dropout, device)
-    added_conditions = None
-    if frozen.is_sdxl:
-        added_conditions = {"text_embeds": pooled.to(dtype), "time_ids": batch["time_ids"].to(device, dtype)}
-
-    features = adapter(batch["conditions"].to(device))  # list of (B, C_i, H_i, W_i)
-    prediction = frozen.base.unet(
-        noisy_latents,
-        timesteps,
-        encoder_hidden_states=embeds.to(dtype),
-        added_cond_kwargs=added_conditions,
-        down_intrablock_additional_residuals=[feature.to(dtype) for feature in features],
-    ).sample
-    target = diffusion_target(noise_scheduler, latents, noise, timesteps)
-    return F.mse_loss(prediction.float(), target.float())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,10 +248,7 @@ def train(config: TrainConfig) -> Path:
         frozen.empty_embeds = cache.empty["embeds"].to(device, weight_dtype)
         frozen.empty_pooled = cache.empty.get("pooled")
         _free_encoders(frozen, keep_on_cpu=validation is not None)
-
-        def load_item(index: int, epoch: int, position: int) -> dict:
-            return {"position": position, **cache.item(index)}
-
+        load_item = load_cached(cache)
     elif not source.streamed:
         load_item = load_indexed(source, prepare, config.seed, config.resolution)
     if source.streamed:
@@ -432,11 +349,7 @@ def train(config: TrainConfig) -> Path:
         if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
             training_state = {"samples_seen": samples_seen, "world_size": world_size}
             if source.streamed:
-                training_state["stream"] = {
-                    "epoch": stream.epoch,
-                    "offset": stream.offset,
-                    "consumed": stream.consumed,
-                }
+                training_state["stream"] = stream.position()
             training_state["ranks_in_sync"] = _ranks_in_sync(accelerator, adapter)
             failure = None
             if main:

@@ -6,15 +6,22 @@ for (eps, or v = sqrt(a_t) eps - sqrt(1 - a_t) z0 for v-prediction models), with
 
 Per-sample randomness (timestep, caption dropout, VAE posterior sample, noise) comes from a
 generator seeded by (seed, sample position): see `data/order.py` for why.
+
+`compute_loss(batch, adapter, frozen, ...)` is the loss of one `TrainingBatch`: it encodes the
+pixels and captions, or takes the cached posterior and embeddings when the batch carries them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from t2i_adapter.errors import ModelMismatchError
+from t2i_adapter.generation.prompts import encode_prompt
+from t2i_adapter.training.data.batches import TrainingBatch
 from t2i_adapter.training.data.order import mix_seed
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -82,3 +89,87 @@ def scale_latents(mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor, vae_
     if shift is not None:
         latents = latents - shift
     return latents * vae_config.scaling_factor
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss of one micro-batch
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrozenParts:
+    """What the loss needs from the frozen base model (the encoders are None once latents are cached)."""
+
+    base: Any  # BaseModel; its vae / text encoders may have been freed
+    vae_config: Any
+    is_sdxl: bool
+    weight_dtype: torch.dtype
+    empty_embeds: torch.Tensor | None = None  # (77, D) cached empty caption, for caption dropout
+    empty_pooled: torch.Tensor | None = None  # (P,) its SDXL pooled embedding
+
+
+def _latent_posterior(batch: TrainingBatch, frozen: FrozenParts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std (B, 4, R/8, R/8) of the VAE posterior: cached, or encoded from the pixels now."""
+    dtype = frozen.weight_dtype
+    if batch.latent_mean is not None:
+        return batch.latent_mean.to(dtype), batch.latent_std.to(dtype)
+    with torch.no_grad():
+        posterior = frozen.base.vae.encode(batch.pixels.to(dtype)).latent_dist
+    return posterior.mean, posterior.std
+
+
+def _text_conditioning(batch: TrainingBatch, frozen: FrozenParts, dropped: torch.Tensor):
+    """Caption embeddings (B, 77, D) and SDXL pooled (B, P); dropped captions become the empty one."""
+    if batch.embeds is not None:  # cached
+        device = batch.embeds.device
+        keep = (~dropped).to(device)[:, None, None]
+        embeds = torch.where(keep, batch.embeds, frozen.empty_embeds.to(device))
+        pooled = None
+        if frozen.is_sdxl:
+            pooled = torch.where(keep[:, :, 0], batch.pooled, frozen.empty_pooled.to(device))
+        return embeds.to(frozen.weight_dtype), pooled
+    captions = [
+        "" if drop else caption for caption, drop in zip(batch.captions, dropped.tolist(), strict=True)
+    ]
+    prompts = encode_prompt(frozen.base, captions, do_cfg=False)
+    return prompts.embeds, prompts.pooled
+
+
+def compute_loss(
+    batch: TrainingBatch,
+    adapter: torch.nn.Module,
+    frozen: FrozenParts,
+    noise_scheduler,
+    *,
+    seed: int,
+    timestep_sampling: str,
+    caption_dropout: float,
+    device: torch.device,
+) -> torch.Tensor:
+    """L2 between the UNet's prediction (with the adapter's features) and the diffusion target (eq. 6)."""
+    batch = batch.to(device)
+    dtype = frozen.weight_dtype
+    mean, std = _latent_posterior(batch, frozen)  # (B, 4, R/8, R/8)
+    draws = draw_for_samples(batch.positions, seed, tuple(mean.shape[1:]))
+    latents = scale_latents(mean, std, draws.posterior_eps.to(device, dtype), frozen.vae_config)
+    noise = draws.noise.to(device, dtype)
+    timesteps = sample_timesteps(
+        draws.timestep_u, noise_scheduler.config.num_train_timesteps, timestep_sampling
+    ).to(device)
+    noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+
+    embeds, pooled = _text_conditioning(batch, frozen, draws.dropout_u < caption_dropout)
+    added_conditions = None
+    if frozen.is_sdxl:
+        added_conditions = {"text_embeds": pooled.to(dtype), "time_ids": batch.time_ids.to(dtype)}
+
+    features = adapter(batch.conditions)  # list of (B, C_i, H_i, W_i)
+    prediction = frozen.base.unet(
+        noisy_latents,
+        timesteps,
+        encoder_hidden_states=embeds.to(dtype),
+        added_cond_kwargs=added_conditions,
+        down_intrablock_additional_residuals=[feature.to(dtype) for feature in features],
+    ).sample
+    target = diffusion_target(noise_scheduler, latents, noise, timesteps)
+    return F.mse_loss(prediction.float(), target.float())

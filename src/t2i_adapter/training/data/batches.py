@@ -1,6 +1,9 @@
 """Micro-batches for one process, starting at any position (see `order.py` for the numbering).
 
-`IndexedBatches` loads through a `torch.utils.data.DataLoader` (optionally with worker processes);
+Every sample becomes a `TrainingSample` and every micro-batch a `TrainingBatch` (built by
+`collate`): prepared pixels and captions, or with `--cache-latents` the VAE posterior and text
+embeddings read back from the cache; the fields a path does not fill are None.
+`indexed_batches` loads through a `torch.utils.data.DataLoader` (optionally with worker processes);
 `StreamBatches` reads WebDataset shards in the main process: every process reads the stream and
 decodes only its own share, so all processes agree on positions without coordination.
 """
@@ -11,7 +14,7 @@ import itertools
 import logging
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -26,39 +29,94 @@ logger = logging.getLogger(__name__)
 MAX_REPLACEMENTS = 16
 
 
-def collate(items: list[dict]) -> dict:
-    """Stack tensors, keep lists of everything else."""
-    batch = {}
-    for key in items[0]:
-        values = [item[key] for item in items]
-        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
-    return batch
+@dataclass
+class TrainingSample:
+    """One sample, ready to batch: pixels and caption, or (cached) their encodings."""
+
+    position: int  # global sample position: seeds the sample's timestep, caption dropout and noise
+    condition: torch.Tensor  # (C, R, R) in [0, 1]
+    time_ids: torch.Tensor  # (6,) SDXL micro-conditioning: original (h, w), crop (top, left), target (h, w)
+    pixels: torch.Tensor | None = None  # (3, R, R) in [-1, 1]; None when cached
+    caption: str | None = None  # None when cached
+    latent_mean: torch.Tensor | None = None  # (4, R/8, R/8) VAE posterior mean; only when cached
+    latent_std: torch.Tensor | None = None  # (4, R/8, R/8) VAE posterior std; only when cached
+    embeds: torch.Tensor | None = None  # (77, D) caption embeddings; only when cached
+    pooled: torch.Tensor | None = None  # (P,) SDXL pooled caption embedding; only when cached (SDXL)
 
 
-def prepared_to_item(prepared: PreparedExample, position: int, resolution: int) -> dict:
-    return {
-        "position": position,
-        "pixels": prepared.pixels,  # (3, R, R)
-        "conditions": prepared.condition,  # (C, R, R)
-        "captions": prepared.caption,
-        # SDXL micro-conditioning: original (h, w), crop (top, left), target (h, w)
-        "time_ids": torch.tensor([*prepared.original_size, *prepared.crop_top_left, resolution, resolution]),
-    }
+@dataclass
+class TrainingBatch:
+    """One micro-batch of one process: what `objective.compute_loss` reads.
+
+    Uncached runs carry `pixels` and `captions` (the loss encodes them); `--cache-latents` runs carry
+    `latent_mean`/`latent_std` and `embeds` (+ `pooled` for SDXL) instead. Absent fields are None.
+    """
+
+    positions: list[int]  # (B,) global sample positions
+    conditions: torch.Tensor  # (B, C, R, R) in [0, 1]
+    time_ids: torch.Tensor  # (B, 6) SDXL micro-conditioning (unused by SD 1.x/2.x)
+    pixels: torch.Tensor | None = None  # (B, 3, R, R) in [-1, 1]
+    captions: list[str] | None = None  # (B,)
+    latent_mean: torch.Tensor | None = None  # (B, 4, R/8, R/8)
+    latent_std: torch.Tensor | None = None  # (B, 4, R/8, R/8)
+    embeds: torch.Tensor | None = None  # (B, 77, D)
+    pooled: torch.Tensor | None = None  # (B, P)
+
+    def to(self, device: torch.device | str) -> TrainingBatch:
+        """The same batch with every tensor on `device` (dtypes kept: the loss casts to the models')."""
+        moved = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            moved[spec.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+        return TrainingBatch(**moved)
+
+
+def _stacked(samples: list[TrainingSample], name: str) -> torch.Tensor | None:
+    values = [getattr(sample, name) for sample in samples]
+    return None if values[0] is None else torch.stack(values)
+
+
+def collate(samples: list[TrainingSample]) -> TrainingBatch:
+    """Stack the samples of one micro-batch (a field the samples lack stays None)."""
+    return TrainingBatch(
+        positions=[sample.position for sample in samples],
+        conditions=_stacked(samples, "condition"),
+        time_ids=_stacked(samples, "time_ids"),
+        pixels=_stacked(samples, "pixels"),
+        captions=None if samples[0].caption is None else [sample.caption for sample in samples],
+        latent_mean=_stacked(samples, "latent_mean"),
+        latent_std=_stacked(samples, "latent_std"),
+        embeds=_stacked(samples, "embeds"),
+        pooled=_stacked(samples, "pooled"),
+    )
+
+
+def prepared_to_item(prepared: PreparedExample, position: int, resolution: int) -> TrainingSample:
+    """The sample at `position` from a prepared (resized, cropped) example."""
+    return TrainingSample(
+        position=position,
+        condition=prepared.condition,
+        time_ids=torch.tensor([*prepared.original_size, *prepared.crop_top_left, resolution, resolution]),
+        pixels=prepared.pixels,
+        caption=prepared.caption,
+    )
 
 
 class PositionDataset(torch.utils.data.Dataset):
-    """`dataset[position]` -> one sample's item dict; bad records are replaced by the next good one."""
+    """`dataset[position]` -> one `TrainingSample`; bad records are replaced by the next good one."""
 
-    def __init__(self, num_records: int, load: Callable[[int, int, int], dict], seed: int, strict: bool):
+    def __init__(
+        self, num_records: int, load: Callable[[int, int, int], TrainingSample], seed: int, strict: bool
+    ):
         self.num_records = num_records
-        self.load = load  # (record index, epoch, position) -> item
+        self.load = load  # (record index, epoch, position) -> sample
         self.seed = seed
         self.strict = strict
 
     def __len__(self) -> int:  # positions are unbounded; DataLoader only needs the batch sampler
         return self.num_records
 
-    def __getitem__(self, position: int) -> dict:
+    def __getitem__(self, position: int) -> TrainingSample:
         epoch, index = record_at(position, self.num_records, self.seed)
         for attempt in range(MAX_REPLACEMENTS):
             try:
@@ -78,7 +136,7 @@ def indexed_batches(
     world_size: int,
     rank: int,
     num_workers: int,
-) -> Iterator[dict]:
+) -> Iterator[TrainingBatch]:
     """Endless micro-batches of this process, for the positions after `start` (samples already used)."""
     batch_sampler = (micro_batch_positions(start, m, batch_size, world_size, rank) for m in itertools.count())
     loader = torch.utils.data.DataLoader(
@@ -93,13 +151,22 @@ def indexed_batches(
 
 def load_indexed(
     source: IndexedSource, prepare: Callable, seed: int, resolution: int
-) -> Callable[[int, int, int], dict]:
-    """The item loader of an indexed source: augmentation seeded by (seed, epoch, record)."""
+) -> Callable[[int, int, int], TrainingSample]:
+    """The sample loader of an indexed source: augmentation seeded by (seed, epoch, record)."""
 
-    def load(index: int, epoch: int, position: int) -> dict:
+    def load(index: int, epoch: int, position: int) -> TrainingSample:
         example = source.load(index)
         prepared = prepare(example, rng=random.Random(mix_seed(seed, epoch, index)))
         return prepared_to_item(prepared, position, resolution)
+
+    return load
+
+
+def load_cached(cache) -> Callable[[int, int, int], TrainingSample]:
+    """The sample loader of a `LatentCache`: its augmentation was fixed when the cache was built."""
+
+    def load(index: int, epoch: int, position: int) -> TrainingSample:
+        return cache.sample(index, position)
 
     return load
 
@@ -120,7 +187,11 @@ class StreamBatches:
     offset: int = 0  # raw samples of `epoch` already consumed (by all processes)
     consumed: int = 0  # raw samples consumed in all epochs: the global position
     replaced: int = 0
-    _last_good: dict | None = field(default=None, repr=False)
+    _last_good: TrainingSample | None = field(default=None, repr=False)
+
+    def position(self) -> dict[str, int]:
+        """Where the stream stands, for a checkpoint: `StreamBatches(..., **position)` resumes there."""
+        return {"epoch": self.epoch, "offset": self.offset, "consumed": self.consumed}
 
     def _raw(self) -> Iterator[RawSample]:
         while True:
@@ -134,30 +205,30 @@ class StreamBatches:
                 raise InputFileError(self.source.path, "the shards hold no readable samples")
             self.epoch, self.offset = self.epoch + 1, 0
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[TrainingBatch]:
         raw_samples = self._raw()
         group = self.world_size * self.batch_size
         while True:
-            items = []
+            samples = []
             for slot in range(group):
                 raw = next(raw_samples)
                 position = self.consumed
                 self.offset += 1
                 self.consumed += 1
                 if slot // self.batch_size == self.rank:
-                    items.append(self._decode(raw, position))
-            yield collate(items)
+                    samples.append(self._decode(raw, position))
+            yield collate(samples)
 
-    def _decode(self, raw: RawSample, position: int) -> dict:
+    def _decode(self, raw: RawSample, position: int) -> TrainingSample:
         try:
             example = self.source.decode(raw)
             rng = random.Random(mix_seed(self.seed, position))
-            item = prepared_to_item(self.prepare(example, rng=rng), position, self.resolution)
+            sample = prepared_to_item(self.prepare(example, rng=rng), position, self.resolution)
         except InputFileError as error:
             if self.strict or self._last_good is None:
                 raise
             logger.warning("replacing an unreadable sample by the previous one: %s", error)
             self.replaced += 1
             return self._last_good
-        self._last_good = item
-        return item
+        self._last_good = sample
+        return sample

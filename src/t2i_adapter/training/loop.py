@@ -1,8 +1,8 @@
 """`train(config) -> Path`: fit a T2I-Adapter to a frozen Stable Diffusion model.
 
-Read top to bottom: data, frozen model, data check, adapter, optimizer, resume, latent cache,
-batches, then the loop itself (loss from `objective.compute_loss`, NaN guard, clip, step, log,
-checkpoint, validate). The same
+`train()` reads as its phases, top to bottom: start (accelerator, output folder), data, models,
+resume, batches, then the loop (step, logs, checkpoint, validation) and the finish. What the
+phases share travels in one `TrainingRun`; the loss itself is `objective.compute_loss`. The same
 code runs in one plain process (CPU or one GPU, no environment variables) and under
 `accelerate launch` on several GPUs or machines (DDP): accelerate's `Accelerator` reads the
 launcher's environment and otherwise acts as a single process.
@@ -14,30 +14,50 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler
+from tqdm.auto import tqdm
 
+from t2i_adapter.adapters.factory import new_adapter_for_unet
+from t2i_adapter.adapters.kinds import SPATIAL_KINDS
+from t2i_adapter.checkpoints import load_adapter
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
+from t2i_adapter.generation.base_model import load_base_model
 from t2i_adapter.training import checkpointing
 from t2i_adapter.training.cache import LatentCache, build_cache, cache_fingerprint
-from t2i_adapter.training.check import check_dataset, require_usable
+from t2i_adapter.training.check import DataReport, check_dataset, require_usable
 from t2i_adapter.training.config import TrainConfig
-from t2i_adapter.training.data import IndexedSource, open_dataset
+from t2i_adapter.training.data import IndexedSource, StreamSource, open_dataset
 from t2i_adapter.training.data.batches import (
     PositionDataset,
     StreamBatches,
+    TrainingBatch,
+    TrainingSample,
     indexed_batches,
     load_cached,
     load_indexed,
 )
 from t2i_adapter.training.data.source import registered_preprocessor
 from t2i_adapter.training.data.transforms import prepare_example
+from t2i_adapter.training.distributed import (
+    from_main_process,
+    ranks_in_sync,
+    start_accelerator,
+    stop_together,
+)
 from t2i_adapter.training.logs import TrainingLog
 from t2i_adapter.training.objective import FrozenParts, check_prediction_type, compute_loss
 from t2i_adapter.training.optim import make_lr_scheduler, make_optimizer
+from t2i_adapter.training.validation import ValidationSet, choose_validation_set, make_validation_images
 
 logger = logging.getLogger("t2i_adapter.training")
 
@@ -45,83 +65,58 @@ WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 STREAM_CHECK_LIMIT = 1000  # samples of a WebDataset checked up front; the rest are checked as they stream
 SAVED_CONFIG = "train_config.yaml"
 DATA_REPORT = "data_check.txt"
+ENCODERS = ("vae", "text_encoder", "text_encoder_2")  # what cached latents make unnecessary for training
 
 
 class TrainingDivergedError(T2IAdapterError):
     """The loss became NaN or infinite."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Set-up helpers
-# ---------------------------------------------------------------------------------------------
+@dataclass
+class StepLog:
+    """The progress bar, and every `log_every` steps one row of window means (metrics.csv, TensorBoard)."""
+
+    log: TrainingLog
+    progress: tqdm
+    window_losses: list[float] = field(default_factory=list)  # losses since the last row
+    window_start: float = field(default_factory=time.perf_counter)
+    run_start: float = field(default_factory=time.perf_counter)
 
 
-def make_adapter(config: TrainConfig, base, condition_channels: int) -> torch.nn.Module:
-    """A new adapter sized for the base model's UNet, or the checkpoint to fine-tune."""
-    if config.adapter:
-        from t2i_adapter.checkpoints import load_adapter
+@dataclass
+class TrainingRun:
+    """What the phases of `train()` share."""
 
-        adapter = load_adapter(config.adapter)
-        if getattr(adapter, "adapter_kind", None) not in ("full", "light", "xl"):
-            raise ModelMismatchError(
-                f"{config.adapter}: only spatial adapters (full, light, xl) can be trained"
-            )
-        return adapter
-    from t2i_adapter.adapters.factory import new_adapter_for_unet
+    config: TrainConfig
+    accelerator: Accelerator
+    source: IndexedSource | StreamSource
+    frozen: FrozenParts
+    noise_scheduler: DDPMScheduler
+    timestep_sampling: str  # "uniform" or "cubic" (`auto` resolved)
+    adapter: torch.nn.Module  # the only trained weights; DDP-wrapped once resumed
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: int = 0  # optimizer steps done
+    samples_seen: int = 0  # global sample position: where the data order continues
+    last_checkpoint: Path | None = None
+    batches: Iterator[TrainingBatch] | None = None  # this process's micro-batches
+    stream: StreamBatches | None = None  # the WebDataset reader, whose position checkpoints save
+    validation: ValidationSet | None = None  # main process only
+    logs: StepLog | None = None
 
-    kind = config.adapter_type or ("xl" if base.is_sdxl else "full")
-    return new_adapter_for_unet(base.unet, kind, condition_channels)
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.output_dir)
 
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
 
-def _check_data(config: TrainConfig, source, tokenizer, accelerator) -> Any:
-    """Run the data check on the main process, share the verdict, and drop the bad samples."""
-    from accelerate.utils import broadcast_object_list
-
-    verdict = [None]
-    if accelerator.is_main_process:
-        limit = STREAM_CHECK_LIMIT if source.streamed else None
-        report = check_dataset(
-            source, tokenizer=tokenizer, resolution=config.resolution, limit=limit, progress=config.progress
-        )
-        summary = report.summary()
-        logger.info("%s", summary)
-        Path(config.output_dir, DATA_REPORT).write_text(summary + "\n", encoding="utf-8")
-        verdict = [(report.good, report.is_usable, report.problems, summary)]
-    if accelerator.num_processes > 1:
-        broadcast_object_list(verdict)
-    good, usable, problems, summary = verdict[0]
-    if problems and not config.strict:
-        logger.warning("skipping %d bad sample(s); details in %s", len(problems), DATA_REPORT)
-    from t2i_adapter.training.check import DataReport
-
-    report = DataReport(source.path, source.format, source.cond_type, source.computes_condition, None)
-    report.good, report.problems = (good if usable else []), problems
-    require_usable(report, strict=config.strict)
-    return source.keep_only(good) if isinstance(source, IndexedSource) else source
-
-
-def _free_encoders(frozen: FrozenParts, keep_on_cpu: bool) -> None:
-    """Drop (or park on the CPU, for validation) the VAE and text encoders once latents are cached."""
-    base = frozen.base
-    for name in ("vae", "text_encoder", "text_encoder_2"):
-        module = getattr(base, name)
-        if module is None:
-            continue
-        if keep_on_cpu:
-            module.to("cpu")
-        else:
-            setattr(base, name, None)
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _save_config(config: TrainConfig) -> None:
-    import yaml
-
-    Path(config.output_dir, SAVED_CONFIG).write_text(
-        yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8"
-    )
+    @property
+    def samples_per_step(self) -> int:
+        """Samples one optimizer step consumes, over all processes."""
+        config = self.config
+        return config.batch_size * self.accelerator.num_processes * config.gradient_accumulation_steps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,39 +126,70 @@ def _save_config(config: TrainConfig) -> None:
 
 def train(config: TrainConfig) -> Path:
     """Train an adapter as `config` says; returns the output folder (`load_adapter` reads it)."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from diffusers import DDPMScheduler
-    from tqdm.auto import tqdm
-
-    from t2i_adapter.generation.base_model import load_base_model
-
     config = config.validate()
-    output_dir = Path(config.output_dir)
-    # accelerate keeps its state per process; a second `train()` in the same process (the demo trains
-    # several adapters) may use another precision, so start from a fresh state (the distributed
-    # set-up, PartialState, is kept).
-    from accelerate.state import AcceleratorState
+    accelerator = start_accelerator(config.mixed_precision)
+    resume_from = prepare_output_dir(config, accelerator)
 
-    AcceleratorState._reset_state()
-    try:
-        accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=_distributed_without_gpu())
-    except ValueError as error:  # e.g. fp16 without a GPU
-        raise T2IAdapterError(f"mixed precision '{config.mixed_precision}': {error}") from None
-    main = accelerator.is_main_process
-    world_size, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    # Data and models: the dataset, the frozen base model, the data check, the adapter
+    source = open_data(config)
+    frozen = load_frozen_model(config, accelerator.device)
+    source = check_data(config, source, frozen.base.tokenizer, accelerator)
+    run = make_run(config, accelerator, source, frozen)
+
+    # Resume: adapter weights, optimizer, schedule, step, data position, RNG states
+    stream_position = resume(run, resume_from)
+
+    # Batches: from the latent cache, from the files, or from the stream
+    prepare = example_preparer(config, run.source)
+    if config.validation_every and run.is_main:
+        run.validation = choose_validation_set(config, run.source, prepare, run.source.condition_channels)
+    run.batches = make_batches(run, prepare, stream_position)
+
+    # The loop: step, logs, checkpoint, validation
+    run.logs = start_logs(run)
+    while run.step < config.max_steps:
+        losses = accumulate_gradients(run)
+        stop_if_diverged(run, losses)
+        apply_update(run)
+        log_step(run, losses)
+        if checkpoint_due(run):
+            save_checkpoint(run)
+        if validation_due(run):
+            validate(run)
+
+    finish(run)
+    return run.output_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Start: the output folder
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_output_dir(config: TrainConfig, accelerator: Accelerator) -> Path | None:
+    """Create the output folder and save the config; returns the checkpoint to resume from, if any."""
+    output_dir = Path(config.output_dir)
     existing = checkpointing.latest_checkpoint(output_dir)
     if existing is not None and not config.resume:
         raise T2IAdapterError(
             f"{output_dir}: already holds checkpoints ({existing.name}); pass --resume to continue"
         )
-    if main:
+    if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         checkpointing.remove_unfinished(output_dir)
-        _save_config(config)
+        Path(output_dir, SAVED_CONFIG).write_text(
+            yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8"
+        )
     accelerator.wait_for_everyone()
+    return existing
 
-    # 1. Data and the frozen base model ---------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
+# Data and models
+# ---------------------------------------------------------------------------------------------
+
+
+def open_data(config: TrainConfig) -> IndexedSource | StreamSource:
     source = open_dataset(
         config.data,
         data_format=config.data_format,
@@ -178,9 +204,53 @@ def train(config: TrainConfig) -> Path:
             f"{source.path}: --cache-latents needs a dataset that can be listed (meta file, folder, JSONL, "
             "datasets); WebDataset shards are streamed"
         )
+    return source
+
+
+def load_frozen_model(config: TrainConfig, device: torch.device) -> FrozenParts:
+    """The base model in the training precision, on this process's device."""
     weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
     base = load_base_model(config.model, dtype=weight_dtype, device=device)
-    source = _check_data(config, source, base.tokenizer, accelerator)
+    return FrozenParts(base=base, vae_config=base.vae.config, is_sdxl=base.is_sdxl, weight_dtype=weight_dtype)
+
+
+def check_data(config: TrainConfig, source, tokenizer, accelerator: Accelerator):
+    """Run the data check on the main process, share the verdict, and drop the bad samples."""
+    verdict = None
+    if accelerator.is_main_process:
+        limit = STREAM_CHECK_LIMIT if source.streamed else None
+        report = check_dataset(
+            source, tokenizer=tokenizer, resolution=config.resolution, limit=limit, progress=config.progress
+        )
+        summary = report.summary()
+        logger.info("%s", summary)
+        Path(config.output_dir, DATA_REPORT).write_text(summary + "\n", encoding="utf-8")
+        verdict = (report.good, report.is_usable, report.problems)
+    good, usable, problems = from_main_process(accelerator, verdict)
+    if problems and not config.strict:
+        logger.warning("skipping %d bad sample(s); details in %s", len(problems), DATA_REPORT)
+    report = DataReport(source.path, source.format, source.cond_type, source.computes_condition, None)
+    report.good, report.problems = (good if usable else []), problems
+    require_usable(report, strict=config.strict)
+    return source.keep_only(good) if isinstance(source, IndexedSource) else source
+
+
+def make_adapter(config: TrainConfig, base, condition_channels: int) -> torch.nn.Module:
+    """A new adapter sized for the base model's UNet, or the checkpoint to fine-tune."""
+    if config.adapter:
+        adapter = load_adapter(config.adapter)
+        if getattr(adapter, "adapter_kind", None) not in SPATIAL_KINDS:
+            raise ModelMismatchError(
+                f"{config.adapter}: only spatial adapters ({', '.join(SPATIAL_KINDS)}) can be trained"
+            )
+        return adapter
+    kind = config.adapter_type or ("xl" if base.is_sdxl else "full")
+    return new_adapter_for_unet(base.unet, kind, condition_channels)
+
+
+def make_run(config: TrainConfig, accelerator: Accelerator, source, frozen: FrozenParts) -> TrainingRun:
+    """The noise schedule, and the adapter (new and seeded, or the given one) with its optimizer."""
+    base = frozen.base
     noise_scheduler = DDPMScheduler.from_config(base.scheduler.config)
     check_prediction_type(noise_scheduler)
     timestep_sampling = config.timestep_sampling
@@ -188,35 +258,60 @@ def train(config: TrainConfig) -> Path:
         timestep_sampling = "cubic" if base.is_sdxl else "uniform"
     if config.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
-    frozen = FrozenParts(
-        base=base, vae_config=base.vae.config, is_sdxl=base.is_sdxl, weight_dtype=weight_dtype
-    )
 
-    # 2. The adapter (the only trained weights), optimizer and schedule -----------------------
     set_seed(config.seed)  # python, numpy and torch: a new adapter's initial weights follow the seed
     adapter = make_adapter(config, base, source.condition_channels)
     source.condition_channels = adapter.in_condition_channels
-    torch.nn.Module.to(adapter, device=device, dtype=torch.float32)  # ModelMixin.to would warn
+    torch.nn.Module.to(adapter, device=accelerator.device, dtype=torch.float32)  # ModelMixin.to would warn
     adapter.requires_grad_(True).train()
-    optimizer = make_optimizer(adapter.parameters(), config, device)
-    lr_scheduler = make_lr_scheduler(optimizer, config)
+    optimizer = make_optimizer(adapter.parameters(), config, accelerator.device)
+    return TrainingRun(
+        config=config,
+        accelerator=accelerator,
+        source=source,
+        frozen=frozen,
+        noise_scheduler=noise_scheduler,
+        timestep_sampling=timestep_sampling,
+        adapter=adapter,
+        optimizer=optimizer,
+        lr_scheduler=make_lr_scheduler(optimizer, config),
+    )
 
-    # 3. Resume: adapter weights, optimizer, schedule, step, data position, RNG states --------
+
+# ---------------------------------------------------------------------------------------------
+# Resume
+# ---------------------------------------------------------------------------------------------
+
+
+def resume(run: TrainingRun, checkpoint: Path | None) -> dict[str, int]:
+    """Continue from `checkpoint` (None: a fresh run); wraps the adapter for DDP.
+
+    Returns the saved stream position (`StreamBatches.position()`; empty unless the data streams).
+    """
     state: dict[str, Any] = {}
-    if config.resume and existing is not None:
-        adapter_state, state = checkpointing.load_checkpoint(existing)
-        adapter.load_state_dict(adapter_state)
-        logger.info("resuming from %s (step %d)", existing, state["step"])
-    adapter, optimizer = accelerator.prepare(adapter, optimizer)
+    if checkpoint is not None:
+        adapter_state, state = checkpointing.load_checkpoint(checkpoint)
+        run.adapter.load_state_dict(adapter_state)
+        logger.info("resuming from %s (step %d)", checkpoint, state["step"])
+    run.adapter, run.optimizer = run.accelerator.prepare(run.adapter, run.optimizer)
     if state:
-        optimizer.load_state_dict(state["optimizer"])
-        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.lr_scheduler.load_state_dict(state["lr_scheduler"])
         checkpointing.restore_rng_states(state["rng"])
-    start_step = int(state.get("step", 0))
-    samples_seen = int(state.get("samples_seen", 0))
+    run.step = int(state.get("step", 0))
+    run.samples_seen = int(state.get("samples_seen", 0))
+    run.last_checkpoint = checkpoint
+    return state.get("stream", {})
 
-    # 4. Batches: from the latent cache, from the files, or from the stream -------------------
-    prepare = partial(
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------
+
+
+def example_preparer(config: TrainConfig, source) -> Callable:
+    """`prepare(example, rng=...)`: resize, crop, flip, and compute the condition when the data has none."""
+    return partial(
         prepare_example,
         resolution=config.resolution,
         condition_channels=source.condition_channels,
@@ -224,229 +319,280 @@ def train(config: TrainConfig) -> Path:
         random_flip=config.random_flip,
         preprocessor=registered_preprocessor(source.cond_type) if source.computes_condition else None,
     )
-    validation = None
-    if config.validation_every and main:
-        from t2i_adapter.training.validation import choose_validation_set
 
-        validation = choose_validation_set(config, source, prepare, source.condition_channels)
-    if config.cache_latents:
-        cache_dir = Path(config.cache_dir or output_dir / "cache")
-        if main:
-            fingerprint = cache_fingerprint(source, config, config.model)
-            build_cache(
-                cache_dir,
-                source,
-                prepare,
-                base,
-                fingerprint=fingerprint,
-                batch_size=config.batch_size,
-                seed=config.seed,
-                progress=config.progress,
-            )
-        accelerator.wait_for_everyone()
-        cache = LatentCache(cache_dir)
-        frozen.empty_embeds = cache.empty["embeds"].to(device, weight_dtype)
-        frozen.empty_pooled = cache.empty.get("pooled")
-        _free_encoders(frozen, keep_on_cpu=validation is not None)
-        load_item = load_cached(cache)
-    elif not source.streamed:
-        load_item = load_indexed(source, prepare, config.seed, config.resolution)
+
+def make_batches(
+    run: TrainingRun, prepare: Callable, stream_position: dict[str, int]
+) -> Iterator[TrainingBatch]:
+    """This process's endless micro-batches, from the stream, the latent cache or the files.
+
+    A stream's reader stays in `run.stream`: checkpoints save its position.
+    """
+    config, source, accelerator = run.config, run.source, run.accelerator
     if source.streamed:
-        stream = StreamBatches(
+        run.stream = StreamBatches(
             source=source,
             prepare=prepare,
             seed=config.seed,
             resolution=config.resolution,
             batch_size=config.batch_size,
-            world_size=world_size,
-            rank=rank,
+            world_size=accelerator.num_processes,
+            rank=accelerator.process_index,
             strict=config.strict,
-            **state.get("stream", {}),
+            **stream_position,
         )
-        batches = iter(stream)
+        return iter(run.stream)
+    if config.cache_latents:
+        load = use_latent_cache(run, prepare)
     else:
-        dataset = PositionDataset(len(source), load_item, config.seed, config.strict)
-        batches = indexed_batches(
-            dataset,
-            start=samples_seen,
+        load = load_indexed(source, prepare, config.seed, config.resolution)
+    return indexed_batches(
+        PositionDataset(len(source), load, config.seed, config.strict),
+        start=run.samples_seen,
+        batch_size=config.batch_size,
+        world_size=accelerator.num_processes,
+        rank=accelerator.process_index,
+        num_workers=config.num_workers,
+    )
+
+
+def use_latent_cache(run: TrainingRun, prepare: Callable) -> Callable[[int, int, int], TrainingSample]:
+    """Build (main process) or reuse the cache, then free the encoders; returns the cached sample loader."""
+    config, frozen = run.config, run.frozen
+    cache_dir = Path(config.cache_dir or run.output_dir / "cache")
+    if run.is_main:
+        build_cache(
+            cache_dir,
+            run.source,
+            prepare,
+            frozen.base,
+            fingerprint=cache_fingerprint(run.source, config, config.model),
             batch_size=config.batch_size,
-            world_size=world_size,
-            rank=rank,
-            num_workers=config.num_workers,
+            seed=config.seed,
+            progress=config.progress,
         )
-    samples_per_step = config.batch_size * world_size * config.gradient_accumulation_steps
+    run.accelerator.wait_for_everyone()
+    cache = LatentCache(cache_dir)
+    frozen.empty_embeds = cache.empty["embeds"].to(run.accelerator.device, frozen.weight_dtype)
+    frozen.empty_pooled = cache.empty.get("pooled")
+    _free_encoders(frozen, keep_on_cpu=run.validation is not None)
+    return load_cached(cache)
 
-    # 5. The loop ------------------------------------------------------------------------------
-    log = TrainingLog(output_dir, resume_step=start_step, enabled=main)
+
+def _free_encoders(frozen: FrozenParts, keep_on_cpu: bool) -> None:
+    """Drop (or park on the CPU, for validation) the VAE and text encoders once latents are cached."""
+    base = frozen.base
+    for name in ENCODERS:
+        module = getattr(base, name)
+        if module is None:
+            continue
+        if keep_on_cpu:
+            module.to("cpu")
+        else:
+            setattr(base, name, None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------
+# Step
+# ---------------------------------------------------------------------------------------------
+
+
+def accumulate_gradients(run: TrainingRun) -> torch.Tensor:
+    """Forward and backward over one step's micro-batches; returns every process's mean loss, (world,)."""
+    accelerator, accumulation = run.accelerator, run.config.gradient_accumulation_steps
+    step_loss = torch.zeros((), device=accelerator.device)
+    for micro in range(accumulation):
+        batch = next(run.batches)
+        # Gradients are averaged across processes once per optimizer step, not per micro-batch.
+        last_micro = micro == accumulation - 1
+        sync = contextlib.nullcontext() if last_micro else accelerator.no_sync(run.adapter)
+        with sync, accelerator.autocast():
+            loss = compute_loss(
+                batch,
+                run.adapter,
+                run.frozen,
+                run.noise_scheduler,
+                seed=run.config.seed,
+                timestep_sampling=run.timestep_sampling,
+                caption_dropout=run.config.caption_dropout,
+                device=accelerator.device,
+            )
+            accelerator.backward(loss / accumulation)
+        step_loss += loss.detach().float() / accumulation
+    return accelerator.gather(step_loss.reshape(1))
+
+
+def stop_if_diverged(run: TrainingRun, losses: torch.Tensor) -> None:
+    """NaN/inf guard: every process sees every loss, so all stop together, before the update."""
+    if torch.isfinite(losses).all():
+        return
+    kept = (
+        f"the last good checkpoint is {run.last_checkpoint}"
+        if run.last_checkpoint
+        else "no checkpoint was saved yet"
+    )
+    raise TrainingDivergedError(
+        f"loss is {losses.tolist()} at step {run.step + 1}: training stopped; {kept} "
+        f"(try a lower --lr, or --mixed-precision no / bf16)"
+    )
+
+
+def apply_update(run: TrainingRun) -> None:
+    """Clip, step the optimizer and the LR schedule; the step and the data position advance."""
+    if run.config.max_grad_norm > 0:
+        run.accelerator.clip_grad_norm_(run.adapter.parameters(), run.config.max_grad_norm)
+    run.optimizer.step()
+    run.lr_scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    run.samples_seen += run.samples_per_step
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs
+# ---------------------------------------------------------------------------------------------
+
+
+def start_logs(run: TrainingRun) -> StepLog:
+    """metrics.csv and TensorBoard (rows past a resumed step are dropped) and the progress bar."""
+    config = run.config
+    log = TrainingLog(run.output_dir, resume_step=run.step, enabled=run.is_main)
     progress = tqdm(
-        total=config.max_steps, initial=start_step, desc="training", disable=not (main and config.progress)
+        total=config.max_steps,
+        initial=run.step,
+        desc="training",
+        disable=not (run.is_main and config.progress),
     )
-    loss_fn = partial(
-        compute_loss,
-        frozen=frozen,
-        noise_scheduler=noise_scheduler,
-        seed=config.seed,
-        timestep_sampling=timestep_sampling,
-        caption_dropout=config.caption_dropout,
-        device=device,
+    return StepLog(log=log, progress=progress)
+
+
+def log_step(run: TrainingRun, losses: torch.Tensor) -> None:
+    """Progress bar every step; a metrics row every `log_every` steps and at the last one."""
+    logs, config = run.logs, run.config
+    mean_loss = losses.mean().item()
+    lr = run.lr_scheduler.get_last_lr()[0]
+    logs.window_losses.append(mean_loss)
+    logs.progress.update(1)
+    logs.progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+    if not config.log_every or (run.step % config.log_every != 0 and run.step != config.max_steps):
+        return
+    elapsed = time.perf_counter() - logs.window_start
+    window = logs.window_losses
+    logs.log.scalars(
+        run.step,
+        {
+            "loss": sum(window) / len(window),
+            "lr": lr,
+            "samples_per_second": len(window) * run.samples_per_step / max(elapsed, 1e-9),
+            "seconds": time.perf_counter() - logs.run_start,
+        },
     )
-    last_checkpoint = existing
-    step = start_step
-    window_losses: list[float] = []
-    window_start = time.perf_counter()
-    run_start = time.perf_counter()
-    while step < config.max_steps:
-        step_loss = torch.zeros((), device=device)
-        for micro in range(config.gradient_accumulation_steps):
-            batch = next(batches)
-            last_micro = micro == config.gradient_accumulation_steps - 1
-            # Gradients are averaged across processes once per optimizer step, not per micro-batch.
-            sync = contextlib.nullcontext() if last_micro else accelerator.no_sync(adapter)
-            with sync, accelerator.autocast():
-                loss = loss_fn(batch, adapter)
-                accelerator.backward(loss / config.gradient_accumulation_steps)
-            step_loss += loss.detach().float() / config.gradient_accumulation_steps
+    logs.window_losses, logs.window_start = [], time.perf_counter()
 
-        # NaN/inf guard: every process sees every loss, so all stop together, before the update.
-        losses = accelerator.gather(step_loss.reshape(1))
-        if not torch.isfinite(losses).all():
-            kept = (
-                f"the last good checkpoint is {last_checkpoint}"
-                if last_checkpoint
-                else "no checkpoint was saved yet"
-            )
-            raise TrainingDivergedError(
-                f"loss is {losses.tolist()} at step {step + 1}: training stopped; {kept} "
-                f"(try a lower --lr, or --mixed-precision no / bf16)"
-            )
-        if config.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(adapter.parameters(), config.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        samples_seen += samples_per_step
 
-        # Logs and progress
-        mean_loss = losses.mean().item()
-        window_losses.append(mean_loss)
-        progress.update(1)
-        progress.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
-        if config.log_every and (step % config.log_every == 0 or step == config.max_steps):
-            elapsed = time.perf_counter() - window_start
-            log.scalars(
-                step,
-                {
-                    "loss": sum(window_losses) / len(window_losses),
-                    "lr": lr_scheduler.get_last_lr()[0],
-                    "samples_per_second": len(window_losses) * samples_per_step / max(elapsed, 1e-9),
-                    "seconds": time.perf_counter() - run_start,
-                },
-            )
-            window_losses, window_start = [], time.perf_counter()
+# ---------------------------------------------------------------------------------------------
+# Checkpoint
+# ---------------------------------------------------------------------------------------------
 
-        # Checkpoint (every N steps and at the end)
-        if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps:
-            training_state = {"samples_seen": samples_seen, "world_size": world_size}
-            if source.streamed:
-                training_state["stream"] = stream.position()
-            training_state["ranks_in_sync"] = _ranks_in_sync(accelerator, adapter)
-            failure = None
-            if main:
-                try:
-                    last_checkpoint = checkpointing.save_checkpoint(
-                        output_dir,
-                        step,
-                        adapter=accelerator.unwrap_model(adapter),
-                        optimizer=optimizer,
-                        lr_scheduler=lr_scheduler,
-                        training_state=training_state,
-                        keep=config.keep_checkpoints,
-                        original_layout=config.save_original_layout,
-                    )
-                except checkpointing.CheckpointError as error:
-                    failure = error
-            _stop_together(accelerator, failure)
 
-        # Validation images
-        if validation is not None and validation.conditions and step % config.validation_every == 0:
-            from t2i_adapter.training.validation import make_validation_images
+def checkpoint_due(run: TrainingRun) -> bool:
+    """Every `checkpoint_every` steps, and at the end."""
+    config, step = run.config, run.step
+    return bool(config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.max_steps
 
-            images = make_validation_images(
-                _validation_base(frozen, device),
-                accelerator.unwrap_model(adapter),
-                validation,
-                resolution=config.resolution,
-                steps=config.validation_steps,
-                folder=output_dir / "validation" / f"step-{step:08d}",
-            )
-            log.images(step, "validation", images)
-            if config.cache_latents:
-                _free_encoders(frozen, keep_on_cpu=True)  # back out of accelerator memory
 
-    progress.close()
-    log.close()
+def save_checkpoint(run: TrainingRun) -> None:
+    """The main process writes the checkpoint; a failed write (disk full) stops every process."""
+    accelerator = run.accelerator
+    training_state: dict[str, Any] = {
+        "samples_seen": run.samples_seen,
+        "world_size": accelerator.num_processes,
+    }
+    if run.stream is not None:
+        training_state["stream"] = run.stream.position()
+    training_state["ranks_in_sync"] = ranks_in_sync(accelerator, run.adapter)
     failure = None
-    if main and last_checkpoint is not None:
+    if run.is_main:
         try:
-            checkpointing.publish_final_adapter(
-                last_checkpoint, output_dir, original_layout=config.save_original_layout
+            run.last_checkpoint = checkpointing.save_checkpoint(
+                run.output_dir,
+                run.step,
+                adapter=accelerator.unwrap_model(run.adapter),
+                optimizer=run.optimizer,
+                lr_scheduler=run.lr_scheduler,
+                training_state=training_state,
+                keep=run.config.keep_checkpoints,
+                original_layout=run.config.save_original_layout,
             )
         except checkpointing.CheckpointError as error:
             failure = error
-    _stop_together(accelerator, failure)
-    # Release the DDP-wrapped adapter before the process group goes: destroying the group first
-    # and the DDP reducer afterwards (when this frame's locals are freed) can hang on gloo.
-    accelerator.free_memory()
-    del adapter, optimizer, batches
-    gc.collect()
-    accelerator.end_training()
-    return output_dir
+    stop_together(accelerator, failure, checkpointing.CheckpointError)
 
 
-def _stop_together(accelerator, failure: Exception | None) -> None:
-    """Raise `failure` (from the main process) on every process, so none waits for the others forever."""
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        message = [str(failure) if failure is not None else None]
-        broadcast_object_list(message)
-        if message[0] is not None and failure is None:
-            failure = checkpointing.CheckpointError(message[0])
-    if failure is not None:
-        raise failure
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
 
 
-def _distributed_without_gpu() -> bool:
-    """Several processes (`accelerate launch`, torchrun) on a machine without CUDA: DDP over gloo on CPUs.
-
-    accelerate only picks its multi-CPU mode when told the run is on CPUs; without this a CPU-only
-    multi-process launch would train N independent copies.
-    """
-    import os
-
-    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+def validation_due(run: TrainingRun) -> bool:
+    """Every `validation_every` steps, on the main process, when there is something to validate on."""
+    validation = run.validation
+    return (
+        validation is not None and bool(validation.conditions) and run.step % run.config.validation_every == 0
+    )
 
 
-def _ranks_in_sync(accelerator, adapter) -> list[float]:
-    """A checksum of the adapter's weights on every process; differing values mean DDP drifted."""
-    with torch.no_grad():
-        checksum = sum(
-            p.double().sum() * (i + 1) for i, p in enumerate(accelerator.unwrap_model(adapter).parameters())
-        )
-    checksums = accelerator.gather(checksum.reshape(1).to(accelerator.device)).tolist()
-    if any(value != checksums[0] for value in checksums):
-        raise T2IAdapterError(
-            f"the processes' adapter weights differ ({checksums}); distributed training is broken"
-        )
-    return checksums
+def validate(run: TrainingRun) -> None:
+    """Images from the fixed validation prompts and conditions, to files and TensorBoard."""
+    config = run.config
+    images = make_validation_images(
+        _validation_base(run.frozen, run.accelerator.device),
+        run.accelerator.unwrap_model(run.adapter),
+        run.validation,
+        resolution=config.resolution,
+        steps=config.validation_steps,
+        folder=run.output_dir / "validation" / f"step-{run.step:08d}",
+    )
+    run.logs.log.images(run.step, "validation", images)
+    if config.cache_latents:
+        _free_encoders(run.frozen, keep_on_cpu=True)  # back out of accelerator memory
 
 
-def _validation_base(frozen: FrozenParts, device):
+def _validation_base(frozen: FrozenParts, device: torch.device):
     """The base model for validation: encoders parked on the CPU (cached latents) come back for it."""
     base = frozen.base
-    for name in ("vae", "text_encoder", "text_encoder_2"):
+    for name in ENCODERS:
         module = getattr(base, name)
         if module is not None:
             module.to(device)
     return base
+
+
+# ---------------------------------------------------------------------------------------------
+# Finish
+# ---------------------------------------------------------------------------------------------
+
+
+def finish(run: TrainingRun) -> None:
+    """Close the logs, publish the last checkpoint as the final adapter, and leave the process group."""
+    accelerator = run.accelerator
+    run.logs.progress.close()
+    run.logs.log.close()
+    failure = None
+    if run.is_main and run.last_checkpoint is not None:
+        try:
+            checkpointing.publish_final_adapter(
+                run.last_checkpoint, run.output_dir, original_layout=run.config.save_original_layout
+            )
+        except checkpointing.CheckpointError as error:
+            failure = error
+    stop_together(accelerator, failure, checkpointing.CheckpointError)
+    # Release the DDP-wrapped adapter before the process group goes: destroying the group first
+    # and the DDP reducer afterwards (when the run is freed) can hang on gloo.
+    accelerator.free_memory()
+    run.adapter = run.optimizer = run.batches = run.stream = None
+    gc.collect()
+    accelerator.end_training()

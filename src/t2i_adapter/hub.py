@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from t2i_adapter.errors import MissingWeightsError
+from t2i_adapter.errors import MissingWeightsError, first_line
 
 DEMO_PREFIX = "demo"
 
@@ -20,7 +20,7 @@ def is_demo_name(name: str) -> bool:
 
 
 def _missing(what: str, name: str, cause: Exception) -> MissingWeightsError:
-    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    reason = first_line(cause)
     return MissingWeightsError(
         f"could not get {what} '{name}' from the Hugging Face hub ({reason}); download it once with "
         f"network access (it is kept in the cache under HF_HOME), or pass a local path instead"

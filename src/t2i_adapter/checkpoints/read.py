@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from t2i_adapter.errors import InputFileError
+from t2i_adapter.errors import InputFileError, first_line
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -123,8 +123,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as error:  # safetensors raises its own error types, plus OSError/ValueError
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputFileError(path, f"not a valid safetensors file ({reason})") from None
+        raise InputFileError(path, f"not a valid safetensors file ({first_line(error)})") from None
     return tensors, metadata
 
 

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import torch
 from PIL import Image
 
-from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError
+from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, first_line
 
 T = TypeVar("T")
 
@@ -126,13 +126,6 @@ def _missing_message(what: str, name: str, reason: str) -> str:
     )
 
 
-def _first_line(error: BaseException | None) -> str:
-    if error is None:
-        return "unknown reason"
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def resolve_model_folder(name_or_path: str, *, what: str) -> Path:
     """A local model folder as it is; a hub id downloaded (weights + configs) through the cache."""
     path = Path(str(name_or_path)).expanduser()
@@ -171,7 +164,7 @@ def resolve_model_file(name_or_path: str, *, what: str) -> Path:
         return download_file(*hub_file, what=f"{what} model")
     except MissingWeightsError as error:
         raise MissingWeightsError(
-            _missing_message(what, str(name_or_path), _first_line(error.__cause__))
+            _missing_message(what, str(name_or_path), first_line(error.__cause__ or error))
         ) from error
 
 
@@ -181,7 +174,9 @@ def _snapshot(repo_id: str, *, what: str, patterns: list[str]) -> Path:
     try:
         return download_snapshot(repo_id, what=f"{what} model", allow_patterns=patterns)
     except MissingWeightsError as error:
-        raise MissingWeightsError(_missing_message(what, repo_id, _first_line(error.__cause__))) from error
+        raise MissingWeightsError(
+            _missing_message(what, repo_id, first_line(error.__cause__ or error))
+        ) from error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +248,7 @@ def _load_pretrained(
         raise
     except Exception as error:  # missing/corrupt config or weights, wrong architecture: the user's files
         raise InputFileError(
-            name_or_path, f"not a usable {what} model for {model_class.__name__} ({_first_line(error)})"
+            name_or_path, f"not a usable {what} model for {model_class.__name__} ({first_line(error)})"
         ) from error
     model.eval().requires_grad_(False).to(device)
     return PretrainedModel(

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from t2i_adapter.errors import InputFileError, MissingWeightsError
+from t2i_adapter.errors import InputFileError, MissingWeightsError, first_line
 from t2i_adapter.hub import is_demo_name
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -128,11 +128,11 @@ def load_base_model(
     except (InputFileError, MissingWeightsError):
         raise
     except (OSError, ValueError, json.JSONDecodeError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         if isinstance(source, Path):
-            raise InputFileError(source, f"cannot load the model: {first_line}") from error
+            raise InputFileError(source, f"cannot load the model: {reason}") from error
         raise MissingWeightsError(
-            f"could not get model '{name_or_path}' from the Hugging Face hub ({first_line}); download it "
+            f"could not get model '{name_or_path}' from the Hugging Face hub ({reason}); download it "
             f"once with network access (kept in the cache under HF_HOME), or pass a local diffusers folder"
         ) from error
     components = pipeline.components

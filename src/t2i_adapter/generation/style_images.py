@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from t2i_adapter.errors import MissingWeightsError
+from t2i_adapter.errors import MissingWeightsError, first_line
 
 
 @dataclass
@@ -33,9 +33,8 @@ class StyleImageEncoder:
             model = CLIPVisionModel.from_pretrained(name, dtype=dtype)
             processor = CLIPImageProcessor.from_pretrained(name)
         except (OSError, ValueError) as error:
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise MissingWeightsError(
-                f"could not load the CLIP vision model '{name}' for the style adapter ({first_line}); "
+                f"could not load the CLIP vision model '{name}' for the style adapter ({first_line(error)}); "
                 f"download it once with network access or pass a local folder"
             ) from error
         model.requires_grad_(False).eval().to(device)

@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.errors import InputFileError, T2IAdapterError, first_line
 from t2i_adapter.training.data.example import Example
 from t2i_adapter.training.data.shards import StreamSource
 from t2i_adapter.training.data.source import IndexedSource
@@ -202,8 +202,7 @@ def load_tokenizer(model: str):
     try:
         return AutoTokenizer.from_pretrained(str(location), subfolder="tokenizer")
     except Exception as error:  # offline hub, a single-file checkpoint, a broken folder
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputFileError(str(location), f"cannot read the tokenizer: {first_line}") from None
+        raise InputFileError(str(location), f"cannot read the tokenizer: {first_line(error)}") from None
 
 
 def require_usable(report: DataReport, *, strict: bool) -> None:

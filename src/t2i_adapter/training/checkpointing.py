@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.errors import T2IAdapterError, first_line
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "training_state.pt"
@@ -225,6 +225,5 @@ def load_checkpoint(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str
         adapter_state = load_file(str(checkpoint / ADAPTER_FILE))
         state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{checkpoint}: cannot read the checkpoint ({first_line})") from None
+        raise CheckpointError(f"{checkpoint}: cannot read the checkpoint ({first_line(error)})") from None
     return adapter_state, state

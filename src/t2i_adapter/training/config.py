@@ -16,7 +16,7 @@ from typing import Any
 import tomllib
 import yaml
 
-from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError
+from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError, first_line
 
 DATA_FORMATS = ("auto", "meta", "folder", "jsonl", "webdataset", "hf")
 ADAPTER_TYPES = ("full", "light", "xl")
@@ -186,8 +186,7 @@ class TrainConfig:
             else:
                 values = yaml.safe_load(text) or {}
         except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise InputFileError(file, f"not a valid config file: {first_line}") from None
+            raise InputFileError(file, f"not a valid config file: {first_line(error)}") from None
         if not isinstance(values, dict):
             raise InputFileError(file, "a config file must hold key: value pairs at its top level")
         values = _normalise_keys(values, source=str(file))

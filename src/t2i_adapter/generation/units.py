@@ -18,9 +18,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.errors import ModelMismatchError
-
-SPATIAL = ("full", "light", "xl")
 
 
 def describe_adapter(adapter: torch.nn.Module) -> torch.nn.Module:
@@ -68,7 +67,7 @@ class AdapterUnit:
 
     @property
     def is_spatial(self) -> bool:
-        return self.kind in SPATIAL
+        return self.kind in SPATIAL_KINDS
 
     @property
     def label(self) -> str:

@@ -16,10 +16,10 @@ from typing import Any
 import tomllib
 import yaml
 
+from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError, first_line
 
 DATA_FORMATS = ("auto", "meta", "folder", "jsonl", "webdataset", "hf")
-ADAPTER_TYPES = ("full", "light", "xl")
 TIMESTEP_SAMPLINGS = ("auto", "uniform", "cubic")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 OPTIMIZERS = ("auto", "adamw", "adamw8bit")
@@ -65,7 +65,7 @@ class TrainConfig:
 
     # --- the adapter -------------------------------------------------------------------------
     adapter_type: str | None = _option(
-        None, "new adapter kind (default: xl for SDXL, else full)", choices=ADAPTER_TYPES
+        None, "new adapter kind (default: xl for SDXL, else full)", choices=SPATIAL_KINDS
     )
     adapter: str | None = _option(None, "fine-tune from this adapter checkpoint instead of a new one")
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from t2i_adapter.adapters.kinds import ADAPTER_KINDS
+from t2i_adapter.checkpoints.layout import LAYOUTS
+
 DTYPES = {
     "float32": "float32",
     "fp32": "float32",
@@ -29,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("source", metavar="SRC", help="adapter file, diffusers folder or hub id")
-    parser.add_argument("--to", required=True, choices=("diffusers", "original"), help="layout to write")
+    parser.add_argument("--to", required=True, choices=LAYOUTS, help="layout to write")
     parser.add_argument(
         "--out",
         required=True,
@@ -38,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--kind",
-        choices=("full", "light", "xl", "style", "fuser"),
+        choices=ADAPTER_KINDS,
         help="adapter kind, when detection from the keys is not what you want",
     )
     parser.add_argument(

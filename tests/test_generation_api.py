@@ -67,6 +67,8 @@ def test_settings_round_trip():
 def test_settings_reject_bad_values():
     with pytest.raises(T2IAdapterError, match="range"):
         AdapterSpec("a", start=0.8, end=0.2)
+    with pytest.raises(T2IAdapterError, match="adapter 'a': step range 0.5:0.5 .* start == end never acts"):
+        AdapterSpec("a", start=0.5, end=0.5)
     with pytest.raises(UnknownNameError, match="float32"):
         GenerationSettings(model="m", prompt="p", dtype="float8")
     with pytest.raises(T2IAdapterError, match="steps"):

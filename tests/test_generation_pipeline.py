@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from t2i_adapter.errors import ModelMismatchError, UnknownNameError
+from t2i_adapter.errors import ModelMismatchError, T2IAdapterError, UnknownNameError
 from t2i_adapter.generation.pipeline import T2IAdapterPipeline
 from t2i_adapter.generation.units import AdapterUnit
 from tiny_models import (
@@ -197,10 +197,18 @@ def test_odd_condition_size_is_rounded(pipe, adapter):
 # ---------------------------------------------------------------- windows (cond_tau)
 
 
-def test_window_end_zero_equals_no_adapter(pipe, adapter, condition):
+def test_window_holding_no_step_equals_no_adapter(pipe, adapter, condition):
     plain = run(pipe, [], steps=4)
-    never = run(pipe, [AdapterUnit(adapter, condition, end=0.0)], steps=4)
+    # 4 steps sit at fractions 0, .25, .5, .75: none of them in [0.8, 1)
+    never = run(pipe, [AdapterUnit(adapter, condition, start=0.8, end=1.0)], steps=4)
     assert np.array_equal(plain, never)
+
+
+@pytest.mark.parametrize("start, end", [(0.0, 0.0), (0.5, 0.5), (0.8, 0.2), (-0.1, 0.5), (0.0, 1.5)])
+def test_window_that_cannot_act_is_refused(adapter, condition, start, end):
+    """0 <= start < end <= 1 (`settings.check_step_window`); start == end would never act."""
+    with pytest.raises(T2IAdapterError, match=r"step range .* must satisfy 0 <= start < end <= 1"):
+        AdapterUnit(adapter, condition, start=start, end=end, name="probe")
 
 
 def test_window_changes_result_and_active_steps(pipe, adapter, condition):

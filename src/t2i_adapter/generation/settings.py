@@ -19,6 +19,18 @@ DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16"
 SETTINGS_VERSION = 1
 
 
+def check_step_window(start: float, end: float, who: str) -> None:
+    """The one rule for an adapter's step window: `0 <= start < end <= 1`, else a one-line error.
+
+    The adapter acts on the steps whose fraction `step / steps` lies in `[start, end)`, so a
+    window with `start == end` would never act: it is refused rather than silently ignored.
+    `who` names the adapter in the message (`adapter 'demo:sketch'`, `unit 2`).
+    """
+    if not 0.0 <= start < end <= 1.0:
+        why = "; a window with start == end never acts" if start == end else ""
+        raise T2IAdapterError(f"{who}: step range {start}:{end} must satisfy 0 <= start < end <= 1{why}")
+
+
 @dataclass
 class AdapterSpec:
     """One adapter and its condition: `cond` is an image path (or None when given in memory).
@@ -45,10 +57,7 @@ class AdapterSpec:
         self.weight = float(self.weight)
         self.start = float(self.start)
         self.end = float(self.end)
-        if not 0.0 <= self.start <= 1.0 or not 0.0 <= self.end <= 1.0 or self.start > self.end:
-            raise T2IAdapterError(
-                f"adapter '{self.adapter}': range {self.start}:{self.end} must satisfy 0 <= start <= end <= 1"
-            )
+        check_step_window(self.start, self.end, f"adapter '{self.adapter}'")
 
 
 def _checked_options(adapter: str, options: Any) -> dict[str, str | int | float | bool]:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.errors import ModelMismatchError
+from t2i_adapter.generation.settings import check_step_window
 
 
 def describe_adapter(adapter: torch.nn.Module) -> torch.nn.Module:
@@ -58,8 +59,7 @@ class AdapterUnit:
 
     def __post_init__(self) -> None:
         self.adapter = describe_adapter(self.adapter)
-        if not 0.0 <= self.start <= self.end <= 1.0:
-            raise ValueError(f"adapter window [{self.start}, {self.end}) must lie in [0, 1]")
+        check_step_window(self.start, self.end, self.label)
 
     @property
     def kind(self) -> str:

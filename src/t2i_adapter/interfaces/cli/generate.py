@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.generation.settings import check_step_window
 
 DEFAULT_OUT = "outputs"
 
@@ -181,8 +182,7 @@ def parse_range(text: str) -> tuple[float, float]:
         raise T2IAdapterError(
             f"--adapter-range '{text}': START and END must be numbers, like 0:0.5"
         ) from None
-    if not 0.0 <= start <= end <= 1.0:
-        raise T2IAdapterError(f"--adapter-range '{text}': need 0 <= START <= END <= 1")
+    check_step_window(start, end, f"--adapter-range '{text}'")
     return start, end
 
 

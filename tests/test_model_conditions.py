@@ -13,6 +13,7 @@ from PIL import Image
 
 from t2i_adapter.conditions import model_loading
 from t2i_adapter.conditions.registry import get_preprocessor, preprocess
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ def test_missing_hub_model_is_a_clear_error_offline():
 
 
 def test_device_option_is_checked(tiny_dpt):
-    assert model_loading.pick_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(T2IAdapterError, match="unknown device 'gpu0'"):
         preprocess("depth", _photo(), model=tiny_dpt, device="gpu0")
     if not torch.cuda.is_available():

@@ -72,12 +72,12 @@ class SamplingMonitor:
     def __init__(self, cache, model: str, seconds_per_call: float = 0.15):
         import torch
 
-        from t2i_adapter.generation.api import resolve_device
+        from t2i_adapter.devices import resolve_device
 
         self.seconds_per_call = seconds_per_call
         self.active = self.max_active = self.calls = 0
         self._lock = threading.Lock()
-        base = cache.base_model(model, dtype=torch.float32, device=resolve_device(None))
+        base = cache.base_model(model, dtype=torch.float32, device=str(resolve_device(None)))
         base.unet.register_forward_pre_hook(self._before)
         base.unet.register_forward_hook(self._after)
 

@@ -26,12 +26,12 @@ from t2i_adapter.conditions.model_loading import (
     DEFAULT_DETECT_RESOLUTION,
     bounded,
     load_cached,
-    pick_device,
     release_memory,
     resolve_model_file,
     restore_size,
 )
 from t2i_adapter.conditions.registry import register_condition
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import InputFileError, T2IAdapterError
 
 PIDINET_MODEL = "lllyasviel/Annotators/table5_pidinet.pth"
@@ -212,7 +212,7 @@ class PiDiNet(nn.Module):
 
 def load_pidinet(name_or_path: str = PIDINET_MODEL, device: str | None = None) -> PiDiNet:
     """PiDiNet with the `table5_pidinet.pth` weights (a local file or `owner/repo/file`), once per process."""
-    target = pick_device(device)
+    target = resolve_device(device)
     return load_cached(
         ("pidinet", str(name_or_path), str(target)), lambda: _load_pidinet(name_or_path, target)
     )

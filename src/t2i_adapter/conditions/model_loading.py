@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import torch
 from PIL import Image
 
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, first_line
 
 T = TypeVar("T")
@@ -52,27 +53,8 @@ class PretrainedModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# Devices and resolution
+# Resolution
 # ---------------------------------------------------------------------------------------------
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """`device` as given, else CUDA when available, else Apple MPS, else CPU."""
-    if device is not None and str(device) != "auto":
-        try:
-            chosen = torch.device(device)
-        except RuntimeError as error:
-            raise T2IAdapterError(f"unknown device '{device}' ({error})") from error
-        if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise T2IAdapterError(f"device '{device}' asked for, but this torch build sees no CUDA GPU")
-        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-            raise T2IAdapterError(f"device '{device}' does not exist ({torch.cuda.device_count()} CUDA GPUs)")
-        return chosen
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def check_detect_resolution(detect_resolution: int) -> int:
@@ -225,7 +207,7 @@ def load_pretrained(
     dtype: torch.dtype = torch.float32,
 ) -> PretrainedModel:
     """A transformers `model_class` + image processor from a folder or hub id, loaded once per process."""
-    target = pick_device(device)
+    target = resolve_device(device)
     key = (str(name_or_path), model_class.__name__, str(target), str(dtype))
     return load_cached(
         key, lambda: _load_pretrained(name_or_path, model_class, processor_class, what, target, dtype)

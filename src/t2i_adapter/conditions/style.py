@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from t2i_adapter.conditions.model_loading import load_cached, pick_device, release_memory
+from t2i_adapter.conditions.model_loading import load_cached, release_memory
 from t2i_adapter.conditions.registry import register_condition
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import T2IAdapterError
 from t2i_adapter.generation.settings import DEFAULT_CLIP_VISION as CLIP_VISION_MODEL
 
@@ -53,7 +54,7 @@ def load_clip_vision(name_or_path: str = CLIP_VISION_MODEL, device: str | None =
     """The package's CLIP vision encoder for style images, loaded once per process."""
     from t2i_adapter.generation.style_images import StyleImageEncoder
 
-    target = pick_device(device)
+    target = resolve_device(device)
     return load_cached(
         ("clip_vision", str(name_or_path), str(target)),
         lambda: StyleImageEncoder.load(str(name_or_path), device=target),
@@ -66,5 +67,5 @@ def encode_style_image(
     """CLIP-vision `last_hidden_state` of one image: (1, 257, 1024) for ViT-L/14, the style adapter's input."""
     encoder = load_clip_vision(model, device=device)
     features = encoder.encode(image.convert("RGB"))
-    release_memory(pick_device(device))
+    release_memory(resolve_device(device))
     return features

@@ -210,10 +210,10 @@ def _generate_batch(
     import torch
 
     from t2i_adapter.conditions.tensor import condition_to_tensor
-    from t2i_adapter.generation.api import resolve_device
+    from t2i_adapter.devices import resolve_device
     from t2i_adapter.generation.units import AdapterUnit
 
-    device = resolve_device(config.device)
+    device = str(resolve_device(config.device))
     pipeline = cache.pipeline(config.model, dtype=torch.float32, device=device)
     width, height = samples[0].conditions[0].size
     units = []

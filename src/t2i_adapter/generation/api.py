@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError, UnknownNameError
 from t2i_adapter.generation.cache import ModelCache
 from t2i_adapter.generation.schedulers import SCHEDULER_ALIASES
@@ -22,7 +23,7 @@ from t2i_adapter.generation.units import AdapterUnit
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-__all__ = ["GenerationResult", "ModelCache", "generate", "resolve_device"]
+__all__ = ["GenerationResult", "ModelCache", "generate"]
 
 
 @dataclass
@@ -37,21 +38,6 @@ class GenerationResult:
     conditions: list[Image.Image]
     settings: GenerationSettings
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(device: str | None) -> str:
-    """`None`/`auto` -> `cuda` when a GPU is usable, else `cpu`; anything else is checked."""
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise UnknownNameError("device", device, ["auto", "cpu", "cuda", "cuda:N", "mps"]) from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise T2IAdapterError(
-            f"device '{device}' asked for, but no CUDA GPU is available here; use --device cpu"
-        )
-    return str(parsed)
 
 
 def _check_names(settings: GenerationSettings) -> list[dict[str, Any]]:
@@ -103,10 +89,17 @@ def _condition_images(
     return images
 
 
-def _preprocess(spec: AdapterSpec, image: Image.Image, options: dict[str, Any]) -> Image.Image:
-    from t2i_adapter.conditions.registry import preprocess
+def _preprocess(
+    spec: AdapterSpec, image: Image.Image, options: dict[str, Any], device: torch.device
+) -> Image.Image:
+    """The condition map; a model-based preprocessor runs on the generation's device unless its
+    own `device=` option names another (the injected device is not recorded in the settings)."""
+    from t2i_adapter.conditions.registry import get_preprocessor
 
-    return preprocess(spec.cond_type, image, **options)
+    preprocessor = get_preprocessor(spec.cond_type)
+    if "device" in preprocessor.options and "device" not in options:
+        options = {**options, "device": str(device)}
+    return preprocessor(image, **options)
 
 
 def _condition_picture(tensor: torch.Tensor) -> Image.Image:
@@ -132,19 +125,19 @@ def generate(
     cache = cache or ModelCache()
     device = resolve_device(settings.device)
     dtype = TORCH_DTYPES[settings.dtype]
-    if dtype == torch.float16 and device == "cpu":
+    if dtype == torch.float16 and device.type == "cpu":
         raise T2IAdapterError("float16 needs a GPU; on the CPU use --dtype float32 or bfloat16")
     options = _check_names(settings)
     images = _condition_images(settings, condition_images)
     prepared = [
-        _preprocess(spec, image, spec_options)
+        _preprocess(spec, image, spec_options, device)
         for spec, image, spec_options in zip(settings.adapters, images, options, strict=True)
     ]
 
     pipeline = cache.pipeline(
         settings.model,
         dtype=dtype,
-        device=device,
+        device=str(device),
         attention_slicing=settings.attention_slicing,
         vae_tiling=settings.vae_tiling,
         cpu_offload=settings.cpu_offload,

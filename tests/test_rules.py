@@ -1,0 +1,69 @@
+"""The rules that live in one place and are used everywhere: the first line of an error, the device
+choice, the step window (and, below, KEY=VALUE options and names of weights)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2i_adapter import devices
+from t2i_adapter.devices import resolve_device
+from t2i_adapter.errors import T2IAdapterError, UnknownNameError, first_line
+from t2i_adapter.generation.settings import AdapterSpec, check_step_window
+
+# ---------------------------------------------------------------- errors.first_line
+
+
+def test_first_line_of_an_error():
+    assert first_line(OSError("  no such file\nTraceback ...\n  more")) == "no such file"
+    assert first_line(ValueError("")) == "ValueError"
+    assert first_line(KeyError()) == "KeyError"
+
+
+# ---------------------------------------------------------------- devices.resolve_device
+
+
+@pytest.mark.parametrize(
+    "cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(devices, "mps_available", lambda: mps)
+    for auto in (None, "auto", ""):
+        assert resolve_device(auto) == torch.device(expected)
+
+
+def test_a_named_device_that_is_absent_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    for name, message in (("cuda", "no CUDA GPU"), ("cuda:1", "no CUDA GPU"), ("mps", "no Apple MPS")):
+        with pytest.raises(T2IAdapterError, match=message) as info:
+            resolve_device(name)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UnknownNameError, match="unknown device 'gpu0'; valid: .*cuda:N"):
+        resolve_device("gpu0")
+
+
+def test_a_gpu_index_beyond_the_machine_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(T2IAdapterError, match="'cuda:2' does not exist .*2 CUDA GPU"):
+        resolve_device("cuda:2")
+
+
+# ---------------------------------------------------------------- settings.check_step_window
+
+
+def test_step_window_rule():
+    check_step_window(0.0, 1.0, "x")
+    check_step_window(0.2, 0.3, "x")
+    for start, end in ((0.5, 0.5), (0.0, 0.0), (1.0, 1.0)):
+        with pytest.raises(T2IAdapterError, match="start == end never acts"):
+            check_step_window(start, end, "unit 2")
+    for start, end in ((0.6, 0.5), (-0.1, 0.5), (0.0, 1.01)):
+        with pytest.raises(T2IAdapterError, match=r"^unit 2: step range .* 0 <= start < end <= 1$"):
+            check_step_window(start, end, "unit 2")
+    assert AdapterSpec("a", start=0, end=0.5).end == 0.5

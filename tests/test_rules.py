@@ -7,6 +7,15 @@ import pytest
 import torch
 
 from t2i_adapter import devices
+from t2i_adapter.conditions.options import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    format_option_text,
+    parse_bool,
+    parse_option,
+    parse_option_text,
+    parse_options,
+)
 from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import T2IAdapterError, UnknownNameError, first_line
 from t2i_adapter.generation.settings import AdapterSpec, check_step_window
@@ -67,3 +76,44 @@ def test_step_window_rule():
         with pytest.raises(T2IAdapterError, match=r"^unit 2: step range .* 0 <= start < end <= 1$"):
             check_step_window(start, end, "unit 2")
     assert AdapterSpec("a", start=0, end=0.5).end == 0.5
+
+
+# ---------------------------------------------------------------- conditions.options (KEY=VALUE)
+
+
+def test_boolean_words():
+    for word in ("true", "Yes", "ON", "1", " on "):
+        assert parse_bool(word) is True
+    for word in ("false", "No", "OFF", "0"):
+        assert parse_bool(word) is False
+    for word in ("", "maybe", "2", "y"):
+        assert parse_bool(word) is None
+
+
+def test_key_value_pairs():
+    assert parse_option(" detect_resolution = 384 ") == ("detect_resolution", "384")
+    assert parse_option("model=a=b") == ("model", "a=b")
+    assert parse_options(["level=1", "level=2", "binary=on"]) == {"level": "2", "binary": "on"}
+    text = " low_threshold=50,\nhigh_threshold = 150 ,"
+    assert parse_option_text(text) == {"low_threshold": "50", "high_threshold": "150"}
+    assert parse_option_text(format_option_text({"a": 1, "b": True})) == {"a": "1", "b": "True"}
+    assert parse_option_text(None) == {}
+    for bad in ("level", "=3", "bad key=1", "1x=2"):
+        with pytest.raises(T2IAdapterError, match=f"^--cond-option '{bad}' is not of the form KEY=VALUE$"):
+            parse_option(bad, what="--cond-option")
+
+
+def test_every_reader_of_boolean_text_uses_the_same_words(tmp_path):
+    """The registry (preprocessor options) and the training config read the same words."""
+    from t2i_adapter.conditions.registry import get_preprocessor
+    from t2i_adapter.training.config import TrainConfig
+
+    threshold = get_preprocessor("threshold")
+    for word in (*TRUE_WORDS, *FALSE_WORDS, "ON", "Off"):
+        expected = parse_bool(word)
+        assert threshold.check_options({"invert": word}) == {"invert": expected}
+        assert TrainConfig().with_overrides({"random_flip": word}).random_flip is expected
+    with pytest.raises(
+        T2IAdapterError, match=r"invert='maybe' must be true or false \(yes/no, on/off, 1/0\)"
+    ):
+        threshold.check_options({"invert": "maybe"})

@@ -17,6 +17,7 @@ import tomllib
 import yaml
 
 from t2i_adapter.adapters.kinds import SPATIAL_KINDS
+from t2i_adapter.conditions.options import parse_bool
 from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError, first_line
 
 DATA_FORMATS = ("auto", "meta", "folder", "jsonl", "webdataset", "hf")
@@ -216,8 +217,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise T2IAdapterError(f"{source}: '{name}' cannot be empty")
     try:
         if kind.startswith("bool"):
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-                return value.lower() in ("true", "yes", "1")
+            if isinstance(value, str) and parse_bool(value) is not None:
+                return parse_bool(value)
             if not isinstance(value, bool):
                 raise ValueError
             return value

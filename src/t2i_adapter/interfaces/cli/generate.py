@@ -18,6 +18,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from t2i_adapter.conditions.options import parse_option
 from t2i_adapter.errors import T2IAdapterError
 from t2i_adapter.generation.settings import check_step_window
 
@@ -206,10 +207,7 @@ def condition_options(args: argparse.Namespace) -> list[dict[str, str]]:
         if flag == "--cond-model":
             key, raw = "model", value
         else:
-            key, sep, raw = value.partition("=")
-            key = key.strip()
-            if not sep or not key.isidentifier():
-                raise T2IAdapterError(f"--cond-option '{value}' is not of the form KEY=VALUE")
+            key, raw = parse_option(value, what="--cond-option")
         options[position - 1][key] = raw.strip()
     return options
 

@@ -83,6 +83,8 @@ def test_generate_from_files(files, cache):
     assert result.images[0].size == (48, 96)
     assert (result.settings.width, result.settings.height) == (48, 96)
     assert [p["step"] for p in progress] == [1, 2] and progress[-1]["total"] == 2
+    # the sampler's own report, passed on as it is (one progress shape in the package)
+    assert {"timestep", "latents", "adapters_active"} <= set(progress[-1])
     assert result.conditions[0].size == (48, 96) and result.conditions[0].mode == "RGB"
     assert result.timings["adapter_seconds"] < result.timings["total_seconds"]
 

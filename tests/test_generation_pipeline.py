@@ -218,9 +218,10 @@ def test_window_changes_result_and_active_steps(pipe, adapter, condition):
         pipe,
         [AdapterUnit(adapter, condition, start=0.25, end=0.75)],
         steps=4,
-        callback=lambda info: seen.append(info["adapters_active"]),
+        callback=lambda info: seen.append((info["step"], info["total"], info["adapters_active"])),
     )
-    assert seen == [False, True, True, False]
+    # `step` counts the steps completed (1..total); the window is judged at the step's start
+    assert seen == [(1, 4, False), (2, 4, True), (3, 4, True), (4, 4, False)]
     assert np.abs(full - half).max() > 1e-3
     assert np.abs(run(pipe, [], steps=4) - half).max() > 1e-3
 

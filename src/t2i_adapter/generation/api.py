@@ -120,7 +120,8 @@ def generate(
     """Run one generation: load (or reuse) the models, preprocess conditions, sample, decode.
 
     `condition_images[i]`, when given, replaces reading `settings.adapters[i].cond` from disk.
-    `progress` receives `{"step": k, "total": n}` after each denoising step (k = 1..n).
+    `progress` receives the sampler's report after each denoising step, as it is: `step`
+    (steps completed, 1..n), `total` (n), `timestep`, `latents`, `adapters_active`.
     """
     cache = cache or ModelCache()
     device = resolve_device(settings.device)
@@ -168,12 +169,6 @@ def generate(
         if getattr(fuser, "adapter_kind", None) != "fuser":
             raise ModelMismatchError(f"'{settings.fuser}' is not a CoAdapter fuser")
 
-    callback = None
-    if progress is not None:
-
-        def callback(info: dict[str, Any]) -> None:
-            progress({"step": info["step"] + 1, "total": info["total"]})
-
     output = pipeline(
         settings.prompt,
         units,
@@ -188,7 +183,7 @@ def generate(
         max_resolution=settings.max_resolution or pipeline.base.native_resolution**2,
         scheduler=settings.scheduler,
         fuser=fuser,
-        callback=callback,
+        callback=progress,
     )
     conditions = [
         prepared[index] if unit.kind == "style" else _condition_picture(output.conditions[index])

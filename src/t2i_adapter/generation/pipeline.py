@@ -117,8 +117,8 @@ class T2IAdapterPipeline:
         CPU so a seed gives the same noise on every device. `scheduler`: a name
         (`schedulers.make_scheduler`), a scheduler instance, or None for the model's own kind.
         `fuser`: a CoAdapter fuser mixing the active units (their `task` names the condition).
-        `callback(info)` gets `step`, `total`, `timestep`, `latents`, `adapters_active` after each
-        step. `output_type`: `pil`, `np` (float (N, H, W, 3) in [0, 1]), `pt` or `latent`.
+        `callback(info)` gets `step` (steps completed, 1..total), `total`, `timestep`, `latents`,
+        `adapters_active` after each step. `output_type`: `pil`, `np` (float (N, H, W, 3) in [0, 1]), `pt` or `latent`.
         Raises `ModelMismatchError` before any sampling when an adapter does not fit the model.
         """
         started = time.perf_counter()

@@ -9,12 +9,8 @@ write is atomic: a failure leaves the destination as it was.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import os
-import shutil
-import tempfile
 from os import PathLike
 from pathlib import Path
 
@@ -29,7 +25,7 @@ from t2i_adapter.checkpoints.layout import LAYOUTS, ORIGINAL, from_module_layout
 from t2i_adapter.checkpoints.load import load_adapter
 from t2i_adapter.checkpoints.read import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
 from t2i_adapter.errors import InputFileError, ModelMismatchError, UnknownNameError
-from t2i_adapter.io.atomic import atomic_path
+from t2i_adapter.io.atomic import atomic_folder, atomic_path
 
 
 def _kind_and_config(adapter: nn.Module) -> tuple[str, dict]:
@@ -76,27 +72,10 @@ def _save_diffusers(adapter: nn.Module, dest: Path) -> None:
         raise InputFileError(dest, "is a file; the diffusers layout is a folder")
     _kind_and_config(adapter)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        with atomic_folder(dest) as temp:
+            adapter.save_pretrained(temp, safe_serialization=True)
     except OSError as error:
         raise InputFileError(dest, f"cannot write: {error.strerror or error}") from None
-    old = None
-    try:
-        adapter.save_pretrained(temp, safe_serialization=True)
-        if dest.exists():
-            # Swap folders with two renames so a crash never leaves a half-written folder at `dest`.
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-        os.replace(temp, dest)
-    except OSError as error:
-        if old is not None and not dest.exists():
-            os.replace(old / dest.name, dest)
-        raise InputFileError(dest, f"cannot write: {error.strerror or error}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(temp, ignore_errors=True)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
 
 
 def save_adapter(

@@ -3,10 +3,12 @@ choice, the step window (and, below, KEY=VALUE options and names of weights)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from t2i_adapter import devices
+from t2i_adapter import demo_weights, devices, hub
 from t2i_adapter.conditions.options import (
     FALSE_WORDS,
     TRUE_WORDS,
@@ -17,7 +19,7 @@ from t2i_adapter.conditions.options import (
     parse_options,
 )
 from t2i_adapter.devices import resolve_device
-from t2i_adapter.errors import T2IAdapterError, UnknownNameError, first_line
+from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError, first_line
 from t2i_adapter.generation.settings import AdapterSpec, check_step_window
 
 # ---------------------------------------------------------------- errors.first_line
@@ -117,3 +119,78 @@ def test_every_reader_of_boolean_text_uses_the_same_words(tmp_path):
         T2IAdapterError, match=r"invert='maybe' must be true or false \(yes/no, on/off, 1/0\)"
     ):
         threshold.check_options({"invert": "maybe"})
+
+
+# ---------------------------------------------------------------- hub.locate (names of weights)
+
+
+def test_locate_decides_what_a_name_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "adapter.pth").write_bytes(b"x")
+    (tmp_path / "folder").mkdir()
+    local = hub.locate("adapter.pth", what="adapter")
+    assert (local.kind, local.path) == (hub.LOCAL, Path("adapter.pth"))
+    assert hub.locate(str(tmp_path / "folder"), what="adapter").kind == hub.LOCAL
+    repo = hub.locate("TencentARC/t2iadapter_sketch_sd15v2", what="adapter")
+    assert (repo.kind, repo.repo_id, repo.filename) == (
+        hub.HUB_REPO,
+        "TencentARC/t2iadapter_sketch_sd15v2",
+        None,
+    )
+    assert hub.locate("gpt2", what="model").kind == hub.HUB_REPO  # a one-word legacy id
+    file = hub.locate("lllyasviel/Annotators/sub/table5_pidinet.pth", what="model")
+    assert (file.kind, file.repo_id, file.filename) == (
+        hub.HUB_FILE,
+        "lllyasviel/Annotators",
+        "sub/table5_pidinet.pth",
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["./absent", "../absent", "/absent/model", "~/absent", "absent.pth", "runs/absent.safetensors", "a\\b"],
+)
+def test_a_name_only_a_path_can_be_is_a_missing_file(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputFileError, match=r"no such file or folder \(adapter\)$") as info:
+        hub.locate(name, what="adapter")
+    assert "\n" not in str(info.value)
+
+
+def test_a_name_that_is_neither_is_refused_naming_the_forms():
+    for name in ("owner/repo/folder", "owner//repo", ""):
+        with pytest.raises(T2IAdapterError, match="no such file or folder"):
+            hub.locate(name, what="adapter")
+
+
+def test_demo_names_are_the_packaged_weights(tmp_path, monkeypatch):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "model_index.json").write_text("{}")
+    (tmp_path / "adapters" / "depth").mkdir(parents=True)
+    (tmp_path / "adapters" / "depth" / "w.safetensors").write_bytes(b"x")
+    monkeypatch.setenv(demo_weights.WEIGHTS_ENV, str(tmp_path))
+    assert hub.locate("demo", what="base model").path == tmp_path / "base"
+    located = hub.locate("demo:depth", what="adapter")
+    assert (located.kind, located.path) == (hub.DEMO, tmp_path / "adapters" / "depth")
+    assert hub.fetch(located, what="adapter") == located.path
+    with pytest.raises(UnknownNameError, match="demo:color, demo:depth, demo:sketch"):
+        hub.locate("demo:pose", what="adapter")
+
+
+def test_every_loader_uses_the_one_decision(tmp_path, monkeypatch):
+    """Adapters, base models and preprocessor models say the same thing about the same names."""
+    from t2i_adapter.checkpoints.load import load_adapter
+    from t2i_adapter.conditions.model_loading import resolve_model_file, resolve_model_folder
+    from t2i_adapter.generation.base_model import model_source
+
+    monkeypatch.chdir(tmp_path)
+    for load in (
+        lambda name: load_adapter(name),
+        lambda name: model_source(name),
+        lambda name: resolve_model_folder(name, what="depth"),
+        lambda name: resolve_model_file(name, what="PiDiNet sketch"),
+    ):
+        for name in ("./absent", "absent.safetensors"):
+            with pytest.raises(InputFileError, match="no such file or folder"):
+                load(name)
+    assert model_source("owner/sd-model") == "owner/sd-model"  # left to diffusers' own download

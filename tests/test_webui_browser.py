@@ -378,9 +378,9 @@ def test_the_cli_repeats_a_png_made_in_the_page_exactly(world, tmp_path):
     reason="refreshes docs/webui.png with the demo model; set T2I_UPDATE_SCREENSHOTS=1",
 )
 def test_the_demo_model_in_the_page_for_the_docs_screenshot(tmp_path):
-    from t2i_adapter.demo.assets import demo_weights_available
     from t2i_adapter.demo.demo_run import DEMO_ROWS
     from t2i_adapter.demo.world import make_scene
+    from t2i_adapter.demo_weights import demo_weights_available
     from t2i_adapter.generation.api import ModelCache
     from t2i_adapter.interfaces.webui import build_app, launch_app
 

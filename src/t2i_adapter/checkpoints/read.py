@@ -18,10 +18,7 @@ from pathlib import Path
 import torch
 
 from t2i_adapter.errors import InputFileError, first_line
-
-PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-SAFETENSORS_SUFFIX = ".safetensors"
-WEIGHT_SUFFIXES = (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES)
+from t2i_adapter.hub import SAFETENSORS_SUFFIX, WEIGHT_SUFFIXES
 
 # Keys under which training scripts nest the weights; tried in this order.
 WRAPPER_KEYS = ("state_dict", "adapter", "model", "module", "params", "model_state_dict")

@@ -23,8 +23,8 @@ from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
 from t2i_adapter.checkpoints.layout import LAYOUTS, ORIGINAL, from_module_layout
 from t2i_adapter.checkpoints.load import load_adapter
-from t2i_adapter.checkpoints.read import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
 from t2i_adapter.errors import InputFileError, ModelMismatchError, UnknownNameError
+from t2i_adapter.hub import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
 from t2i_adapter.io.atomic import atomic_folder, atomic_path
 
 

@@ -1,24 +1,29 @@
 """The style condition: a reference photo seen the way CLIP ViT-L/14's vision tower sees it.
 
 The style adapter reads no spatial map: it turns CLIP-vision hidden states `(N, 257, 1024)` of a
-reference image into extra context tokens. The encoder itself belongs to generation
-(`t2i_adapter.generation.style_images.StyleImageEncoder`, one copy in the package); here the
-registry gets the `style` preprocessor, whose output is the 224x224 centre crop CLIP encodes
-(so `--save-cond` and the web UI preview show what actually steers the image), and
-`encode_style_image` for callers that want the features of a photo directly.
+reference image into extra context tokens. This file is the one place CLIP vision is loaded
+(`load_clip_vision`, once per process, like every preprocessor model) and run
+(`StyleImageEncoder.encode`; generation calls it at sampling time). The registry gets the
+`style` preprocessor, whose output is the 224x224 centre crop CLIP encodes (so `--save-cond` and
+the web UI preview show what actually steers the image), and `encode_style_image` gives the
+features of a photo directly.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from PIL import Image
 
-from t2i_adapter.conditions.model_loading import load_cached, release_memory
+from t2i_adapter.conditions.model_loading import load_pretrained, release_memory
 from t2i_adapter.conditions.registry import register_condition
 from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import T2IAdapterError
-from t2i_adapter.generation.settings import DEFAULT_CLIP_VISION as CLIP_VISION_MODEL
 
+# The original style adapter reads `last_hidden_state` of this model's vision tower.
+DEFAULT_CLIP_VISION = "openai/clip-vit-large-patch14"
 CLIP_IMAGE_SIZE = 224  # ViT-L/14 at 224 px: 16 x 16 patches + 1 class token = 257 tokens
 
 
@@ -50,22 +55,46 @@ def style(image: Image.Image, size: int = CLIP_IMAGE_SIZE) -> Image.Image:
     return clip_view(image, size)
 
 
-def load_clip_vision(name_or_path: str = CLIP_VISION_MODEL, device: str | None = None):
-    """The package's CLIP vision encoder for style images, loaded once per process."""
-    from t2i_adapter.generation.style_images import StyleImageEncoder
+@dataclass
+class StyleImageEncoder:
+    """A CLIP vision model and its image processor (resize short side, centre crop, CLIP mean/std)."""
 
-    target = resolve_device(device)
-    return load_cached(
-        ("clip_vision", str(name_or_path), str(target)),
-        lambda: StyleImageEncoder.load(str(name_or_path), device=target),
+    model: Any  # transformers CLIPVisionModel
+    processor: Any  # transformers CLIPImageProcessor
+
+    @torch.no_grad()
+    def encode(self, image: Image.Image) -> torch.Tensor:
+        """(1, 257, width) hidden states of one RGB image."""
+        pixels = self.processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
+        pixels = pixels.to(device=self.model.device, dtype=self.model.dtype)
+        return self.model(pixel_values=pixels).last_hidden_state
+
+
+def load_clip_vision(
+    name_or_path: str = DEFAULT_CLIP_VISION,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> StyleImageEncoder:
+    """The CLIP vision encoder for style images (hub id or local folder), loaded once per process."""
+    # transformers' model classes take seconds to import: only when a style image is encoded
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+
+    loaded = load_pretrained(
+        str(name_or_path),
+        CLIPVisionModel,
+        what="CLIP vision",
+        processor_class=CLIPImageProcessor,
+        device=device,
+        dtype=dtype,
+        how="--clip-vision PATH",
     )
+    return StyleImageEncoder(model=loaded.model, processor=loaded.processor)
 
 
 def encode_style_image(
-    image: Image.Image, model: str = CLIP_VISION_MODEL, device: str | None = None
+    image: Image.Image, model: str = DEFAULT_CLIP_VISION, device: str | None = None
 ) -> torch.Tensor:
     """CLIP-vision `last_hidden_state` of one image: (1, 257, 1024) for ViT-L/14, the style adapter's input."""
-    encoder = load_clip_vision(model, device=device)
-    features = encoder.encode(image.convert("RGB"))
+    features = load_clip_vision(model, device=device).encode(image.convert("RGB"))
     release_memory(resolve_device(device))
     return features

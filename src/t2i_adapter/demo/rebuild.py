@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from t2i_adapter.demo.assets import WEIGHTS_ENV
 from t2i_adapter.demo.train_adapters import AdapterTrainingPlan, train_demo_adapters
 from t2i_adapter.demo.train_base import BaseTrainingConfig, train_base_model
+from t2i_adapter.demo_weights import WEIGHTS_ENV
 
 EVALUATIONS: tuple[tuple[str, ...], ...] = (("sketch",), ("depth",), ("color",), ("sketch", "color"))
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from t2i_adapter.errors import InputFileError, MissingWeightsError, first_line
-from t2i_adapter.hub import is_demo_name
+from t2i_adapter.hub import HUB_REPO, fetch, locate
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -72,17 +72,14 @@ class BaseModel:
         return self
 
 
-def _resolve_model_path(name: str) -> str | Path:
-    if is_demo_name(name):
-        from t2i_adapter.demo.assets import demo_model_path
-
-        return demo_model_path()
-    path = Path(name).expanduser()
-    if path.exists():
-        return path
-    if name.startswith((".", "/", "~")):
-        raise InputFileError(name, "no such file or folder")
-    return name  # a hub id: diffusers downloads it through the huggingface_hub cache
+def model_source(name: str) -> str | Path:
+    """Where a base model is read from: a local folder or single file (the demo's, a downloaded
+    `owner/repo/model.safetensors`), or a hub id left to diffusers, whose own download (through
+    the huggingface_hub cache) fetches just the pipeline's files. `hub.locate` decides which."""
+    location = locate(name, what="base model")
+    if location.kind == HUB_REPO:
+        return location.repo_id
+    return fetch(location, what="base model")
 
 
 def _load_pipeline(source: str | Path, dtype: torch.dtype):
@@ -121,7 +118,7 @@ def load_base_model(
     name_or_path: str, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
 ) -> BaseModel:
     """Load a Stable Diffusion model (hub id, diffusers folder, single file, or `demo`), frozen, in eval mode."""
-    source = _resolve_model_path(name_or_path)
+    source = model_source(name_or_path)
     try:
         with _quiet_loading():
             pipeline = _load_pipeline(source, dtype)

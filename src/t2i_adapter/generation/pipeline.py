@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION, StyleImageEncoder, load_clip_vision
 from t2i_adapter.generation.base_model import BaseModel
 from t2i_adapter.generation.checks import (
     check_feature_shapes,
@@ -26,9 +27,7 @@ from t2i_adapter.generation.checks import (
 from t2i_adapter.generation.prompts import check_time_ids_fit, encode_prompt, sdxl_add_time_ids
 from t2i_adapter.generation.sampling import denoise
 from t2i_adapter.generation.schedulers import make_scheduler
-from t2i_adapter.generation.settings import DEFAULT_CLIP_VISION
 from t2i_adapter.generation.sizes import required_multiple, resolve_size
-from t2i_adapter.generation.style_images import StyleEncoderCache, StyleImageEncoder
 from t2i_adapter.generation.units import AdapterUnit, StepConditioning, UnitOutput
 
 
@@ -52,12 +51,10 @@ class T2IAdapterPipeline:
         *,
         style_encoder: StyleImageEncoder | None = None,
         clip_vision: str = DEFAULT_CLIP_VISION,
-        style_encoders: StyleEncoderCache | None = None,
     ):
         self.base = base
-        self.style_encoder = style_encoder
+        self.style_encoder = style_encoder  # None: `clip_vision`, loaded once per process
         self.clip_vision = clip_vision
-        self._style_encoders = style_encoders or StyleEncoderCache()
         self.execution_device = base.device
         self._offload_hooks: list[Any] = []
 
@@ -257,7 +254,7 @@ class T2IAdapterPipeline:
     def _style_encoder(self, device: torch.device, dtype: torch.dtype) -> StyleImageEncoder:
         if self.style_encoder is not None:
             return self.style_encoder
-        return self._style_encoders.get(self.clip_vision, dtype=dtype, device=device)
+        return load_clip_vision(self.clip_vision, device=device, dtype=dtype)
 
     def decode(self, latents: torch.Tensor, output_type: str = "pil"):
         """Latents -> images in [0, 1] (`np`: (N, H, W, 3) float array, `pt`: tensor, `pil`: images)."""

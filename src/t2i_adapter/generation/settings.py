@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
 from t2i_adapter.errors import T2IAdapterError
 
 # The original release's negative prompt (its inference scripts' default).
@@ -13,7 +14,6 @@ ORIGINAL_NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
     "worst quality, low quality"
 )
-DEFAULT_CLIP_VISION = "openai/clip-vit-large-patch14"
 DTYPES = ("float32", "float16", "bfloat16")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 SETTINGS_VERSION = 1

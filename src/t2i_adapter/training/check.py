@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from t2i_adapter.errors import InputFileError, T2IAdapterError, first_line
+from t2i_adapter.generation.base_model import model_source
 from t2i_adapter.training.data.example import Example
 from t2i_adapter.training.data.shards import StreamSource
 from t2i_adapter.training.data.source import IndexedSource
@@ -196,9 +197,7 @@ def load_tokenizer(model: str):
     """Just the (first) tokenizer of a base model, without loading its weights."""
     from transformers import AutoTokenizer
 
-    from t2i_adapter.generation.base_model import _resolve_model_path
-
-    location = _resolve_model_path(model)
+    location = model_source(model)
     try:
         return AutoTokenizer.from_pretrained(str(location), subfolder="tokenizer")
     except Exception as error:  # offline hub, a single-file checkpoint, a broken folder

@@ -268,7 +268,7 @@ def test_style_context_layout(pipe):
 
 
 def test_style_from_image_uses_clip_vision(sd_base):
-    from t2i_adapter.conditions.style import StyleImageEncoder
+    from t2i_adapter.conditions.clip_vision import StyleImageEncoder
 
     torch.manual_seed(0)
     vision, processor = tiny_clip_vision()

@@ -282,7 +282,7 @@ def tiny_clip_vision(tmp_path_factory) -> str:
 
 
 def test_encode_style_image_gives_clip_hidden_states_once_loaded(tiny_clip_vision):
-    from t2i_adapter.conditions.style import encode_style_image
+    from t2i_adapter.conditions.clip_vision import encode_style_image
 
     features = encode_style_image(_photo(90, 60), model=tiny_clip_vision)
     assert features.shape == (1, 1 + (32 // 16) ** 2, 32)  # ViT-L/14 at 224 px: (1, 257, 1024)

@@ -1,25 +1,17 @@
 """The style condition: a reference photo seen the way CLIP ViT-L/14's vision tower sees it.
 
 The style adapter reads no spatial map: it turns CLIP-vision hidden states `(N, 257, 1024)` of a
-reference image into extra context tokens. This file is the one place CLIP vision is loaded
-(`load_clip_vision`, once per process, like every preprocessor model) and run
-(`StyleImageEncoder.encode`; generation calls it at sampling time). The registry gets the
-`style` preprocessor, whose output is the 224x224 centre crop CLIP encodes (so `--save-cond` and
-the web UI preview show what actually steers the image), and `encode_style_image` gives the
-features of a photo directly.
+reference image into extra context tokens. Here the registry gets the `style` preprocessor,
+whose output is the 224x224 centre crop CLIP encodes (so `--save-cond` and the web UI preview
+show what actually steers the image); the encoder itself is in `clip_vision.py`. This file needs
+no torch, so the CLI can name the default CLIP model in its help cheaply.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import torch
 from PIL import Image
 
-from t2i_adapter.conditions.model_loading import load_pretrained, release_memory
 from t2i_adapter.conditions.registry import register_condition
-from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import T2IAdapterError
 
 # The original style adapter reads `last_hidden_state` of this model's vision tower.
@@ -53,48 +45,3 @@ def clip_view(image: Image.Image, size: int = CLIP_IMAGE_SIZE) -> Image.Image:
 def style(image: Image.Image, size: int = CLIP_IMAGE_SIZE) -> Image.Image:
     """The crop of `image` that the CLIP vision encoder reads for the style adapter."""
     return clip_view(image, size)
-
-
-@dataclass
-class StyleImageEncoder:
-    """A CLIP vision model and its image processor (resize short side, centre crop, CLIP mean/std)."""
-
-    model: Any  # transformers CLIPVisionModel
-    processor: Any  # transformers CLIPImageProcessor
-
-    @torch.no_grad()
-    def encode(self, image: Image.Image) -> torch.Tensor:
-        """(1, 257, width) hidden states of one RGB image."""
-        pixels = self.processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
-        pixels = pixels.to(device=self.model.device, dtype=self.model.dtype)
-        return self.model(pixel_values=pixels).last_hidden_state
-
-
-def load_clip_vision(
-    name_or_path: str = DEFAULT_CLIP_VISION,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> StyleImageEncoder:
-    """The CLIP vision encoder for style images (hub id or local folder), loaded once per process."""
-    # transformers' model classes take seconds to import: only when a style image is encoded
-    from transformers import CLIPImageProcessor, CLIPVisionModel
-
-    loaded = load_pretrained(
-        str(name_or_path),
-        CLIPVisionModel,
-        what="CLIP vision",
-        processor_class=CLIPImageProcessor,
-        device=device,
-        dtype=dtype,
-        how="--clip-vision PATH",
-    )
-    return StyleImageEncoder(model=loaded.model, processor=loaded.processor)
-
-
-def encode_style_image(
-    image: Image.Image, model: str = DEFAULT_CLIP_VISION, device: str | None = None
-) -> torch.Tensor:
-    """CLIP-vision `last_hidden_state` of one image: (1, 257, 1024) for ViT-L/14, the style adapter's input."""
-    features = load_clip_vision(model, device=device).encode(image.convert("RGB"))
-    release_memory(resolve_device(device))
-    return features

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION, StyleImageEncoder, load_clip_vision
+from t2i_adapter.conditions.clip_vision import StyleImageEncoder, load_clip_vision
+from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
 from t2i_adapter.generation.base_model import BaseModel
 from t2i_adapter.generation.checks import (
     check_feature_shapes,

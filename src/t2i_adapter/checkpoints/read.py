@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from t2i_adapter.errors import InputFileError, first_line
 from t2i_adapter.hub import SAFETENSORS_SUFFIX, WEIGHT_SUFFIXES
@@ -113,8 +114,6 @@ def _read_pickle(path: Path) -> object:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from diffusers import T2IAdapter
+from safetensors.torch import save_file
 from torch import nn
 
 from t2i_adapter.adapters import describe_spatial_adapter
@@ -60,8 +61,6 @@ def _save_original(adapter: nn.Module, dest: Path) -> None:
     state_dict, metadata = original_state_dict(adapter)
     with atomic_path(dest) as temp:
         if suffix == SAFETENSORS_SUFFIX:
-            from safetensors.torch import save_file
-
             save_file(state_dict, str(temp), metadata=metadata)
         else:
             torch.save(state_dict, temp)

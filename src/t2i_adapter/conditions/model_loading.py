@@ -237,7 +237,7 @@ def _load_pretrained(
 
 def load_image_processor(folder: str | Path, processor_class: Any = None) -> Any:
     """The image processor saved with a model, on the Pillow backend when torchvision is absent."""
-    from transformers import AutoImageProcessor
+    from transformers import AutoImageProcessor  # seconds to import: only when a model is loaded
 
     cls = processor_class or AutoImageProcessor
     return cls.from_pretrained(folder, **_backend_kwargs(cls))
@@ -246,12 +246,12 @@ def load_image_processor(folder: str | Path, processor_class: Any = None) -> Any
 def _backend_kwargs(cls: Any) -> dict[str, str]:
     # transformers 5 prefers torchvision-based processors and warns when falling back; asking for
     # the Pillow backend directly keeps CPU-only installs (no torchvision wheel) quiet and equal.
-    from transformers import AutoImageProcessor
+    from transformers import AutoImageProcessor  # seconds to import: only when a model is loaded
 
     if cls is not AutoImageProcessor:
         return {}
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401 (optional: only asking whether it is installed)
     except ImportError:
         return {"backend": "pil"}
     return {}

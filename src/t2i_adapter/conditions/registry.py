@@ -26,6 +26,7 @@ from PIL import Image
 
 from t2i_adapter.conditions.options import parse_bool
 from t2i_adapter.errors import T2IAdapterError, UnknownNameError
+from t2i_adapter.io.images import normalize_image
 
 PreprocessorFn = Callable[..., Image.Image]
 
@@ -237,6 +238,4 @@ def _normalise(name: str) -> str:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    from t2i_adapter.io.images import normalize_image
-
     return normalize_image(image, mode="RGB")

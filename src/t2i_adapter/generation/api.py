@@ -11,15 +11,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import diffusers
 import torch
 from PIL import Image
 
+from t2i_adapter.conditions.registry import get_preprocessor
 from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError, UnknownNameError
 from t2i_adapter.generation.cache import ModelCache
 from t2i_adapter.generation.schedulers import SCHEDULER_ALIASES
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 from t2i_adapter.generation.units import AdapterUnit
+from t2i_adapter.io.images import load_image
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -45,10 +48,6 @@ def _check_names(settings: GenerationSettings) -> list[dict[str, Any]]:
 
     Returns each adapter's condition options as the preprocessor takes them (text converted).
     """
-    import diffusers
-
-    from t2i_adapter.conditions.registry import get_preprocessor
-
     name = settings.scheduler.strip()
     if name.lower() not in SCHEDULER_ALIASES and not (
         name.endswith("Scheduler") and hasattr(diffusers, name)
@@ -71,8 +70,6 @@ def _check_names(settings: GenerationSettings) -> list[dict[str, Any]]:
 def _condition_images(
     settings: GenerationSettings, condition_images: Sequence[Image.Image | None] | None
 ) -> list[Image.Image]:
-    from t2i_adapter.io.images import load_image
-
     if condition_images is not None and len(condition_images) != len(settings.adapters):
         raise T2IAdapterError(
             f"{len(condition_images)} condition images for {len(settings.adapters)} adapters"
@@ -94,8 +91,6 @@ def _preprocess(
 ) -> Image.Image:
     """The condition map; a model-based preprocessor runs on the generation's device unless its
     own `device=` option names another (the injected device is not recorded in the settings)."""
-    from t2i_adapter.conditions.registry import get_preprocessor
-
     preprocessor = get_preprocessor(spec.cond_type)
     if "device" in preprocessor.options and "device" not in options:
         options = {**options, "device": str(device)}

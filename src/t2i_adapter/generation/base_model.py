@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from t2i_adapter.errors import InputFileError, MissingWeightsError, first_line
 from t2i_adapter.hub import HUB_REPO, fetch, locate
@@ -83,6 +84,8 @@ def model_source(name: str) -> str | Path:
 
 
 def _load_pipeline(source: str | Path, dtype: torch.dtype):
+    # diffusers' pipelines (and transformers with them) take seconds to import: only when a model
+    # is loaded, not when `data check` or the CLI parser import this module
     from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if isinstance(source, Path) and source.is_file():
@@ -108,7 +111,6 @@ def _load_pipeline(source: str | Path, dtype: torch.dtype):
 def _single_file_is_sdxl(path: Path) -> bool:
     if path.suffix != ".safetensors":
         return False
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         return any(key.startswith("conditioner.embedders.1") for key in handle.keys())  # noqa: SIM118 (not a dict)
@@ -154,6 +156,7 @@ def load_base_model(
 @contextlib.contextmanager
 def _quiet_loading():
     """No progress bars or import chatter while loading (they would flood the CLI's output)."""
+    # (imported here for the same reason as in `_load_pipeline`)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from t2i_adapter.checkpoints.load import load_adapter
 from t2i_adapter.generation.base_model import BaseModel, load_base_model
 from t2i_adapter.generation.pipeline import T2IAdapterPipeline
 
@@ -85,8 +86,6 @@ class ModelCache:
 
     def adapter(self, name: str, *, dtype: torch.dtype, device: str) -> torch.nn.Module:
         """An adapter (any kind `load_adapter` reads), in eval mode on `device`."""
-        from t2i_adapter.checkpoints.load import load_adapter
-
         key = ("adapter", name, str(dtype), str(device))
         return self._get(
             self._adapters, key, self.max_adapters, lambda: load_adapter(name, device=device, dtype=dtype)

@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import cpu_offload_with_hook
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from t2i_adapter.conditions.clip_vision import StyleImageEncoder, load_clip_vision
 from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
+from t2i_adapter.conditions.tensor import condition_to_tensor
 from t2i_adapter.generation.base_model import BaseModel
 from t2i_adapter.generation.checks import (
     check_feature_shapes,
@@ -70,8 +73,6 @@ class T2IAdapterPipeline:
 
     def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> None:
         """Keep every model in CPU memory and move each to `device` only while it runs (accelerate)."""
-        from accelerate import cpu_offload_with_hook
-
         self.base.to("cpu")
         hook = None
         for module in (self.base.text_encoder, self.base.text_encoder_2, self.base.unet, self.base.vae):
@@ -199,7 +200,6 @@ class T2IAdapterPipeline:
         conditioning.at(0, len(scheduler.timesteps))  # the fuser (if any) fails here, not mid-run
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(int(seed if seed is not None else 42))
-        from diffusers.utils.torch_utils import randn_tensor
 
         latent_shape = (batch_size, base.unet.config.in_channels, *latent_size)
         latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
@@ -296,8 +296,6 @@ def _condition_tensor(unit: AdapterUnit, width: int, height: int) -> torch.Tenso
     channels = getattr(unit.adapter, "in_condition_channels", None) or 3
     condition = unit.condition
     if isinstance(condition, Image.Image):
-        from t2i_adapter.conditions.tensor import condition_to_tensor
-
         return condition_to_tensor(condition, channels, size=(width, height))
     if condition.dim() == 3:
         condition = condition.unsqueeze(0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from t2i_adapter.errors import ModelMismatchError
 from t2i_adapter.generation.base_model import BaseModel
 
 logger = logging.getLogger(__name__)
@@ -162,8 +163,6 @@ def sdxl_add_time_ids(
 
 def check_time_ids_fit(base: BaseModel) -> None:
     """Raise if the UNet's added-embedding input does not match 6 time ids + the pooled size."""
-    from t2i_adapter.errors import ModelMismatchError
-
     unet_config = base.unet.config
     expected = unet_config.projection_class_embeddings_input_dim
     got = 6 * unet_config.addition_time_embed_dim + base.text_encoder_2.config.projection_dim

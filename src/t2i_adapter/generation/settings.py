@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
-from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.errors import T2IAdapterError, UnknownNameError
 
 # The original release's negative prompt (its inference scripts' default).
 ORIGINAL_NEGATIVE_PROMPT = (
@@ -111,8 +111,6 @@ class GenerationSettings:
         ]
         self.dtype = DTYPE_ALIASES.get(self.dtype, self.dtype)
         if self.dtype not in DTYPES:
-            from t2i_adapter.errors import UnknownNameError
-
             raise UnknownNameError("dtype", self.dtype, [*DTYPES, *DTYPE_ALIASES])
         for name in ("steps", "num_images"):
             if int(getattr(self, name)) < 1:

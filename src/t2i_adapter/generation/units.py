@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffusers import T2IAdapter
 from PIL import Image
 
 from t2i_adapter.adapters.kinds import SPATIAL_KINDS
+from t2i_adapter.adapters.spatial import describe_spatial_adapter
 from t2i_adapter.errors import ModelMismatchError
 from t2i_adapter.generation.settings import check_step_window
 
@@ -30,11 +32,8 @@ def describe_adapter(adapter: torch.nn.Module) -> torch.nn.Module:
     """
     if getattr(adapter, "adapter_kind", None) is not None:
         return adapter
-    from diffusers import T2IAdapter
 
     if isinstance(adapter, T2IAdapter):
-        from t2i_adapter.adapters.spatial import describe_spatial_adapter
-
         return describe_spatial_adapter(adapter)
     raise ModelMismatchError(f"{type(adapter).__name__} is not an adapter this package can use")
 

@@ -12,6 +12,8 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tqdm.auto import tqdm
+
 from t2i_adapter.errors import InputFileError, T2IAdapterError, first_line
 from t2i_adapter.generation.base_model import model_source
 from t2i_adapter.training.data.example import Example
@@ -150,8 +152,6 @@ def check_dataset(
     progress: bool = False,
 ) -> DataReport:
     """Read every sample (a stream: the first `limit`, if given) and report what is wrong."""
-    from tqdm.auto import tqdm
-
     count_tokens, max_tokens = _token_counter(tokenizer)
     report = DataReport(
         path=source.path,
@@ -195,7 +195,7 @@ def check_dataset(
 
 def load_tokenizer(model: str):
     """Just the (first) tokenizer of a base model, without loading its weights."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # seconds to import: only when captions are counted
 
     location = model_source(model)
     try:

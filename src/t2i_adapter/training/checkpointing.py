@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from t2i_adapter.checkpoints import save_adapter
+from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
 from t2i_adapter.errors import T2IAdapterError, first_line
 from t2i_adapter.io.atomic import atomic_folder, atomic_path
 
@@ -83,16 +85,12 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 def adapter_metadata(adapter: torch.nn.Module) -> dict[str, str]:
     """safetensors metadata that lets `load_adapter` rebuild the exact adapter from one file."""
-    from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
-
     config = {k: v for k, v in dict(adapter.config).items() if not k.startswith("_")}
     return {"format": "pt", META_KIND: adapter.adapter_kind, META_CONFIG: json.dumps(config)}
 
 
 def write_adapter_files(adapter: torch.nn.Module, folder: Path, *, original_layout: bool) -> None:
     """The adapter as a diffusers folder, one safetensors file, and optionally the original layout."""
-    from t2i_adapter.checkpoints import save_adapter
-
     tensors = {key: value.detach().cpu().contiguous() for key, value in adapter.state_dict().items()}
     save_file(tensors, str(folder / ADAPTER_FILE), metadata=adapter_metadata(adapter))
     save_adapter(adapter, folder / ADAPTER_FOLDER, layout="diffusers", overwrite=True)

@@ -32,7 +32,7 @@ def is_saved_dataset(path: Path) -> bool:
 
 
 def _open(location: str):
-    import datasets
+    import datasets  # optional dependency, slow to import: only for Hugging Face datasets
 
     try:
         if location.startswith(HUB_PREFIX):

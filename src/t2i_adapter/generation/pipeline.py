@@ -3,6 +3,12 @@
 Order of work in one call (Mou et al. 2023, sec. 3): check every adapter fits the model, pick the
 output size, run each adapter ONCE on its condition, encode the prompts, then denoise with the
 adapters' features (weighted, summed, windowed per step) added to the UNet encoder, and decode.
+
+Why not diffusers' `StableDiffusionAdapterPipeline` / `StableDiffusionXLAdapterPipeline`: they
+give all adapters one step window (SD: every step; SDXL: the first `adapter_conditioning_factor`
+of them), not a `[start, end)` window per adapter (the original `cond_tau`, generalised); they
+have no style adapter tokens and no CoAdapter fuser; and they are two classes for SD and SDXL.
+This one class does all of that over the same diffusers UNet, VAE, text encoders and schedulers.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ OpenCLIP encoder ends with the final layer norm, which `last_hidden_state` alrea
 SDXL (Podell et al. 2023, sec. 2.1): two encoders; the penultimate hidden states of both are
 concatenated along the channel axis, and encoder 2's projected pooled output conditions the UNet
 together with the six "micro-conditioning" numbers (`add_time_ids`).
+
+Why not diffusers' `encode_prompt`: it is a method of each pipeline class (SD and SDXL differ),
+while `T2IAdapterPipeline` serves both families in one class and appends the style adapter's
+tokens to the context after encoding (`units.StepConditioning`), so it needs the embeddings as
+plain tensors it can extend, negative half first.
 """
 
 from __future__ import annotations

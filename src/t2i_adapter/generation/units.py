@@ -1,6 +1,6 @@
 """Adapter units (an adapter + its condition + weight + step window) and what they give each step.
 
-The adapters run once per generation (`compute_unit_outputs`); every denoising step then only
+The adapters run once per generation (`T2IAdapterPipeline._run_unit`); every denoising step then only
 picks the units active at that step and combines their stored outputs (`StepConditioning`):
 - spatial features: weighted sum across units, repeated over the batch and both guidance
   halves, passed to the UNet as `down_intrablock_additional_residuals`;

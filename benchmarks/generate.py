@@ -31,13 +31,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_models: components built in code
 
+from t2i_adapter.devices import resolve_device  # noqa: E402
+from t2i_adapter.generation.api import TORCH_DTYPES  # noqa: E402
 from t2i_adapter.generation.base_model import BaseModel  # noqa: E402
 from t2i_adapter.generation.pipeline import T2IAdapterPipeline  # noqa: E402
 from t2i_adapter.generation.units import AdapterUnit, describe_adapter  # noqa: E402
 from tiny_models import tiny_adapter, tiny_sd_components, tiny_tokenizer  # noqa: E402
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 # ---------------------------------------------------------------------------------------------
 # Components
@@ -223,8 +222,10 @@ def _probe(name: str, argv: list[str] | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full-size", action="store_true", help="SD1.5 architecture with random weights")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N or mps (default: CUDA, then MPS, then CPU)"
+    )
+    parser.add_argument("--dtype", default="float32", choices=sorted(TORCH_DTYPES))
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (50)")
     parser.add_argument("--size", type=int, default=None, help="image side (64 tiny, 512 full size)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per pipeline, alternating (5)")
@@ -239,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = DTYPES[args.dtype]
+    device = resolve_device(args.device)
+    dtype = TORCH_DTYPES[args.dtype]
     args.size = args.size or (512 if args.full_size else 64)
 
     from diffusers import StableDiffusionAdapterPipeline

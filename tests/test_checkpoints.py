@@ -341,11 +341,11 @@ def test_hub_repository_falls_back_to_bin_weights(tmp_path, monkeypatch, conditi
     made.save_pretrained(tmp_path / "snapshot", safe_serialization=False)  # an older repository: only .bin
     calls = []
 
-    def fake_resolve(name, *, what, allow_patterns=None):
-        calls.append((name, tuple(allow_patterns)))
+    def fake_fetch(location, *, what, allow_patterns=None):
+        calls.append((location.repo_id, tuple(allow_patterns)))
         return tmp_path / "snapshot"
 
-    monkeypatch.setattr("t2i_adapter.checkpoints.load.resolve_local_or_hub", fake_resolve)
+    monkeypatch.setattr("t2i_adapter.checkpoints.load.fetch", fake_fetch)
     adapter = load_adapter("someone/t2iadapter_test")
     assert [patterns for _, patterns in calls] == [("*.json", "*.safetensors"), ("*.json", "*.bin")]
     assert all(p.device.type == "cpu" and p.requires_grad for p in adapter.parameters())

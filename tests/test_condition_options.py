@@ -29,8 +29,19 @@ def _probe(image: Image.Image, level: int = 0, model: str | None = None, binary:
     return Image.new("RGB", image.size, (level, level, level))
 
 
+DEVICE_PROBE = "device_probe"
+DEVICES: list[str | None] = []
+
+
+def _device_probe(image: Image.Image, device: str | None = None) -> Image.Image:
+    """A test preprocessor with a `device` option, like the model-based ones: records it."""
+    DEVICES.append(device)
+    return image
+
+
 with contextlib.suppress(ValueError):  # already registered (the module imported twice)
     register_condition(PROBE, channels=3, description="test: records its options")(_probe)
+    register_condition(DEVICE_PROBE, channels=3, description="test: records its device")(_device_probe)
 
 
 @pytest.fixture(autouse=True)
@@ -184,6 +195,26 @@ def test_cli_options_belong_to_the_adapter_before_them_and_from_png_reproduces(f
     assert main(["generate", "--from-png", str(out), "--out", str(again)]) == 0
     assert CALLS[1] == {"level": 90, "model": "local/folder", "binary": True}
     assert np.array_equal(_pixels(Image.open(out)), _pixels(Image.open(again)))
+
+
+def test_the_generation_device_reaches_the_preprocessor_unless_its_option_says_otherwise(
+    files, tmp_path, capsys
+):
+    DEVICES.clear()
+    adapter, cond = str(files / "adapter"), str(files / "cond.png")
+    out = tmp_path / "device.png"
+    args = _cli(
+        files,
+        out,
+        *("--adapter", adapter, "--cond", cond, "--cond-type", DEVICE_PROBE),
+        *("--adapter", adapter, "--cond", cond, "--cond-type", DEVICE_PROBE),
+        *("--cond-option", "device=cuda:7"),  # the probe loads no model: any name reaches it
+    )
+    assert main(args) == 0, capsys.readouterr().err  # `_cli` passes --device cpu
+    assert DEVICES == ["cpu", "cuda:7"]
+    recorded = read_png_parameters(out)["adapters"]
+    # the generation's device is not written into the options (the PNG stays portable)
+    assert [spec["cond_options"] for spec in recorded] == [{}, {"device": "cuda:7"}]
 
 
 def test_cli_later_option_wins_and_cond_model_is_model(files, tmp_path, capsys):

@@ -72,3 +72,13 @@ def test_console_script_lists_convert():
     )
     assert result.returncode == 0
     assert "--to {diffusers,original}" in result.stdout
+
+
+def test_convert_takes_the_dtype_names_generate_takes():
+    from t2i_adapter.generation.settings import DTYPE_ALIASES, DTYPES
+    from t2i_adapter.interfaces.cli.main import build_parser
+
+    parser = build_parser()
+    for name in (*DTYPES, *DTYPE_ALIASES):  # bf16 and half were refused by convert before
+        args = parser.parse_args(["convert", "a.pth", "--to", "original", "--out", "b.pth", "--dtype", name])
+        assert args.dtype == name

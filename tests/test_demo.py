@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2i_adapter.demo import assets
+from t2i_adapter import demo_weights as assets
 from t2i_adapter.demo.tiny_model import TinyModelConfig, build_tiny_model, build_tokenizer, save_tiny_model
 from t2i_adapter.demo.world import caption_words, make_scene
 from t2i_adapter.errors import MissingWeightsError, UnknownNameError

@@ -67,6 +67,8 @@ def test_settings_round_trip():
 def test_settings_reject_bad_values():
     with pytest.raises(T2IAdapterError, match="range"):
         AdapterSpec("a", start=0.8, end=0.2)
+    with pytest.raises(T2IAdapterError, match="adapter 'a': step range 0.5:0.5 .* start == end never acts"):
+        AdapterSpec("a", start=0.5, end=0.5)
     with pytest.raises(UnknownNameError, match="float32"):
         GenerationSettings(model="m", prompt="p", dtype="float8")
     with pytest.raises(T2IAdapterError, match="steps"):
@@ -81,6 +83,8 @@ def test_generate_from_files(files, cache):
     assert result.images[0].size == (48, 96)
     assert (result.settings.width, result.settings.height) == (48, 96)
     assert [p["step"] for p in progress] == [1, 2] and progress[-1]["total"] == 2
+    # the sampler's own report, passed on as it is (one progress shape in the package)
+    assert {"timestep", "latents", "adapters_active"} <= set(progress[-1])
     assert result.conditions[0].size == (48, 96) and result.conditions[0].mode == "RGB"
     assert result.timings["adapter_seconds"] < result.timings["total_seconds"]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from t2i_adapter.errors import ModelMismatchError, UnknownNameError
+from t2i_adapter.errors import ModelMismatchError, T2IAdapterError, UnknownNameError
 from t2i_adapter.generation.pipeline import T2IAdapterPipeline
 from t2i_adapter.generation.units import AdapterUnit
 from tiny_models import (
@@ -197,10 +197,18 @@ def test_odd_condition_size_is_rounded(pipe, adapter):
 # ---------------------------------------------------------------- windows (cond_tau)
 
 
-def test_window_end_zero_equals_no_adapter(pipe, adapter, condition):
+def test_window_holding_no_step_equals_no_adapter(pipe, adapter, condition):
     plain = run(pipe, [], steps=4)
-    never = run(pipe, [AdapterUnit(adapter, condition, end=0.0)], steps=4)
+    # 4 steps sit at fractions 0, .25, .5, .75: none of them in [0.8, 1)
+    never = run(pipe, [AdapterUnit(adapter, condition, start=0.8, end=1.0)], steps=4)
     assert np.array_equal(plain, never)
+
+
+@pytest.mark.parametrize("start, end", [(0.0, 0.0), (0.5, 0.5), (0.8, 0.2), (-0.1, 0.5), (0.0, 1.5)])
+def test_window_that_cannot_act_is_refused(adapter, condition, start, end):
+    """0 <= start < end <= 1 (`settings.check_step_window`); start == end would never act."""
+    with pytest.raises(T2IAdapterError, match=r"step range .* must satisfy 0 <= start < end <= 1"):
+        AdapterUnit(adapter, condition, start=start, end=end, name="probe")
 
 
 def test_window_changes_result_and_active_steps(pipe, adapter, condition):
@@ -210,9 +218,10 @@ def test_window_changes_result_and_active_steps(pipe, adapter, condition):
         pipe,
         [AdapterUnit(adapter, condition, start=0.25, end=0.75)],
         steps=4,
-        callback=lambda info: seen.append(info["adapters_active"]),
+        callback=lambda info: seen.append((info["step"], info["total"], info["adapters_active"])),
     )
-    assert seen == [False, True, True, False]
+    # `step` counts the steps completed (1..total); the window is judged at the step's start
+    assert seen == [(1, 4, False), (2, 4, True), (3, 4, True), (4, 4, False)]
     assert np.abs(full - half).max() > 1e-3
     assert np.abs(run(pipe, [], steps=4) - half).max() > 1e-3
 
@@ -259,7 +268,7 @@ def test_style_context_layout(pipe):
 
 
 def test_style_from_image_uses_clip_vision(sd_base):
-    from t2i_adapter.generation.style_images import StyleImageEncoder
+    from t2i_adapter.conditions.clip_vision import StyleImageEncoder
 
     torch.manual_seed(0)
     vision, processor = tiny_clip_vision()

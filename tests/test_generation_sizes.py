@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import T2IAdapterError, UnknownNameError
-from t2i_adapter.generation.api import resolve_device
 from t2i_adapter.generation.checks import unet_feature_shapes
 from t2i_adapter.generation.schedulers import SCHEDULER_ALIASES, make_scheduler
 from t2i_adapter.generation.sizes import required_multiple, resolve_size, round_to_multiple
@@ -61,12 +62,10 @@ def test_scheduler_by_class_name_and_unknown():
 
 
 def test_device_names():
-    assert resolve_device("cpu") == "cpu"
-    assert resolve_device(None) in ("cpu", "cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None).type in ("cpu", "cuda", "mps")
     with pytest.raises(UnknownNameError, match="cuda"):
         resolve_device("gpu0")
-    import torch
-
     if not torch.cuda.is_available():
         with pytest.raises(T2IAdapterError, match="no CUDA GPU"):
             resolve_device("cuda")

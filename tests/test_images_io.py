@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from t2i_adapter.errors import InputFileError, T2IAdapterError
-from t2i_adapter.io.atomic import _current_umask, atomic_path, atomic_write
+from t2i_adapter.io.atomic import _current_umask, atomic_folder, atomic_path, atomic_write
 from t2i_adapter.io.images import load_image, load_image_from_bytes, normalize_image
 from t2i_adapter.io.png import parameters_summary, read_png_parameters, save_png
 
@@ -377,3 +377,36 @@ def test_atomic_path_keeps_suffix_and_permissions(tmp_path):
 def test_atomic_write_to_a_folder_is_a_user_error(tmp_path):
     with pytest.raises(InputFileError, match="folder"), atomic_write(tmp_path):
         pass
+
+
+def test_atomic_folder_swaps_in_a_complete_folder_or_nothing(tmp_path, monkeypatch):
+    target = tmp_path / "model"
+    with atomic_folder(target) as temp:
+        assert temp.parent == tmp_path and temp.name.startswith(".model.") and not target.exists()
+        (temp / "a.json").write_text("1")
+    assert [p.name for p in target.iterdir()] == ["a.json"]
+    with pytest.raises(RuntimeError), atomic_folder(target) as temp:
+        (temp / "b.json").write_text("half")
+        raise RuntimeError("boom")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in target.iterdir()] == ["a.json"]  # the old folder, untouched
+
+    real_replace = os.replace
+    calls = []
+
+    def second_rename_fails(source, destination):
+        calls.append(destination)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", second_rename_fails)
+    with pytest.raises(InputFileError, match="No space left"), atomic_folder(target) as temp:
+        (temp / "c.json").write_text("new")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in target.iterdir()] == ["a.json"]  # the old folder, restored
+    with atomic_folder(target) as temp:
+        (temp / "c.json").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["c.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing left beside it

@@ -13,6 +13,7 @@ from PIL import Image
 
 from t2i_adapter.conditions import model_loading
 from t2i_adapter.conditions.registry import get_preprocessor, preprocess
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ def test_missing_hub_model_is_a_clear_error_offline():
 
 
 def test_device_option_is_checked(tiny_dpt):
-    assert model_loading.pick_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(T2IAdapterError, match="unknown device 'gpu0'"):
         preprocess("depth", _photo(), model=tiny_dpt, device="gpu0")
     if not torch.cuda.is_available():
@@ -143,7 +144,8 @@ def test_device_option_is_checked(tiny_dpt):
 
 
 def test_missing_local_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(MissingWeightsError, match="no such folder"):
+    # a missing local path is the user's missing file, as for adapters and base models (hub.locate)
+    with pytest.raises(InputFileError, match="absent: no such file or folder"):
         preprocess("depth", _photo(), model=str(tmp_path / "absent"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputFileError, match="not a usable depth model"):
@@ -280,8 +282,7 @@ def tiny_clip_vision(tmp_path_factory) -> str:
 
 
 def test_encode_style_image_gives_clip_hidden_states_once_loaded(tiny_clip_vision):
-    pytest.importorskip("t2i_adapter.generation.style_images")
-    from t2i_adapter.conditions.style import encode_style_image
+    from t2i_adapter.conditions.clip_vision import encode_style_image
 
     features = encode_style_image(_photo(90, 60), model=tiny_clip_vision)
     assert features.shape == (1, 1 + (32 // 16) ** 2, 32)  # ViT-L/14 at 224 px: (1, 257, 1024)

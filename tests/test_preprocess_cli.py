@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from t2i_adapter.conditions.options import parse_options
 from t2i_adapter.errors import T2IAdapterError
 from t2i_adapter.interfaces.cli.main import main
-from t2i_adapter.interfaces.cli.preprocess import parse_options
 from t2i_adapter.io.png import read_png_parameters
 
 
@@ -130,13 +130,25 @@ def test_output_into_an_existing_folder_name(capsys, tmp_path, square_png):
     assert_user_error(code, err, "taken.png", "folder")
 
 
-def test_parse_options_types():
-    assert parse_options(["a=1", "b=0.5", "c=true", "d=hello", "e=[1]"]) == {
-        "a": 1,
-        "b": 0.5,
-        "c": True,
+def test_parse_options_keeps_text_for_the_registry_to_type():
+    # One parser for every KEY=VALUE flag: values stay text, and the registry converts each to
+    # its option's type (so `model=123` stays a name, and `invert=on` is a bool only for a bool).
+    assert parse_options(["a=1", " b = 0.5 ", "c=on", "d=hello", "e=[1]"]) == {
+        "a": "1",
+        "b": "0.5",
+        "c": "on",
         "d": "hello",
         "e": "[1]",
     }
     with pytest.raises(T2IAdapterError):
         parse_options(["=3"])
+
+
+@pytest.mark.parametrize("word, inverted", [("on", True), ("YES", True), ("1", True), ("off", False)])
+def test_boolean_words_of_the_cli_are_the_registrys(capsys, tmp_path, square_png, word, inverted):
+    out = tmp_path / f"{word}.png"
+    code, _, err = run_cli(
+        capsys, "--type", "threshold", square_png, "--out", out, "--option", f"invert={word}"
+    )
+    assert code == 0, err
+    assert read_png_parameters(out)["options"] == {"invert": inverted}

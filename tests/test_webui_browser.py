@@ -72,12 +72,12 @@ class SamplingMonitor:
     def __init__(self, cache, model: str, seconds_per_call: float = 0.15):
         import torch
 
-        from t2i_adapter.generation.api import resolve_device
+        from t2i_adapter.devices import resolve_device
 
         self.seconds_per_call = seconds_per_call
         self.active = self.max_active = self.calls = 0
         self._lock = threading.Lock()
-        base = cache.base_model(model, dtype=torch.float32, device=resolve_device(None))
+        base = cache.base_model(model, dtype=torch.float32, device=str(resolve_device(None)))
         base.unet.register_forward_pre_hook(self._before)
         base.unet.register_forward_hook(self._after)
 
@@ -378,9 +378,9 @@ def test_the_cli_repeats_a_png_made_in_the_page_exactly(world, tmp_path):
     reason="refreshes docs/webui.png with the demo model; set T2I_UPDATE_SCREENSHOTS=1",
 )
 def test_the_demo_model_in_the_page_for_the_docs_screenshot(tmp_path):
-    from t2i_adapter.demo.assets import demo_weights_available
     from t2i_adapter.demo.demo_run import DEMO_ROWS
     from t2i_adapter.demo.world import make_scene
+    from t2i_adapter.demo_weights import demo_weights_available
     from t2i_adapter.generation.api import ModelCache
     from t2i_adapter.interfaces.webui import build_app, launch_app
 

@@ -41,3 +41,13 @@ class ModelMismatchError(T2IAdapterError):
 
 class MissingWeightsError(T2IAdapterError):
     """Weights that are neither on disk nor downloadable right now (offline, no cache, no access)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its class name when the message is empty).
+
+    Library errors (transformers, safetensors, the hub) can span many lines; a user-facing error
+    quotes only this line, so it stays one line.
+    """
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

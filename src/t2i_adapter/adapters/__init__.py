@@ -1,22 +1,33 @@
-"""The adapter networks: spatial (full, light, XL: diffusers' `T2IAdapter`), style, CoAdapter fuser."""
+"""The adapter networks: spatial (full, light, XL: diffusers' `T2IAdapter`), style, CoAdapter fuser.
 
-from t2i_adapter.adapters.factory import new_adapter_for_unet, spatial_config_for_unet, unet_feature_channels
-from t2i_adapter.adapters.fuser import CONDITION_TASK_IDS, CoAdapterFuser
-from t2i_adapter.adapters.kinds import ADAPTER_KINDS, SPATIAL_KINDS, check_kind
-from t2i_adapter.adapters.spatial import SpatialAdapterConfig, build_spatial_adapter, describe_spatial_adapter
-from t2i_adapter.adapters.style import StyleAdapter
+Re-exported lazily (PEP 562), so `adapters.kinds` (the kind names the CLI lists in its help)
+can be read without importing torch and diffusers.
+"""
 
-__all__ = [
-    "ADAPTER_KINDS",
-    "CONDITION_TASK_IDS",
-    "SPATIAL_KINDS",
-    "CoAdapterFuser",
-    "SpatialAdapterConfig",
-    "StyleAdapter",
-    "build_spatial_adapter",
-    "check_kind",
-    "describe_spatial_adapter",
-    "new_adapter_for_unet",
-    "spatial_config_for_unet",
-    "unet_feature_channels",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ADAPTER_KINDS": "t2i_adapter.adapters.kinds",
+    "SPATIAL_KINDS": "t2i_adapter.adapters.kinds",
+    "check_kind": "t2i_adapter.adapters.kinds",
+    "CONDITION_TASK_IDS": "t2i_adapter.adapters.fuser",
+    "CoAdapterFuser": "t2i_adapter.adapters.fuser",
+    "SpatialAdapterConfig": "t2i_adapter.adapters.spatial",
+    "build_spatial_adapter": "t2i_adapter.adapters.spatial",
+    "describe_spatial_adapter": "t2i_adapter.adapters.spatial",
+    "StyleAdapter": "t2i_adapter.adapters.style",
+    "new_adapter_for_unet": "t2i_adapter.adapters.factory",
+    "spatial_config_for_unet": "t2i_adapter.adapters.factory",
+    "unet_feature_channels": "t2i_adapter.adapters.factory",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,21 +1,32 @@
-"""Adapter checkpoints: read any layout, detect kind and sizes, load, save and convert."""
+"""Adapter checkpoints: read any layout, detect kind and sizes, load, save and convert.
 
-from t2i_adapter.checkpoints.detect import detect_adapter, detect_kind, detect_layout
-from t2i_adapter.checkpoints.layout import DIFFUSERS, LAYOUTS, ORIGINAL
-from t2i_adapter.checkpoints.load import load_adapter
-from t2i_adapter.checkpoints.read import read_checkpoint
-from t2i_adapter.checkpoints.save import convert_adapter, original_state_dict, save_adapter
+Re-exported lazily (PEP 562), so `checkpoints.layout` (the layout names the CLI lists in its
+help) can be read without importing torch and diffusers.
+"""
 
-__all__ = [
-    "DIFFUSERS",
-    "LAYOUTS",
-    "ORIGINAL",
-    "convert_adapter",
-    "detect_adapter",
-    "detect_kind",
-    "detect_layout",
-    "load_adapter",
-    "original_state_dict",
-    "read_checkpoint",
-    "save_adapter",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DIFFUSERS": "t2i_adapter.checkpoints.layout",
+    "LAYOUTS": "t2i_adapter.checkpoints.layout",
+    "ORIGINAL": "t2i_adapter.checkpoints.layout",
+    "detect_adapter": "t2i_adapter.checkpoints.detect",
+    "detect_kind": "t2i_adapter.checkpoints.detect",
+    "detect_layout": "t2i_adapter.checkpoints.detect",
+    "load_adapter": "t2i_adapter.checkpoints.load",
+    "read_checkpoint": "t2i_adapter.checkpoints.read",
+    "convert_adapter": "t2i_adapter.checkpoints.save",
+    "original_state_dict": "t2i_adapter.checkpoints.save",
+    "save_adapter": "t2i_adapter.checkpoints.save",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-
-import torch
+from typing import TYPE_CHECKING
 
 from t2i_adapter.adapters.kinds import FUSER, LIGHT, STYLE
 
-StateDict = dict[str, torch.Tensor]
+if TYPE_CHECKING:  # only renames keys: the CLI reads LAYOUTS for its help without importing torch
+    import torch
+
+StateDict = dict[str, "torch.Tensor"]
 
 ORIGINAL = "original"
 DIFFUSERS = "diffusers"

@@ -15,9 +15,9 @@ from t2i_adapter.adapters import CoAdapterFuser, SpatialAdapterConfig, StyleAdap
 from t2i_adapter.adapters.kinds import FUSER, SPATIAL_KINDS, STYLE, check_kind
 from t2i_adapter.checkpoints.detect import DetectedAdapter, detect_adapter
 from t2i_adapter.checkpoints.layout import DIFFUSERS, LayoutError
-from t2i_adapter.checkpoints.read import WEIGHT_SUFFIXES, RawCheckpoint, read_checkpoint
-from t2i_adapter.errors import InputFileError, MissingWeightsError, ModelMismatchError
-from t2i_adapter.hub import is_demo_name, resolve_local_or_hub
+from t2i_adapter.checkpoints.read import RawCheckpoint, read_checkpoint
+from t2i_adapter.errors import InputFileError, ModelMismatchError
+from t2i_adapter.hub import HUB_REPO, fetch, locate
 
 # A diffusers folder's config `_class_name` -> what to build: a spatial adapter or one of ours.
 _DIFFUSERS_CLASSES = {"T2IAdapter": "spatial", "StyleAdapter": STYLE, "CoAdapterFuser": FUSER}
@@ -25,24 +25,15 @@ _TRANSFORMER_CLASSES = {STYLE: StyleAdapter, FUSER: CoAdapterFuser}
 
 
 def _resolve(name: str) -> Path:
-    """A local path, a packaged demo adapter, or a hub file / repository (through the cache)."""
-    if is_demo_name(name):
-        try:
-            from t2i_adapter.demo.assets import demo_adapter_path  # packaged with the demo world
-        except ImportError:
-            raise MissingWeightsError(f"{name}: the demo adapters are not part of this install") from None
-        return Path(demo_adapter_path(name))
-    path = Path(name).expanduser()
-    if path.exists():
-        return path
-    looks_local = path.is_absolute() or name.startswith((".", "~")) or "\\" in name
-    if looks_local or (name.lower().endswith(WEIGHT_SUFFIXES) and name.count("/") < 2):
-        # `/x`, `./x`, `model.pth`, `dir/model.pth`: a local file that is not there, not a hub id.
-        raise InputFileError(name, "no such file (adapter)")
-    folder = resolve_local_or_hub(name, what="adapter", allow_patterns=["*.json", "*.safetensors"])
-    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+    """The adapter's file or folder on this machine (`hub.locate` decides what the name is); of a
+    hub repository only the config and one weights format are downloaded."""
+    location = locate(name, what="adapter")
+    if location.kind != HUB_REPO:
+        return fetch(location, what="adapter")
+    folder = fetch(location, what="adapter", allow_patterns=["*.json", "*.safetensors"])
+    if not any(folder.glob("*.safetensors")):
         # Older hub repositories only have the pickled `.bin`.
-        folder = resolve_local_or_hub(name, what="adapter", allow_patterns=["*.json", "*.bin"])
+        folder = fetch(location, what="adapter", allow_patterns=["*.json", "*.bin"])
     return folder
 
 

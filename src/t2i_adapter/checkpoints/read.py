@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
-from t2i_adapter.errors import InputFileError
-
-PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-SAFETENSORS_SUFFIX = ".safetensors"
-WEIGHT_SUFFIXES = (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES)
+from t2i_adapter.errors import InputFileError, first_line
+from t2i_adapter.hub import SAFETENSORS_SUFFIX, WEIGHT_SUFFIXES
 
 # Keys under which training scripts nest the weights; tried in this order.
 WRAPPER_KEYS = ("state_dict", "adapter", "model", "module", "params", "model_state_dict")
@@ -116,15 +114,12 @@ def _read_pickle(path: Path) -> object:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     except Exception as error:  # safetensors raises its own error types, plus OSError/ValueError
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputFileError(path, f"not a valid safetensors file ({reason})") from None
+        raise InputFileError(path, f"not a valid safetensors file ({first_line(error)})") from None
     return tensors, metadata
 
 

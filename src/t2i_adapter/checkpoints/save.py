@@ -9,17 +9,14 @@ write is atomic: a failure leaves the destination as it was.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import os
-import shutil
-import tempfile
 from os import PathLike
 from pathlib import Path
 
 import torch
 from diffusers import T2IAdapter
+from safetensors.torch import save_file
 from torch import nn
 
 from t2i_adapter.adapters import describe_spatial_adapter
@@ -27,9 +24,9 @@ from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
 from t2i_adapter.checkpoints.layout import LAYOUTS, ORIGINAL, from_module_layout
 from t2i_adapter.checkpoints.load import load_adapter
-from t2i_adapter.checkpoints.read import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
 from t2i_adapter.errors import InputFileError, ModelMismatchError, UnknownNameError
-from t2i_adapter.io.atomic import atomic_path
+from t2i_adapter.hub import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
+from t2i_adapter.io.atomic import atomic_folder, atomic_path
 
 
 def _kind_and_config(adapter: nn.Module) -> tuple[str, dict]:
@@ -64,8 +61,6 @@ def _save_original(adapter: nn.Module, dest: Path) -> None:
     state_dict, metadata = original_state_dict(adapter)
     with atomic_path(dest) as temp:
         if suffix == SAFETENSORS_SUFFIX:
-            from safetensors.torch import save_file
-
             save_file(state_dict, str(temp), metadata=metadata)
         else:
             torch.save(state_dict, temp)
@@ -76,27 +71,10 @@ def _save_diffusers(adapter: nn.Module, dest: Path) -> None:
         raise InputFileError(dest, "is a file; the diffusers layout is a folder")
     _kind_and_config(adapter)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        with atomic_folder(dest) as temp:
+            adapter.save_pretrained(temp, safe_serialization=True)
     except OSError as error:
         raise InputFileError(dest, f"cannot write: {error.strerror or error}") from None
-    old = None
-    try:
-        adapter.save_pretrained(temp, safe_serialization=True)
-        if dest.exists():
-            # Swap folders with two renames so a crash never leaves a half-written folder at `dest`.
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-            os.replace(dest, old / dest.name)
-        os.replace(temp, dest)
-    except OSError as error:
-        if old is not None and not dest.exists():
-            os.replace(old / dest.name, dest)
-        raise InputFileError(dest, f"cannot write: {error.strerror or error}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(temp, ignore_errors=True)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
 
 
 def save_adapter(

@@ -30,7 +30,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("condition_to_tensor", "resize_condition"):
-        from t2i_adapter.conditions import tensor
+        from t2i_adapter.conditions import tensor  # needs torch: the registry alone does not
 
         return getattr(tensor, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,6 +34,7 @@ DEPTH_ANYTHING_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 
 def load_depth_model(name_or_path: str, device: str | None = None) -> PretrainedModel:
     """A transformers depth-estimation model + its image processor, loaded once per process."""
+    # transformers' model classes take seconds to import: only when this model is loaded
     from transformers import AutoModelForDepthEstimation
 
     return load_pretrained(name_or_path, AutoModelForDepthEstimation, what="depth", device=device)

@@ -20,18 +20,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 from torch import nn
 
 from t2i_adapter.conditions.model_loading import (
     DEFAULT_DETECT_RESOLUTION,
     bounded,
     load_cached,
-    pick_device,
     release_memory,
     resolve_model_file,
     restore_size,
 )
 from t2i_adapter.conditions.registry import register_condition
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import InputFileError, T2IAdapterError
 
 PIDINET_MODEL = "lllyasviel/Annotators/table5_pidinet.pth"
@@ -212,7 +213,7 @@ class PiDiNet(nn.Module):
 
 def load_pidinet(name_or_path: str = PIDINET_MODEL, device: str | None = None) -> PiDiNet:
     """PiDiNet with the `table5_pidinet.pth` weights (a local file or `owner/repo/file`), once per process."""
-    target = pick_device(device)
+    target = resolve_device(device)
     return load_cached(
         ("pidinet", str(name_or_path), str(target)), lambda: _load_pidinet(name_or_path, target)
     )
@@ -243,8 +244,6 @@ def _load_pidinet(name_or_path: str, device: torch.device) -> PiDiNet:
 
 def _read_state_dict(path: Path) -> dict:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(path)
     return torch.load(path, map_location="cpu", weights_only=True)
 

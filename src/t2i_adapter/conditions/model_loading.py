@@ -5,8 +5,8 @@ goes through `load_pretrained` (a transformers model + its image processor) or `
 (anything else, e.g. a plain state dict). Both cache per (source, kind, device, dtype), so a
 model is loaded once per process however many images are processed; `free_models()` drops them.
 
-Weights come from a local folder (`--cond-model PATH`, option `model=PATH`) or a hub id through
-huggingface_hub, so its cache (`HF_HOME`) and offline mode (`HF_HUB_OFFLINE=1`) apply. A model
+Weights come from a local folder (`--cond-model PATH`, option `model=PATH`) or a hub id
+(`hub.locate` decides which) through huggingface_hub, so its cache (`HF_HOME`) and offline mode (`HF_HUB_OFFLINE=1`) apply. A model
 that cannot be had is a `MissingWeightsError` naming it and saying how to provide it.
 
 `bounded` / `restore_size` keep the resolution a model sees bounded (`detect_resolution`): a
@@ -25,7 +25,9 @@ from typing import Any, TypeVar
 import torch
 from PIL import Image
 
-from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError
+from t2i_adapter.devices import resolve_device
+from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, first_line
+from t2i_adapter.hub import HUB_FILE, HUB_REPO, Location, fetch, locate
 
 T = TypeVar("T")
 
@@ -35,6 +37,7 @@ MAX_DETECT_RESOLUTION = 4096
 # safetensors, so a download never fetches the same weights twice.
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
 _HUB_FALLBACK_PATTERNS = ["*.bin"]
+COND_MODEL_HINT = "--cond-model PATH, or the preprocessor option model=PATH"
 
 _cache: dict[tuple[str, ...], Any] = {}
 _lock = threading.RLock()
@@ -52,27 +55,8 @@ class PretrainedModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# Devices and resolution
+# Resolution
 # ---------------------------------------------------------------------------------------------
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """`device` as given, else CUDA when available, else Apple MPS, else CPU."""
-    if device is not None and str(device) != "auto":
-        try:
-            chosen = torch.device(device)
-        except RuntimeError as error:
-            raise T2IAdapterError(f"unknown device '{device}' ({error})") from error
-        if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise T2IAdapterError(f"device '{device}' asked for, but this torch build sees no CUDA GPU")
-        if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-            raise T2IAdapterError(f"device '{device}' does not exist ({torch.cuda.device_count()} CUDA GPUs)")
-        return chosen
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def check_detect_resolution(detect_resolution: int) -> int:
@@ -118,70 +102,55 @@ def restore_size(
 # ---------------------------------------------------------------------------------------------
 
 
-def _missing_message(what: str, name: str, reason: str) -> str:
+def _missing_message(what: str, name: str, reason: str, how: str) -> str:
     return (
         f"could not get the {what} model '{name}' ({reason}); download it once with network access "
         f"(it is kept in the Hugging Face cache under HF_HOME, then HF_HUB_OFFLINE=1 works), or pass "
-        f"a local copy (--cond-model PATH, or the preprocessor option model=PATH)"
+        f"a local copy ({how})"
     )
 
 
-def _first_line(error: BaseException | None) -> str:
-    if error is None:
-        return "unknown reason"
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def resolve_model_folder(name_or_path: str, *, what: str, how: str = COND_MODEL_HINT) -> Path:
+    """A local model folder as it is; a hub id downloaded (weights + configs) through the cache.
 
-
-def resolve_model_folder(name_or_path: str, *, what: str) -> Path:
-    """A local model folder as it is; a hub id downloaded (weights + configs) through the cache."""
-    path = Path(str(name_or_path)).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise InputFileError(path, f"a {what} model must be a folder with config.json and weights")
-        return path
-    name = str(name_or_path)
-    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") != 1:
+    `hub.locate` decides what the name is; `how` says in errors how to pass a local copy.
+    """
+    location = locate(name_or_path, what=f"{what} model")
+    if location.kind == HUB_FILE:
         raise MissingWeightsError(
-            f"{name}: no such folder, and not a hub id of the form owner/name ({what} model; "
-            f"pass a local copy with --cond-model PATH)"
+            f"{name_or_path}: a {what} model is a folder or a hub id owner/name, not one file ({how})"
         )
-    folder = _snapshot(name, what=what, patterns=_HUB_PATTERNS)
+    if location.kind != HUB_REPO:
+        if not location.path.is_dir():
+            raise InputFileError(
+                location.path, f"a {what} model must be a folder with config.json and weights"
+            )
+        return location.path
+    folder = _fetch(location, what, how, _HUB_PATTERNS)
     if not any(folder.glob("*.safetensors")):
-        folder = _snapshot(name, what=what, patterns=_HUB_PATTERNS + _HUB_FALLBACK_PATTERNS)
+        folder = _fetch(location, what, how, _HUB_PATTERNS + _HUB_FALLBACK_PATTERNS)
     return folder
 
 
-def resolve_model_file(name_or_path: str, *, what: str) -> Path:
+def resolve_model_file(name_or_path: str, *, what: str, how: str = COND_MODEL_HINT) -> Path:
     """A local weights file as it is; `owner/repo/file.pth` downloaded through the cache."""
-    from t2i_adapter.hub import download_file, split_hub_file
-
-    path = Path(str(name_or_path)).expanduser()
-    if path.is_file():
-        return path
-    if path.exists():
-        raise InputFileError(path, f"the {what} model must be a weights file, not a folder")
-    hub_file = split_hub_file(str(name_or_path))
-    if hub_file is None or str(name_or_path).startswith((".", "/", "~")):
+    location = locate(name_or_path, what=f"{what} model")
+    if location.kind == HUB_REPO:
         raise MissingWeightsError(
             f"{name_or_path}: no such file, and not a hub file of the form owner/repo/file ({what} "
-            f"model; pass a local copy with --cond-model PATH)"
+            f"model; pass a local copy with {how})"
         )
+    if location.kind != HUB_FILE and not location.path.is_file():
+        raise InputFileError(location.path, f"the {what} model must be a weights file, not a folder")
+    return _fetch(location, what, how)
+
+
+def _fetch(location: Location, what: str, how: str, patterns: list[str] | None = None) -> Path:
     try:
-        return download_file(*hub_file, what=f"{what} model")
+        return fetch(location, what=f"{what} model", allow_patterns=patterns)
     except MissingWeightsError as error:
-        raise MissingWeightsError(
-            _missing_message(what, str(name_or_path), _first_line(error.__cause__))
-        ) from error
-
-
-def _snapshot(repo_id: str, *, what: str, patterns: list[str]) -> Path:
-    from t2i_adapter.hub import download_snapshot
-
-    try:
-        return download_snapshot(repo_id, what=f"{what} model", allow_patterns=patterns)
-    except MissingWeightsError as error:
-        raise MissingWeightsError(_missing_message(what, repo_id, _first_line(error.__cause__))) from error
+        reason = first_line(error.__cause__ or error)
+        raise MissingWeightsError(_missing_message(what, location.name, reason, how)) from error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,12 +197,16 @@ def load_pretrained(
     processor_class: Any = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    how: str = COND_MODEL_HINT,
 ) -> PretrainedModel:
-    """A transformers `model_class` + image processor from a folder or hub id, loaded once per process."""
-    target = pick_device(device)
+    """A transformers `model_class` + image processor from a folder or hub id, loaded once per process.
+
+    `how` says in errors how to pass a local copy instead (a flag or option name).
+    """
+    target = resolve_device(device)
     key = (str(name_or_path), model_class.__name__, str(target), str(dtype))
     return load_cached(
-        key, lambda: _load_pretrained(name_or_path, model_class, processor_class, what, target, dtype)
+        key, lambda: _load_pretrained(name_or_path, model_class, processor_class, what, target, dtype, how)
     )
 
 
@@ -244,8 +217,9 @@ def _load_pretrained(
     what: str,
     device: torch.device,
     dtype: torch.dtype,
+    how: str,
 ) -> PretrainedModel:
-    folder = resolve_model_folder(name_or_path, what=what)
+    folder = resolve_model_folder(name_or_path, what=what, how=how)
     try:
         model = model_class.from_pretrained(folder, dtype=dtype)
         processor = load_image_processor(folder, processor_class)
@@ -253,7 +227,7 @@ def _load_pretrained(
         raise
     except Exception as error:  # missing/corrupt config or weights, wrong architecture: the user's files
         raise InputFileError(
-            name_or_path, f"not a usable {what} model for {model_class.__name__} ({_first_line(error)})"
+            name_or_path, f"not a usable {what} model for {model_class.__name__} ({first_line(error)})"
         ) from error
     model.eval().requires_grad_(False).to(device)
     return PretrainedModel(
@@ -263,7 +237,7 @@ def _load_pretrained(
 
 def load_image_processor(folder: str | Path, processor_class: Any = None) -> Any:
     """The image processor saved with a model, on the Pillow backend when torchvision is absent."""
-    from transformers import AutoImageProcessor
+    from transformers import AutoImageProcessor  # seconds to import: only when a model is loaded
 
     cls = processor_class or AutoImageProcessor
     return cls.from_pretrained(folder, **_backend_kwargs(cls))
@@ -272,12 +246,12 @@ def load_image_processor(folder: str | Path, processor_class: Any = None) -> Any
 def _backend_kwargs(cls: Any) -> dict[str, str]:
     # transformers 5 prefers torchvision-based processors and warns when falling back; asking for
     # the Pillow backend directly keeps CPU-only installs (no torchvision wheel) quiet and equal.
-    from transformers import AutoImageProcessor
+    from transformers import AutoImageProcessor  # seconds to import: only when a model is loaded
 
     if cls is not AutoImageProcessor:
         return {}
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401 (optional: only asking whether it is installed)
     except ImportError:
         return {"backend": "pil"}
     return {}

@@ -85,6 +85,7 @@ def detect_people(image: Image.Image, detector: str, threshold: float, device: s
     width, height = image.size
     if str(detector).lower() == NO_DETECTOR:
         return np.array([[0.0, 0.0, float(width), float(height)]], dtype=np.float32)
+    # transformers' model classes take seconds to import: only when this model is loaded
     from transformers import AutoModelForObjectDetection
 
     loaded = load_pretrained(detector, AutoModelForObjectDetection, what="person detector", device=device)
@@ -108,6 +109,7 @@ def estimate_poses(image: Image.Image, boxes: np.ndarray, model: str, device: st
     """ViTPose's 17 COCO keypoints for each person box."""
     if len(boxes) == 0:
         return []
+    # transformers' model classes take seconds to import: only when this model is loaded
     from transformers import VitPoseForPoseEstimation
 
     loaded = load_pretrained(model, VitPoseForPoseEstimation, what="pose", device=device)

@@ -24,7 +24,9 @@ from typing import Any
 
 from PIL import Image
 
+from t2i_adapter.conditions.options import parse_bool
 from t2i_adapter.errors import T2IAdapterError, UnknownNameError
+from t2i_adapter.io.images import normalize_image
 
 PreprocessorFn = Callable[..., Image.Image]
 
@@ -109,14 +111,14 @@ def _coerce(condition: str, key: str, value: Any, default: Any) -> Any:
         return float(value)
     if kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
-    if kind is bool and isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
+    if kind is bool and isinstance(value, str) and parse_bool(value) is not None:
+        return parse_bool(value)
     if kind is not bool and isinstance(value, str):
         try:
             return kind(value)
         except ValueError:
             pass
-    expected = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+    expected = {bool: "true or false (yes/no, on/off, 1/0)", int: "an integer", float: "a number"}[kind]
     raise T2IAdapterError(f"{condition} option {key}={value!r} must be {expected}")
 
 
@@ -236,6 +238,4 @@ def _normalise(name: str) -> str:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    from t2i_adapter.io.images import normalize_image
-
     return normalize_image(image, mode="RGB")

@@ -147,6 +147,7 @@ def load_segmentation_model(name_or_path: str, device: str | None = None) -> Pre
 
 
 def _model_class(name_or_path: str):
+    # transformers' model classes take seconds to import: only when this model is loaded
     from transformers import AutoConfig, AutoModelForSemanticSegmentation, AutoModelForUniversalSegmentation
     from transformers.models.auto.modeling_auto import MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES
 

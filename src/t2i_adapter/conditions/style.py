@@ -1,23 +1,21 @@
 """The style condition: a reference photo seen the way CLIP ViT-L/14's vision tower sees it.
 
 The style adapter reads no spatial map: it turns CLIP-vision hidden states `(N, 257, 1024)` of a
-reference image into extra context tokens. The encoder itself belongs to generation
-(`t2i_adapter.generation.style_images.StyleImageEncoder`, one copy in the package); here the
-registry gets the `style` preprocessor, whose output is the 224x224 centre crop CLIP encodes
-(so `--save-cond` and the web UI preview show what actually steers the image), and
-`encode_style_image` for callers that want the features of a photo directly.
+reference image into extra context tokens. Here the registry gets the `style` preprocessor,
+whose output is the 224x224 centre crop CLIP encodes (so `--save-cond` and the web UI preview
+show what actually steers the image); the encoder itself is in `clip_vision.py`. This file needs
+no torch, so the CLI can name the default CLIP model in its help cheaply.
 """
 
 from __future__ import annotations
 
-import torch
 from PIL import Image
 
-from t2i_adapter.conditions.model_loading import load_cached, pick_device, release_memory
 from t2i_adapter.conditions.registry import register_condition
 from t2i_adapter.errors import T2IAdapterError
-from t2i_adapter.generation.settings import DEFAULT_CLIP_VISION as CLIP_VISION_MODEL
 
+# The original style adapter reads `last_hidden_state` of this model's vision tower.
+DEFAULT_CLIP_VISION = "openai/clip-vit-large-patch14"
 CLIP_IMAGE_SIZE = 224  # ViT-L/14 at 224 px: 16 x 16 patches + 1 class token = 257 tokens
 
 
@@ -47,24 +45,3 @@ def clip_view(image: Image.Image, size: int = CLIP_IMAGE_SIZE) -> Image.Image:
 def style(image: Image.Image, size: int = CLIP_IMAGE_SIZE) -> Image.Image:
     """The crop of `image` that the CLIP vision encoder reads for the style adapter."""
     return clip_view(image, size)
-
-
-def load_clip_vision(name_or_path: str = CLIP_VISION_MODEL, device: str | None = None):
-    """The package's CLIP vision encoder for style images, loaded once per process."""
-    from t2i_adapter.generation.style_images import StyleImageEncoder
-
-    target = pick_device(device)
-    return load_cached(
-        ("clip_vision", str(name_or_path), str(target)),
-        lambda: StyleImageEncoder.load(str(name_or_path), device=target),
-    )
-
-
-def encode_style_image(
-    image: Image.Image, model: str = CLIP_VISION_MODEL, device: str | None = None
-) -> torch.Tensor:
-    """CLIP-vision `last_hidden_state` of one image: (1, 257, 1024) for ViT-L/14, the style adapter's input."""
-    encoder = load_clip_vision(model, device=device)
-    features = encoder.encode(image.convert("RGB"))
-    release_memory(pick_device(device))
-    return features

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from t2i_adapter.io.images import normalize_image
+
 _MODES = {1: "L", 3: "RGB"}
 _DISCRETE_MAX_COLOURS = 256
 
@@ -64,7 +66,6 @@ def condition_to_tensor(
 def _flatten(image: Image.Image) -> Image.Image:
     if image.mode in ("RGB", "L"):
         return image
-    from t2i_adapter.io.images import normalize_image
 
     return normalize_image(image, mode="RGB")
 

@@ -15,6 +15,8 @@ from PIL import Image
 
 from t2i_adapter.demo.grid import image_grid
 from t2i_adapter.demo.world import make_scene
+from t2i_adapter.generation.api import ModelCache, generate
+from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 
 # Scenes picked to show two or three objects each, from the evaluation seed range.
 DEMO_ROWS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -38,9 +40,6 @@ def run_demo(
     out_dir: str | Path, *, model: str = "demo", device: str | None = "cpu", steps: int = DEMO_STEPS
 ) -> DemoResult:
     """Generate the demo rows and write `demo_grid.png` into `out_dir`."""
-    from t2i_adapter.generation.api import ModelCache, generate
-    from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
-
     started = time.perf_counter()
     cache = ModelCache()
     rows: list[list[Image.Image | None]] = []

@@ -11,17 +11,25 @@ object is where, per-object colour accuracy. Works with any model `generate()` c
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from t2i_adapter.conditions.tensor import condition_to_tensor
 from t2i_adapter.demo import metrics
 from t2i_adapter.demo.grid import image_grid
 from t2i_adapter.demo.world import make_scene
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.generation.api import ModelCache
+from t2i_adapter.generation.units import AdapterUnit
+from t2i_adapter.io.atomic import atomic_write
+from t2i_adapter.io.images import load_image
 
 # Evaluation scenes come from seeds below the training range (see train_base.TRAIN_SEED_OFFSET).
 EVAL_FIRST_SEED = 0
@@ -128,8 +136,6 @@ def synthetic_samples(cond_types: list[str], num: int, first_seed: int = EVAL_FI
 
 def folder_samples(folder: str | Path, cond_types: list[str], num: int) -> list[EvalSample]:
     """`<stem>.<cond_type>.png` + `<stem>.txt` pairs (the training folder layout also works)."""
-    from t2i_adapter.io.images import load_image
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(folder, "no such folder of condition/prompt pairs")
@@ -207,13 +213,7 @@ def _generate_batch(
     config: EvalConfig, samples: list[EvalSample], first_index: int, cache
 ) -> tuple[list[Image.Image], list[Image.Image]]:
     """The batch from its prompts alone, then with the adapters (the same starting noise)."""
-    import torch
-
-    from t2i_adapter.conditions.tensor import condition_to_tensor
-    from t2i_adapter.generation.api import resolve_device
-    from t2i_adapter.generation.units import AdapterUnit
-
-    device = resolve_device(config.device)
+    device = str(resolve_device(config.device))
     pipeline = cache.pipeline(config.model, dtype=torch.float32, device=device)
     width, height = samples[0].conditions[0].size
     units = []
@@ -247,10 +247,6 @@ def run_evaluation(
     write: bool = True,
 ) -> EvalReport:
     """Generate, score and (when `write` and `config.out_dir`) write report.md, grid.png, scores.json."""
-    import time
-
-    from t2i_adapter.generation.api import ModelCache
-
     started = time.perf_counter()
     if samples is None:
         if config.data:
@@ -284,8 +280,6 @@ def run_evaluation(
 
 
 def _write(report: EvalReport, samples: list[EvalSample], grid_rows: list[list[Image.Image]]) -> None:
-    from t2i_adapter.io.atomic import atomic_write
-
     config = report.config
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from t2i_adapter.demo.assets import WEIGHTS_ENV
+from t2i_adapter.demo.evaluate import EvalConfig, run_evaluation
 from t2i_adapter.demo.train_adapters import AdapterTrainingPlan, train_demo_adapters
 from t2i_adapter.demo.train_base import BaseTrainingConfig, train_base_model
+from t2i_adapter.demo_weights import WEIGHTS_ENV
 
 EVALUATIONS: tuple[tuple[str, ...], ...] = (("sketch",), ("depth",), ("color",), ("sketch", "color"))
 
@@ -50,8 +51,6 @@ def rebuild_demo(
     echo: Callable[[str], None] | None = print,
 ) -> Path:
     """Train base model and adapters, evaluate them; returns the weights folder."""
-    from t2i_adapter.demo.evaluate import EvalConfig, run_evaluation
-
     plan = plan or RebuildPlan()
     work_dir = Path(work_dir)
     weights = work_dir / "weights"

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from t2i_adapter.demo.world import SCENE_SIZE, caption_words
 
@@ -109,8 +111,6 @@ def _apply_merges(pieces: list[str], merges: list[tuple[str, str]]) -> list[str]
 
 def build_tokenizer(config: TinyModelConfig):
     """A `CLIPTokenizer` over the caption vocabulary, padded to `text_max_length` tokens."""
-    from transformers import CLIPTokenizer
-
     vocab, merges = tokenizer_vocab_and_merges()
     return CLIPTokenizer(
         vocab=vocab,
@@ -126,8 +126,6 @@ def build_tokenizer(config: TinyModelConfig):
 
 def build_vae(config: TinyModelConfig):
     """An `AutoencoderKL` that maps (N, 3, 64, 64) in [-1, 1] to (N, 4, 16, 16) latents."""
-    from diffusers import AutoencoderKL
-
     levels = len(config.vae_block_out_channels)
     return AutoencoderKL(
         in_channels=3,
@@ -145,8 +143,6 @@ def build_vae(config: TinyModelConfig):
 
 def build_unet(config: TinyModelConfig):
     """A `UNet2DConditionModel`: cross-attention on all levels but the last (like SD1.5)."""
-    from diffusers import UNet2DConditionModel
-
     levels = len(config.unet_block_out_channels)
     down = ("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",)
     up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1)
@@ -166,8 +162,6 @@ def build_unet(config: TinyModelConfig):
 
 def build_text_encoder(config: TinyModelConfig, vocab_size: int):
     """A `CLIPTextModel` whose last hidden state is the cross-attention context."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     vocab, _ = tokenizer_vocab_and_merges()
     text_config = CLIPTextConfig(
         vocab_size=vocab_size,
@@ -186,8 +180,6 @@ def build_text_encoder(config: TinyModelConfig, vocab_size: int):
 
 def build_scheduler(config: TinyModelConfig):
     """DDIM over a linear beta schedule (terminal SNR near zero), sampling from the last step."""
-    from diffusers import DDIMScheduler
-
     return DDIMScheduler(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
@@ -230,6 +222,7 @@ def build_tiny_model(config: TinyModelConfig | None = None, seed: int = 0) -> Ti
 
 def save_tiny_model(model: TinyModel, dest: str | Path, *, half: bool = True) -> Path:
     """Write a standard diffusers `StableDiffusionPipeline` folder (fp16 weights when `half`)."""
+    # diffusers' pipelines make transformers warn about optional image backends on import: only here
     from diffusers import StableDiffusionPipeline
 
     dest = Path(dest)

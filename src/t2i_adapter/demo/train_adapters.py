@@ -7,12 +7,22 @@ it once per condition, exactly as a user would train an adapter on their own dat
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from t2i_adapter.adapters.factory import spatial_config_for_unet
+from t2i_adapter.adapters.spatial import build_spatial_adapter
+from t2i_adapter.checkpoints import save_adapter
+from t2i_adapter.conditions.registry import get_preprocessor
 from t2i_adapter.demo.world import SCENE_SIZE, make_scene
+from t2i_adapter.training import train
+from t2i_adapter.training.config import TrainConfig
 
 # Adapter training scenes: another seed range than the base model's and the evaluation's.
 ADAPTER_SEED_OFFSET = 2_000_000
@@ -62,16 +72,6 @@ def initial_adapter(model: str | Path, cond_type: str, dest: str | Path, seed: i
     the VAE does); the demo VAE downsamples by 4, so the starting point is written here and the
     trainer trains it from there (`TrainConfig.adapter`).
     """
-    import dataclasses
-
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from t2i_adapter.adapters.factory import spatial_config_for_unet
-    from t2i_adapter.adapters.spatial import build_spatial_adapter
-    from t2i_adapter.checkpoints import save_adapter
-    from t2i_adapter.conditions.registry import get_preprocessor
-
     model = Path(model)
     unet = UNet2DConditionModel.from_pretrained(model / "unet")
     vae_config = AutoencoderKL.load_config(model / "vae")
@@ -92,9 +92,6 @@ def train_demo_adapter(
     plan: AdapterTrainingPlan | None = None,
 ) -> Path:
     """One adapter through `t2i_adapter.training.train`; returns the folder of the final adapter."""
-    from t2i_adapter.training import train
-    from t2i_adapter.training.config import TrainConfig
-
     plan = plan or AdapterTrainingPlan()
     output_dir = Path(output_dir)
     start = initial_adapter(model, cond_type, output_dir.parent / f"{output_dir.name}-init", seed=plan.seed)

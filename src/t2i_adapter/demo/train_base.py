@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from t2i_adapter.demo.tiny_model import TinyModel, TinyModelConfig, build_tiny_model, save_tiny_model
 from t2i_adapter.demo.world import make_scene
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.training.objective import diffusion_target
 
 # Seeds of training scenes start here; evaluation scenes use small seeds, so they never overlap.
@@ -54,9 +55,7 @@ class BaseTrainingConfig:
     device: str = "auto"  # "auto": the GPU when there is one, else the CPU
 
     def torch_device(self) -> torch.device:
-        from t2i_adapter.generation.api import resolve_device  # also checks a named device exists
-
-        return torch.device(resolve_device(self.device))
+        return resolve_device(self.device)
 
 
 def scenes_to_tensor(seeds: list[int]) -> tuple[torch.Tensor, list[str]]:

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from t2i_adapter.conditions.registry import preprocess
+from t2i_adapter.errors import UnknownNameError
+
 SCENE_SIZE = 64
 SHAPES = ("circle", "square", "triangle")
 # Saturated colours far apart in RGB, so a generated pixel is classified without ambiguity.
@@ -90,8 +93,6 @@ class Scene:
             "seg": lambda: _seg_from_labels(self.labels, self.objects),
         }
         if cond_type not in makers:
-            from t2i_adapter.errors import UnknownNameError
-
             raise UnknownNameError("demo condition type", cond_type, makers)
         return self._cached(cond_type, makers[cond_type])
 
@@ -210,8 +211,6 @@ def color_palette(image: Image.Image, block_size: int = COLOR_BLOCK_SIZE) -> Ima
     The original's block of 64 would turn a 64x64 scene into one colour; 8 keeps an 8x8 palette
     (`t2i-adapter preprocess color --option block_size=8` makes the same map from any picture).
     """
-    from t2i_adapter.conditions.registry import preprocess
-
     return preprocess("color", image.convert("RGB"), block_size=block_size)
 
 

@@ -11,18 +11,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import diffusers
 import torch
 from PIL import Image
 
+from t2i_adapter.conditions.registry import get_preprocessor
+from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError, UnknownNameError
 from t2i_adapter.generation.cache import ModelCache
 from t2i_adapter.generation.schedulers import SCHEDULER_ALIASES
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 from t2i_adapter.generation.units import AdapterUnit
+from t2i_adapter.io.images import load_image
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-__all__ = ["GenerationResult", "ModelCache", "generate", "resolve_device"]
+__all__ = ["GenerationResult", "ModelCache", "generate"]
 
 
 @dataclass
@@ -39,30 +43,11 @@ class GenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_device(device: str | None) -> str:
-    """`None`/`auto` -> `cuda` when a GPU is usable, else `cpu`; anything else is checked."""
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise UnknownNameError("device", device, ["auto", "cpu", "cuda", "cuda:N", "mps"]) from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise T2IAdapterError(
-            f"device '{device}' asked for, but no CUDA GPU is available here; use --device cpu"
-        )
-    return str(parsed)
-
-
 def _check_names(settings: GenerationSettings) -> list[dict[str, Any]]:
     """Name checks that need no model: scheduler, condition types and their options.
 
     Returns each adapter's condition options as the preprocessor takes them (text converted).
     """
-    import diffusers
-
-    from t2i_adapter.conditions.registry import get_preprocessor
-
     name = settings.scheduler.strip()
     if name.lower() not in SCHEDULER_ALIASES and not (
         name.endswith("Scheduler") and hasattr(diffusers, name)
@@ -85,8 +70,6 @@ def _check_names(settings: GenerationSettings) -> list[dict[str, Any]]:
 def _condition_images(
     settings: GenerationSettings, condition_images: Sequence[Image.Image | None] | None
 ) -> list[Image.Image]:
-    from t2i_adapter.io.images import load_image
-
     if condition_images is not None and len(condition_images) != len(settings.adapters):
         raise T2IAdapterError(
             f"{len(condition_images)} condition images for {len(settings.adapters)} adapters"
@@ -103,10 +86,15 @@ def _condition_images(
     return images
 
 
-def _preprocess(spec: AdapterSpec, image: Image.Image, options: dict[str, Any]) -> Image.Image:
-    from t2i_adapter.conditions.registry import preprocess
-
-    return preprocess(spec.cond_type, image, **options)
+def _preprocess(
+    spec: AdapterSpec, image: Image.Image, options: dict[str, Any], device: torch.device
+) -> Image.Image:
+    """The condition map; a model-based preprocessor runs on the generation's device unless its
+    own `device=` option names another (the injected device is not recorded in the settings)."""
+    preprocessor = get_preprocessor(spec.cond_type)
+    if "device" in preprocessor.options and "device" not in options:
+        options = {**options, "device": str(device)}
+    return preprocessor(image, **options)
 
 
 def _condition_picture(tensor: torch.Tensor) -> Image.Image:
@@ -127,24 +115,25 @@ def generate(
     """Run one generation: load (or reuse) the models, preprocess conditions, sample, decode.
 
     `condition_images[i]`, when given, replaces reading `settings.adapters[i].cond` from disk.
-    `progress` receives `{"step": k, "total": n}` after each denoising step (k = 1..n).
+    `progress` receives the sampler's report after each denoising step, as it is: `step`
+    (steps completed, 1..n), `total` (n), `timestep`, `latents`, `adapters_active`.
     """
     cache = cache or ModelCache()
     device = resolve_device(settings.device)
     dtype = TORCH_DTYPES[settings.dtype]
-    if dtype == torch.float16 and device == "cpu":
+    if dtype == torch.float16 and device.type == "cpu":
         raise T2IAdapterError("float16 needs a GPU; on the CPU use --dtype float32 or bfloat16")
     options = _check_names(settings)
     images = _condition_images(settings, condition_images)
     prepared = [
-        _preprocess(spec, image, spec_options)
+        _preprocess(spec, image, spec_options, device)
         for spec, image, spec_options in zip(settings.adapters, images, options, strict=True)
     ]
 
     pipeline = cache.pipeline(
         settings.model,
         dtype=dtype,
-        device=device,
+        device=str(device),
         attention_slicing=settings.attention_slicing,
         vae_tiling=settings.vae_tiling,
         cpu_offload=settings.cpu_offload,
@@ -175,12 +164,6 @@ def generate(
         if getattr(fuser, "adapter_kind", None) != "fuser":
             raise ModelMismatchError(f"'{settings.fuser}' is not a CoAdapter fuser")
 
-    callback = None
-    if progress is not None:
-
-        def callback(info: dict[str, Any]) -> None:
-            progress({"step": info["step"] + 1, "total": info["total"]})
-
     output = pipeline(
         settings.prompt,
         units,
@@ -195,7 +178,7 @@ def generate(
         max_resolution=settings.max_resolution or pipeline.base.native_resolution**2,
         scheduler=settings.scheduler,
         fuser=fuser,
-        callback=callback,
+        callback=progress,
     )
     conditions = [
         prepared[index] if unit.kind == "style" else _condition_picture(output.conditions[index])

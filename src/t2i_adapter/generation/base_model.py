@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
-from t2i_adapter.errors import InputFileError, MissingWeightsError
-from t2i_adapter.hub import is_demo_name
+from t2i_adapter.errors import InputFileError, MissingWeightsError, first_line
+from t2i_adapter.hub import HUB_REPO, fetch, locate
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -72,20 +73,19 @@ class BaseModel:
         return self
 
 
-def _resolve_model_path(name: str) -> str | Path:
-    if is_demo_name(name):
-        from t2i_adapter.demo.assets import demo_model_path
-
-        return demo_model_path()
-    path = Path(name).expanduser()
-    if path.exists():
-        return path
-    if name.startswith((".", "/", "~")):
-        raise InputFileError(name, "no such file or folder")
-    return name  # a hub id: diffusers downloads it through the huggingface_hub cache
+def model_source(name: str) -> str | Path:
+    """Where a base model is read from: a local folder or single file (the demo's, a downloaded
+    `owner/repo/model.safetensors`), or a hub id left to diffusers, whose own download (through
+    the huggingface_hub cache) fetches just the pipeline's files. `hub.locate` decides which."""
+    location = locate(name, what="base model")
+    if location.kind == HUB_REPO:
+        return location.repo_id
+    return fetch(location, what="base model")
 
 
 def _load_pipeline(source: str | Path, dtype: torch.dtype):
+    # diffusers' pipelines (and transformers with them) take seconds to import: only when a model
+    # is loaded, not when `data check` or the CLI parser import this module
     from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if isinstance(source, Path) and source.is_file():
@@ -111,7 +111,6 @@ def _load_pipeline(source: str | Path, dtype: torch.dtype):
 def _single_file_is_sdxl(path: Path) -> bool:
     if path.suffix != ".safetensors":
         return False
-    from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         return any(key.startswith("conditioner.embedders.1") for key in handle.keys())  # noqa: SIM118 (not a dict)
@@ -121,18 +120,18 @@ def load_base_model(
     name_or_path: str, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
 ) -> BaseModel:
     """Load a Stable Diffusion model (hub id, diffusers folder, single file, or `demo`), frozen, in eval mode."""
-    source = _resolve_model_path(name_or_path)
+    source = model_source(name_or_path)
     try:
         with _quiet_loading():
             pipeline = _load_pipeline(source, dtype)
     except (InputFileError, MissingWeightsError):
         raise
     except (OSError, ValueError, json.JSONDecodeError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         if isinstance(source, Path):
-            raise InputFileError(source, f"cannot load the model: {first_line}") from error
+            raise InputFileError(source, f"cannot load the model: {reason}") from error
         raise MissingWeightsError(
-            f"could not get model '{name_or_path}' from the Hugging Face hub ({first_line}); download it "
+            f"could not get model '{name_or_path}' from the Hugging Face hub ({reason}); download it "
             f"once with network access (kept in the cache under HF_HOME), or pass a local diffusers folder"
         ) from error
     components = pipeline.components
@@ -157,6 +156,7 @@ def load_base_model(
 @contextlib.contextmanager
 def _quiet_loading():
     """No progress bars or import chatter while loading (they would flood the CLI's output)."""
+    # (imported here for the same reason as in `_load_pipeline`)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 

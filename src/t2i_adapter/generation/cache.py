@@ -1,9 +1,10 @@
-"""ModelCache: each base model, adapter and CLIP vision encoder is loaded once and shared.
+"""ModelCache: each base model and adapter is loaded once and shared.
 
 One cache per process (the CLI makes one per run, the web server one for its lifetime). Loading
 is guarded per key, so two threads asking for the same model wait for one load instead of
 loading it twice; different models load in parallel. Base models are the big ones: only the
-`max_base_models` most recently used stay in memory.
+`max_base_models` most recently used stay in memory. CLIP vision encoders (style adapters) are
+preprocessor models: `conditions.style.load_clip_vision` keeps them, once per process.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 import torch
 
+from t2i_adapter.checkpoints.load import load_adapter
 from t2i_adapter.generation.base_model import BaseModel, load_base_model
 from t2i_adapter.generation.pipeline import T2IAdapterPipeline
-from t2i_adapter.generation.style_images import StyleEncoderCache
 
 
 class ModelCache:
@@ -30,7 +31,6 @@ class ModelCache:
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self._pipelines: OrderedDict[Hashable, T2IAdapterPipeline] = OrderedDict()
         self._adapters: OrderedDict[Hashable, torch.nn.Module] = OrderedDict()
-        self.style_encoders = StyleEncoderCache()
         self.loads = 0  # how many models were actually loaded (tests and logs read it)
 
     def _get(self, store: OrderedDict, key: Hashable, limit: int, load: Callable[[], Any]) -> Any:
@@ -67,7 +67,7 @@ class ModelCache:
 
         def load() -> T2IAdapterPipeline:
             base = load_base_model(model, dtype=dtype, device="cpu" if cpu_offload else device)
-            pipeline = T2IAdapterPipeline(base, style_encoders=self.style_encoders)
+            pipeline = T2IAdapterPipeline(base)
             if attention_slicing:
                 pipeline.enable_attention_slicing()
             if vae_tiling:
@@ -86,8 +86,6 @@ class ModelCache:
 
     def adapter(self, name: str, *, dtype: torch.dtype, device: str) -> torch.nn.Module:
         """An adapter (any kind `load_adapter` reads), in eval mode on `device`."""
-        from t2i_adapter.checkpoints.load import load_adapter
-
         key = ("adapter", name, str(dtype), str(device))
         return self._get(
             self._adapters, key, self.max_adapters, lambda: load_adapter(name, device=device, dtype=dtype)

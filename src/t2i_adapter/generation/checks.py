@@ -9,6 +9,7 @@ we therefore know the exact (channels, height, width) every map must have.
 
 from __future__ import annotations
 
+from t2i_adapter.adapters.kinds import FULL, FUSER, LIGHT, STYLE, XL
 from t2i_adapter.errors import ModelMismatchError
 from t2i_adapter.generation.base_model import BaseModel
 from t2i_adapter.generation.units import AdapterUnit
@@ -41,9 +42,9 @@ def _model_label(base: BaseModel) -> str:
 def check_unit_fits(base: BaseModel, unit: AdapterUnit) -> None:
     """Static checks (no computation): family, feature channels, condition channels, token width."""
     kind = unit.kind
-    if kind == "fuser":
+    if kind == FUSER:
         raise ModelMismatchError(f"{unit.label}: a CoAdapter fuser is not an adapter unit; pass it as fuser=")
-    if kind == "style":
+    if kind == STYLE:
         context_dim = getattr(unit.adapter, "context_dim", None)
         expected = base.unet.config.cross_attention_dim
         if context_dim is not None and context_dim != expected:
@@ -52,9 +53,9 @@ def check_unit_fits(base: BaseModel, unit: AdapterUnit) -> None:
                 f"reads a {expected}-wide text context"
             )
         return
-    if kind == "xl" and not base.is_sdxl:
+    if kind == XL and not base.is_sdxl:
         raise ModelMismatchError(f"{unit.label} is an SDXL adapter; {_model_label(base)} is not SDXL")
-    if kind in ("full", "light") and base.is_sdxl:
+    if kind in (FULL, LIGHT) and base.is_sdxl:
         raise ModelMismatchError(
             f"{unit.label} is an SD1.x/2.x adapter; {_model_label(base)} needs an SDXL adapter"
         )

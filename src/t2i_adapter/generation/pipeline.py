@@ -3,6 +3,12 @@
 Order of work in one call (Mou et al. 2023, sec. 3): check every adapter fits the model, pick the
 output size, run each adapter ONCE on its condition, encode the prompts, then denoise with the
 adapters' features (weighted, summed, windowed per step) added to the UNet encoder, and decode.
+
+Why not diffusers' `StableDiffusionAdapterPipeline` / `StableDiffusionXLAdapterPipeline`: they
+give all adapters one step window (SD: every step; SDXL: the first `adapter_conditioning_factor`
+of them), not a `[start, end)` window per adapter (the original `cond_tau`, generalised); they
+have no style adapter tokens and no CoAdapter fuser; and they are two classes for SD and SDXL.
+This one class does all of that over the same diffusers UNet, VAE, text encoders and schedulers.
 """
 
 from __future__ import annotations
@@ -15,8 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import cpu_offload_with_hook
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from t2i_adapter.conditions.clip_vision import StyleImageEncoder, load_clip_vision
+from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
+from t2i_adapter.conditions.tensor import condition_to_tensor
 from t2i_adapter.generation.base_model import BaseModel
 from t2i_adapter.generation.checks import (
     check_feature_shapes,
@@ -26,9 +37,7 @@ from t2i_adapter.generation.checks import (
 from t2i_adapter.generation.prompts import check_time_ids_fit, encode_prompt, sdxl_add_time_ids
 from t2i_adapter.generation.sampling import denoise
 from t2i_adapter.generation.schedulers import make_scheduler
-from t2i_adapter.generation.settings import DEFAULT_CLIP_VISION
 from t2i_adapter.generation.sizes import required_multiple, resolve_size
-from t2i_adapter.generation.style_images import StyleEncoderCache, StyleImageEncoder
 from t2i_adapter.generation.units import AdapterUnit, StepConditioning, UnitOutput
 
 
@@ -52,12 +61,10 @@ class T2IAdapterPipeline:
         *,
         style_encoder: StyleImageEncoder | None = None,
         clip_vision: str = DEFAULT_CLIP_VISION,
-        style_encoders: StyleEncoderCache | None = None,
     ):
         self.base = base
-        self.style_encoder = style_encoder
+        self.style_encoder = style_encoder  # None: `clip_vision`, loaded once per process
         self.clip_vision = clip_vision
-        self._style_encoders = style_encoders or StyleEncoderCache()
         self.execution_device = base.device
         self._offload_hooks: list[Any] = []
 
@@ -72,8 +79,6 @@ class T2IAdapterPipeline:
 
     def enable_model_cpu_offload(self, device: torch.device | str = "cuda") -> None:
         """Keep every model in CPU memory and move each to `device` only while it runs (accelerate)."""
-        from accelerate import cpu_offload_with_hook
-
         self.base.to("cpu")
         hook = None
         for module in (self.base.text_encoder, self.base.text_encoder_2, self.base.unet, self.base.vae):
@@ -117,8 +122,8 @@ class T2IAdapterPipeline:
         CPU so a seed gives the same noise on every device. `scheduler`: a name
         (`schedulers.make_scheduler`), a scheduler instance, or None for the model's own kind.
         `fuser`: a CoAdapter fuser mixing the active units (their `task` names the condition).
-        `callback(info)` gets `step`, `total`, `timestep`, `latents`, `adapters_active` after each
-        step. `output_type`: `pil`, `np` (float (N, H, W, 3) in [0, 1]), `pt` or `latent`.
+        `callback(info)` gets `step` (steps completed, 1..total), `total`, `timestep`, `latents`,
+        `adapters_active` after each step. `output_type`: `pil`, `np` (float (N, H, W, 3) in [0, 1]), `pt` or `latent`.
         Raises `ModelMismatchError` before any sampling when an adapter does not fit the model.
         """
         started = time.perf_counter()
@@ -201,7 +206,6 @@ class T2IAdapterPipeline:
         conditioning.at(0, len(scheduler.timesteps))  # the fuser (if any) fails here, not mid-run
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(int(seed if seed is not None else 42))
-        from diffusers.utils.torch_utils import randn_tensor
 
         latent_shape = (batch_size, base.unet.config.in_channels, *latent_size)
         latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
@@ -257,7 +261,7 @@ class T2IAdapterPipeline:
     def _style_encoder(self, device: torch.device, dtype: torch.dtype) -> StyleImageEncoder:
         if self.style_encoder is not None:
             return self.style_encoder
-        return self._style_encoders.get(self.clip_vision, dtype=dtype, device=device)
+        return load_clip_vision(self.clip_vision, device=device, dtype=dtype)
 
     def decode(self, latents: torch.Tensor, output_type: str = "pil"):
         """Latents -> images in [0, 1] (`np`: (N, H, W, 3) float array, `pt`: tensor, `pil`: images)."""
@@ -298,8 +302,6 @@ def _condition_tensor(unit: AdapterUnit, width: int, height: int) -> torch.Tenso
     channels = getattr(unit.adapter, "in_condition_channels", None) or 3
     condition = unit.condition
     if isinstance(condition, Image.Image):
-        from t2i_adapter.conditions.tensor import condition_to_tensor
-
         return condition_to_tensor(condition, channels, size=(width, height))
     if condition.dim() == 3:
         condition = condition.unsqueeze(0)

@@ -5,6 +5,11 @@ OpenCLIP encoder ends with the final layer norm, which `last_hidden_state` alrea
 SDXL (Podell et al. 2023, sec. 2.1): two encoders; the penultimate hidden states of both are
 concatenated along the channel axis, and encoder 2's projected pooled output conditions the UNet
 together with the six "micro-conditioning" numbers (`add_time_ids`).
+
+Why not diffusers' `encode_prompt`: it is a method of each pipeline class (SD and SDXL differ),
+while `T2IAdapterPipeline` serves both families in one class and appends the style adapter's
+tokens to the context after encoding (`units.StepConditioning`), so it needs the embeddings as
+plain tensors it can extend, negative half first.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from t2i_adapter.errors import ModelMismatchError
 from t2i_adapter.generation.base_model import BaseModel
 
 logger = logging.getLogger(__name__)
@@ -162,8 +168,6 @@ def sdxl_add_time_ids(
 
 def check_time_ids_fit(base: BaseModel) -> None:
     """Raise if the UNet's added-embedding input does not match 6 time ids + the pooled size."""
-    from t2i_adapter.errors import ModelMismatchError
-
     unet_config = base.unet.config
     expected = unet_config.projection_class_embeddings_input_dim
     got = 6 * unet_config.addition_time_embed_dim + base.text_encoder_2.config.projection_dim

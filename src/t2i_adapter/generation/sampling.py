@@ -42,6 +42,8 @@ def denoise(
 
     Classifier-free guidance (Ho & Salimans 2022): eps = eps_uncond + s * (eps_cond - eps_uncond),
     both halves in one UNet batch. `scheduler.set_timesteps` must have been called.
+    After each step `callback(info)` gets `step` (steps completed, 1..total), `total`,
+    `timestep`, `latents` and `adapters_active`: the one progress shape of the package.
     """
     do_cfg = conditioning.do_cfg
     timesteps = scheduler.timesteps
@@ -72,7 +74,7 @@ def denoise(
         if callback is not None:
             callback(
                 {
-                    "step": i,
+                    "step": i + 1,  # steps completed, so the last report is total/total
                     "total": total,
                     "timestep": t,
                     "latents": latents,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import diffusers
+
 from t2i_adapter.errors import UnknownNameError
 
 # short name -> (diffusers class name, config overrides)
@@ -52,8 +54,6 @@ def make_scheduler(name: str, base_scheduler):
     class_name, overrides = SCHEDULER_ALIASES.get(key.lower(), (key, {}))
     scheduler_class = classes.get(class_name)
     if scheduler_class is None:
-        import diffusers
-
         candidate = getattr(diffusers, class_name, None)
         if candidate is None or not class_name.endswith("Scheduler"):
             raise UnknownNameError("scheduler", name, available_schedulers(base_scheduler))

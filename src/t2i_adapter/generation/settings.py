@@ -6,17 +6,29 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
+from t2i_adapter.errors import T2IAdapterError, UnknownNameError
 
 # The original release's negative prompt (its inference scripts' default).
 ORIGINAL_NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
     "worst quality, low quality"
 )
-DEFAULT_CLIP_VISION = "openai/clip-vit-large-patch14"
 DTYPES = ("float32", "float16", "bfloat16")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 SETTINGS_VERSION = 1
+
+
+def check_step_window(start: float, end: float, who: str) -> None:
+    """The one rule for an adapter's step window: `0 <= start < end <= 1`, else a one-line error.
+
+    The adapter acts on the steps whose fraction `step / steps` lies in `[start, end)`, so a
+    window with `start == end` would never act: it is refused rather than silently ignored.
+    `who` names the adapter in the message (`adapter 'demo:sketch'`, `unit 2`).
+    """
+    if not 0.0 <= start < end <= 1.0:
+        why = "; a window with start == end never acts" if start == end else ""
+        raise T2IAdapterError(f"{who}: step range {start}:{end} must satisfy 0 <= start < end <= 1{why}")
 
 
 @dataclass
@@ -45,10 +57,7 @@ class AdapterSpec:
         self.weight = float(self.weight)
         self.start = float(self.start)
         self.end = float(self.end)
-        if not 0.0 <= self.start <= 1.0 or not 0.0 <= self.end <= 1.0 or self.start > self.end:
-            raise T2IAdapterError(
-                f"adapter '{self.adapter}': range {self.start}:{self.end} must satisfy 0 <= start <= end <= 1"
-            )
+        check_step_window(self.start, self.end, f"adapter '{self.adapter}'")
 
 
 def _checked_options(adapter: str, options: Any) -> dict[str, str | int | float | bool]:
@@ -102,8 +111,6 @@ class GenerationSettings:
         ]
         self.dtype = DTYPE_ALIASES.get(self.dtype, self.dtype)
         if self.dtype not in DTYPES:
-            from t2i_adapter.errors import UnknownNameError
-
             raise UnknownNameError("dtype", self.dtype, [*DTYPES, *DTYPE_ALIASES])
         for name in ("steps", "num_images"):
             if int(getattr(self, name)) < 1:

@@ -1,6 +1,6 @@
 """Adapter units (an adapter + its condition + weight + step window) and what they give each step.
 
-The adapters run once per generation (`compute_unit_outputs`); every denoising step then only
+The adapters run once per generation (`T2IAdapterPipeline._run_unit`); every denoising step then only
 picks the units active at that step and combines their stored outputs (`StepConditioning`):
 - spatial features: weighted sum across units, repeated over the batch and both guidance
   halves, passed to the UNet as `down_intrablock_additional_residuals`;
@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffusers import T2IAdapter
 from PIL import Image
 
+from t2i_adapter.adapters.kinds import SPATIAL_KINDS
+from t2i_adapter.adapters.spatial import describe_spatial_adapter
 from t2i_adapter.errors import ModelMismatchError
-
-SPATIAL = ("full", "light", "xl")
+from t2i_adapter.generation.settings import check_step_window
 
 
 def describe_adapter(adapter: torch.nn.Module) -> torch.nn.Module:
@@ -30,11 +32,8 @@ def describe_adapter(adapter: torch.nn.Module) -> torch.nn.Module:
     """
     if getattr(adapter, "adapter_kind", None) is not None:
         return adapter
-    from diffusers import T2IAdapter
 
     if isinstance(adapter, T2IAdapter):
-        from t2i_adapter.adapters.spatial import describe_spatial_adapter
-
         return describe_spatial_adapter(adapter)
     raise ModelMismatchError(f"{type(adapter).__name__} is not an adapter this package can use")
 
@@ -59,8 +58,7 @@ class AdapterUnit:
 
     def __post_init__(self) -> None:
         self.adapter = describe_adapter(self.adapter)
-        if not 0.0 <= self.start <= self.end <= 1.0:
-            raise ValueError(f"adapter window [{self.start}, {self.end}) must lie in [0, 1]")
+        check_step_window(self.start, self.end, self.label)
 
     @property
     def kind(self) -> str:
@@ -68,7 +66,7 @@ class AdapterUnit:
 
     @property
     def is_spatial(self) -> bool:
-        return self.kind in SPATIAL
+        return self.kind in SPATIAL_KINDS
 
     @property
     def label(self) -> str:

@@ -1,14 +1,16 @@
-"""Atomic file writes: write a temporary file in the destination's folder, fsync, `os.replace`.
+"""Atomic writes: write a temporary file (or folder) beside the destination, fsync, `os.replace`.
 
-A reader (or a crash) never sees a half-written output: either the old file (or none) or the
-complete new one. On any error inside the `with` block the temporary file is removed and the
-destination is left untouched.
+A reader (or a crash) never sees a half-written output: either the old file or folder (or none)
+or the complete new one. On any error inside the `with` block the temporary copy is removed and
+the destination is left untouched. `atomic_path`/`atomic_write` are for one file,
+`atomic_folder` for a folder (a diffusers model folder, a training checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from os import PathLike
@@ -47,8 +49,8 @@ def _final_mode(path: Path) -> int:
         return 0o666 & ~_current_umask()
 
 
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, so best effort.
+def fsync_folder(folder: Path) -> None:
+    """Make the renames inside `folder` durable; not possible on every platform, so best effort."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -57,13 +59,24 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then every folder, deepest first."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        fsync_folder(path)
+    fsync_folder(folder)
+
+
 def _commit(temp: str, path: Path, mode: int) -> None:
     try:
         os.chmod(temp, mode)
         os.replace(temp, path)
     except OSError as error:
         raise InputFileError(path, f"cannot write: {error.strerror or error}") from None
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def _discard(temp: str) -> None:
@@ -110,3 +123,44 @@ def atomic_write(path: str | PathLike, mode: str = "wb", **open_kwargs: Any) -> 
     with atomic_path(path) as temp, open(temp, mode, **open_kwargs) as handle:
         yield handle
         handle.flush()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `path` to fill; on a clean exit it replaces `path`.
+
+    Every file is fsynced, then the folder is renamed into place; an existing folder at `path`
+    is first renamed aside and deleted only once the new one is in place (restored if the
+    second rename fails), so `path` is always the old folder or the complete new one. On an
+    exception the temporary folder is deleted. Its name starts with `.<name>.` so callers can
+    sweep what a killed process left behind.
+    """
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as error:
+        raise InputFileError(target, f"cannot write: {error.strerror or error}") from None
+    try:
+        yield temp
+        fsync_tree(temp)
+        _swap_folder(temp, target)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)  # already gone after a successful swap
+
+
+def _swap_folder(temp: Path, target: Path) -> None:
+    old = None
+    try:
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / target.name)
+        os.replace(temp, target)
+    except OSError as error:
+        if old is not None and not target.exists():
+            os.replace(old / target.name, target)
+        raise InputFileError(target, f"cannot write: {error.strerror or error}") from None
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    fsync_folder(target.parent)

@@ -37,7 +37,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from t2i_adapter.errors import InputFileError
+from t2i_adapter.errors import InputFileError, first_line
 
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 WHITE = (255, 255, 255)
@@ -150,7 +150,7 @@ def _decode(
     except UnidentifiedImageError:
         raise InputFileError(name, "not an image, or a format that cannot be read") from None
     except Exception as error:  # a malformed header can raise almost anything inside Pillow
-        raise InputFileError(name, f"corrupt image header ({_describe(error)})") from None
+        raise InputFileError(name, f"corrupt image header ({first_line(error)})") from None
 
     with opened:
         width, height = opened.size
@@ -170,17 +170,12 @@ def _decode(
         except InputFileError:
             raise
         except Exception as error:  # truncated data, bad checksums, broken compression streams
-            raise InputFileError(name, f"truncated or corrupt image data ({_describe(error)})") from None
+            raise InputFileError(name, f"truncated or corrupt image data ({first_line(error)})") from None
 
 
 def _decodable_formats() -> list[str]:
     Image.init()
     return [name for name in IMAGE_FORMATS if name in Image.OPEN]
-
-
-def _describe(error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return text or type(error).__name__
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from t2i_adapter.training.config import TrainConfig
 
 def train(config: TrainConfig):
     """Train an adapter as `config` says; returns the output folder (`load_adapter` reads it)."""
+    # the loop imports accelerate and diffusers: `TrainConfig` (the CLI's flags) must stay light
     from t2i_adapter.training.loop import train as run_training
 
     return run_training(config)

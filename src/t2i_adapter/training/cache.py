@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from t2i_adapter.generation.prompts import encode_prompt
 from t2i_adapter.training.data.batches import TrainingSample
@@ -79,8 +80,6 @@ def build_cache(
     progress: bool,
 ) -> None:
     """Encode every record of `source` into `cache_dir` (skipped when a matching cache exists)."""
-    from tqdm.auto import tqdm
-
     if _index_matches(cache_dir, fingerprint, len(source)):
         return
     shutil.rmtree(cache_dir, ignore_errors=True)

@@ -12,7 +12,10 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from t2i_adapter.errors import InputFileError, T2IAdapterError
+from tqdm.auto import tqdm
+
+from t2i_adapter.errors import InputFileError, T2IAdapterError, first_line
+from t2i_adapter.generation.base_model import model_source
 from t2i_adapter.training.data.example import Example
 from t2i_adapter.training.data.shards import StreamSource
 from t2i_adapter.training.data.source import IndexedSource
@@ -149,8 +152,6 @@ def check_dataset(
     progress: bool = False,
 ) -> DataReport:
     """Read every sample (a stream: the first `limit`, if given) and report what is wrong."""
-    from tqdm.auto import tqdm
-
     count_tokens, max_tokens = _token_counter(tokenizer)
     report = DataReport(
         path=source.path,
@@ -194,16 +195,13 @@ def check_dataset(
 
 def load_tokenizer(model: str):
     """Just the (first) tokenizer of a base model, without loading its weights."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # seconds to import: only when captions are counted
 
-    from t2i_adapter.generation.base_model import _resolve_model_path
-
-    location = _resolve_model_path(model)
+    location = model_source(model)
     try:
         return AutoTokenizer.from_pretrained(str(location), subfolder="tokenizer")
     except Exception as error:  # offline hub, a single-file checkpoint, a broken folder
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputFileError(str(location), f"cannot read the tokenizer: {first_line}") from None
+        raise InputFileError(str(location), f"cannot read the tokenizer: {first_line(error)}") from None
 
 
 def require_usable(report: DataReport, *, strict: bool) -> None:

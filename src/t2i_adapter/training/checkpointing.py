@@ -13,7 +13,7 @@ checkpoints/step-00000500/
 ```
 
 A checkpoint is written into a hidden temporary folder, every file fsynced, then renamed into
-place in one `os.replace`, so a folder named `step-*` is always complete: a run killed at any
+place (`io.atomic.atomic_folder`), so a folder named `step-*` is always complete: a run killed at any
 moment leaves either the new checkpoint or none, and the previous ones untouched. Only then are
 checkpoints beyond the last K deleted. A failed write (disk full) removes the temporary folder,
 keeps every earlier checkpoint, and stops the run with a one-line error.
@@ -21,9 +21,7 @@ keeps every earlier checkpoint, and stops the run with a one-line error.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import random
 import re
 import shutil
@@ -34,7 +32,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.checkpoints import save_adapter
+from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
+from t2i_adapter.errors import T2IAdapterError, first_line
+from t2i_adapter.io.atomic import atomic_folder, atomic_path
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "training_state.pt"
@@ -47,29 +48,6 @@ _STEP_FOLDER = re.compile(r"^step-(\d+)$")
 
 class CheckpointError(T2IAdapterError):
     """A checkpoint could not be written or read."""
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            _fsync_file(path)
-    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
-        _fsync_folder(path)
-    _fsync_folder(folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,16 +85,12 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 def adapter_metadata(adapter: torch.nn.Module) -> dict[str, str]:
     """safetensors metadata that lets `load_adapter` rebuild the exact adapter from one file."""
-    from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
-
     config = {k: v for k, v in dict(adapter.config).items() if not k.startswith("_")}
     return {"format": "pt", META_KIND: adapter.adapter_kind, META_CONFIG: json.dumps(config)}
 
 
 def write_adapter_files(adapter: torch.nn.Module, folder: Path, *, original_layout: bool) -> None:
     """The adapter as a diffusers folder, one safetensors file, and optionally the original layout."""
-    from t2i_adapter.checkpoints import save_adapter
-
     tensors = {key: value.detach().cpu().contiguous() for key, value in adapter.state_dict().items()}
     save_file(tensors, str(folder / ADAPTER_FILE), metadata=adapter_metadata(adapter))
     save_adapter(adapter, folder / ADAPTER_FOLDER, layout="diffusers", overwrite=True)
@@ -136,31 +110,20 @@ def save_checkpoint(
     original_layout: bool = False,
 ) -> Path:
     """Write checkpoint `step` atomically, then delete all but the newest `keep`; returns its folder."""
-    root = Path(output_dir) / CHECKPOINTS
-    final = root / f"step-{step:08d}"
-    temp = root / f".step-{step:08d}.tmp-{os.getpid()}"
+    final = Path(output_dir) / CHECKPOINTS / f"step-{step:08d}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(temp, ignore_errors=True)
-        temp.mkdir()
-        write_adapter_files(adapter, temp, original_layout=original_layout)
-        state = {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "lr_scheduler": lr_scheduler.state_dict(),
-            "rng": rng_states(),
-            **training_state,
-        }
-        torch.save(state, temp / STATE_FILE)
-        _fsync_tree(temp)
-        if final.exists():  # the same step saved again (a resumed run re-reaching it): swap it out
-            stale = root / f".step-{step:08d}.old-{os.getpid()}"
-            os.replace(final, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        os.replace(temp, final)
-        _fsync_folder(root)
+        # a step saved again (a resumed run re-reaching it) replaces the old folder the same way
+        with atomic_folder(final) as temp:
+            write_adapter_files(adapter, temp, original_layout=original_layout)
+            state = {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": lr_scheduler.state_dict(),
+                "rng": rng_states(),
+                **training_state,
+            }
+            torch.save(state, temp / STATE_FILE)
     except (OSError, T2IAdapterError) as error:
-        shutil.rmtree(temp, ignore_errors=True)
         previous = latest_checkpoint(output_dir)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
@@ -172,8 +135,6 @@ def save_checkpoint(
 
 def publish_final_adapter(checkpoint: Path, output_dir: Path, *, original_layout: bool) -> None:
     """Copy the checkpoint's adapter to the top of `output_dir` (each file replaced atomically)."""
-    from t2i_adapter.io.atomic import atomic_path
-
     copies = [(checkpoint / ADAPTER_FOLDER / name, output_dir / name) for name in FINAL_FILES]
     copies.append((checkpoint / ADAPTER_FILE, output_dir / ADAPTER_FILE))
     if original_layout:
@@ -212,7 +173,7 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def remove_unfinished(output_dir: Path) -> None:
-    """Delete temporary folders a killed run left behind."""
+    """Delete temporary folders a killed run left behind (`atomic_folder` names them `.step-*`)."""
     root = Path(output_dir) / CHECKPOINTS
     if root.is_dir():
         for path in root.glob(".step-*"):
@@ -225,6 +186,5 @@ def load_checkpoint(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str
         adapter_state = load_file(str(checkpoint / ADAPTER_FILE))
         state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{checkpoint}: cannot read the checkpoint ({first_line})") from None
+        raise CheckpointError(f"{checkpoint}: cannot read the checkpoint ({first_line(error)})") from None
     return adapter_state, state

@@ -16,10 +16,11 @@ from typing import Any
 import tomllib
 import yaml
 
-from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError
+from t2i_adapter.adapters.kinds import SPATIAL_KINDS
+from t2i_adapter.conditions.options import parse_bool
+from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError, first_line
 
 DATA_FORMATS = ("auto", "meta", "folder", "jsonl", "webdataset", "hf")
-ADAPTER_TYPES = ("full", "light", "xl")
 TIMESTEP_SAMPLINGS = ("auto", "uniform", "cubic")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 OPTIMIZERS = ("auto", "adamw", "adamw8bit")
@@ -65,7 +66,7 @@ class TrainConfig:
 
     # --- the adapter -------------------------------------------------------------------------
     adapter_type: str | None = _option(
-        None, "new adapter kind (default: xl for SDXL, else full)", choices=ADAPTER_TYPES
+        None, "new adapter kind (default: xl for SDXL, else full)", choices=SPATIAL_KINDS
     )
     adapter: str | None = _option(None, "fine-tune from this adapter checkpoint instead of a new one")
 
@@ -186,8 +187,7 @@ class TrainConfig:
             else:
                 values = yaml.safe_load(text) or {}
         except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise InputFileError(file, f"not a valid config file: {first_line}") from None
+            raise InputFileError(file, f"not a valid config file: {first_line(error)}") from None
         if not isinstance(values, dict):
             raise InputFileError(file, "a config file must hold key: value pairs at its top level")
         values = _normalise_keys(values, source=str(file))
@@ -217,8 +217,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise T2IAdapterError(f"{source}: '{name}' cannot be empty")
     try:
         if kind.startswith("bool"):
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-                return value.lower() in ("true", "yes", "1")
+            if isinstance(value, str) and parse_bool(value) is not None:
+                return parse_bool(value)
             if not isinstance(value, bool):
                 raise ValueError
             return value

@@ -10,6 +10,8 @@ import csv
 import logging
 from pathlib import Path
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 CSV_FILE = "metrics.csv"
@@ -33,7 +35,7 @@ class TrainingLog:
         if new_file:
             self._rows.writeheader()
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard
 
             self.writer = SummaryWriter(
                 str(Path(output_dir) / TENSORBOARD_FOLDER), purge_step=resume_step + 1
@@ -66,8 +68,6 @@ class TrainingLog:
 
     def images(self, step: int, tag: str, images) -> None:
         if self.enabled and self.writer is not None:
-            import numpy as np
-
             for index, image in enumerate(images):
                 self.writer.add_image(f"{tag}/{index}", np.asarray(image), step, dataformats="HWC")
 

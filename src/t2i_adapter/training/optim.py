@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+from diffusers.optimization import get_scheduler
 
 from t2i_adapter.errors import T2IAdapterError
 
@@ -33,7 +34,7 @@ def make_optimizer(parameters, config, device: torch.device) -> torch.optim.Opti
     }
     if kind == "adamw8bit":
         try:
-            import bitsandbytes
+            import bitsandbytes  # optional: only for --optimizer adamw8bit
         except ImportError:
             raise T2IAdapterError(
                 "optimizer 'adamw8bit' needs bitsandbytes (pip install bitsandbytes)"
@@ -44,8 +45,6 @@ def make_optimizer(parameters, config, device: torch.device) -> torch.optim.Opti
 
 def make_lr_scheduler(optimizer: torch.optim.Optimizer, config):
     """diffusers' schedules (warmup, then constant / linear / cosine / ...)."""
-    from diffusers.optimization import get_scheduler
-
     return get_scheduler(
         config.lr_scheduler,
         optimizer,

@@ -7,12 +7,15 @@ changes the training run's random numbers.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from t2i_adapter.generation.pipeline import T2IAdapterPipeline
+from t2i_adapter.generation.units import AdapterUnit
 from t2i_adapter.io.images import load_image
 
 GUIDANCE_SCALE = 7.5
@@ -31,8 +34,6 @@ def choose_validation_set(config, source, prepare, channels: int) -> ValidationS
     conditions = [load_image(path, mode=mode) for path in config.validation_conditions]
     prompts = list(config.validation_prompts)
     if not conditions and hasattr(source, "records") and len(source):
-        import random
-
         for index in range(min(2, len(source))):
             prepared = prepare(source.load(index), rng=random.Random(0))
             pixels = (prepared.condition * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
@@ -51,9 +52,6 @@ def make_validation_images(
     base, adapter, validation: ValidationSet, *, resolution: int, steps: int, folder: Path
 ) -> list[Image.Image]:
     """One image per (prompt, condition), saved under `folder`."""
-    from t2i_adapter.generation.pipeline import T2IAdapterPipeline
-    from t2i_adapter.generation.units import AdapterUnit
-
     was_training = adapter.training
     adapter.eval()
     images = []

@@ -10,13 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "bfloat16": "bfloat16",
-}
+from t2i_adapter.adapters.kinds import ADAPTER_KINDS
+from t2i_adapter.checkpoints.layout import LAYOUTS
+from t2i_adapter.generation.settings import DTYPE_ALIASES, DTYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("source", metavar="SRC", help="adapter file, diffusers folder or hub id")
-    parser.add_argument("--to", required=True, choices=("diffusers", "original"), help="layout to write")
+    parser.add_argument("--to", required=True, choices=LAYOUTS, help="layout to write")
     parser.add_argument(
         "--out",
         required=True,
@@ -38,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--kind",
-        choices=("full", "light", "xl", "style", "fuser"),
+        choices=ADAPTER_KINDS,
         help="adapter kind, when detection from the keys is not what you want",
     )
     parser.add_argument(
@@ -49,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=sorted(DTYPES),
+        choices=[*DTYPES, *DTYPE_ALIASES],
         help="store the weights in this precision (default: as loaded, float32)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
@@ -66,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputFileError(args.source, "--num-res-blocks must be at least 1")
     if Path(args.out).expanduser().exists() and not args.overwrite:
         raise InputFileError(args.out, "already exists (pass --overwrite to replace it)")
-    dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
+    dtype = getattr(torch, DTYPE_ALIASES.get(args.dtype, args.dtype)) if args.dtype else None
     adapter = load_adapter(args.source, args.kind, num_res_blocks=args.num_res_blocks)
     dest = save_adapter(adapter, args.out, layout=args.to, dtype=dtype, overwrite=args.overwrite)
     parameters = sum(p.numel() for p in adapter.parameters())

@@ -18,7 +18,9 @@ import contextlib
 import sys
 from pathlib import Path
 
+from t2i_adapter.conditions.options import parse_option
 from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.generation.settings import check_step_window
 
 DEFAULT_OUT = "outputs"
 
@@ -181,8 +183,7 @@ def parse_range(text: str) -> tuple[float, float]:
         raise T2IAdapterError(
             f"--adapter-range '{text}': START and END must be numbers, like 0:0.5"
         ) from None
-    if not 0.0 <= start <= end <= 1.0:
-        raise T2IAdapterError(f"--adapter-range '{text}': need 0 <= START <= END <= 1")
+    check_step_window(start, end, f"--adapter-range '{text}'")
     return start, end
 
 
@@ -206,10 +207,7 @@ def condition_options(args: argparse.Namespace) -> list[dict[str, str]]:
         if flag == "--cond-model":
             key, raw = "model", value
         else:
-            key, sep, raw = value.partition("=")
-            key = key.strip()
-            if not sep or not key.isidentifier():
-                raise T2IAdapterError(f"--cond-option '{value}' is not of the form KEY=VALUE")
+            key, raw = parse_option(value, what="--cond-option")
         options[position - 1][key] = raw.strip()
     return options
 

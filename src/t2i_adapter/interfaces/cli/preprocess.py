@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from pathlib import Path
 from typing import Any
 
+from t2i_adapter.conditions.options import parse_options
 from t2i_adapter.errors import T2IAdapterError
 
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise T2IAdapterError(f"{out}: the output is written as PNG; give it a .png name")
-    options = parse_options(args.option)
+    options = spec.check_options(parse_options(args.option, what="--option"))  # typed, for the PNG
     image = load_image(args.image, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     condition = spec(image, **options)
     save_png(
@@ -70,31 +70,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out} ({spec.name}, {condition.width}x{condition.height}, {spec.channels} channel(s))")
     return 0
-
-
-def parse_options(pairs: list[str]) -> dict[str, Any]:
-    """`KEY=VALUE` strings to a dict; values are Python literals (numbers, True/False) or strings."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise T2IAdapterError(f"option '{pair}' is not of the form KEY=VALUE")
-        options[key] = _literal(raw.strip())
-    return options
-
-
-def _literal(raw: str) -> Any:
-    lowered = raw.lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw
-    return value if isinstance(value, int | float | str) else raw
 
 
 def _print_list(specs: list, unavailable: dict[str, str]) -> None:

@@ -489,7 +489,7 @@ def _default_adapters(model: str) -> list[str]:
 
     if not is_demo_name(model):
         return []
-    from t2i_adapter.demo.assets import DEMO_CONDITIONS
+    from t2i_adapter.demo_weights import DEMO_CONDITIONS
 
     return [f"demo:{condition}" for condition in DEMO_CONDITIONS]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.errors import InputFileError, T2IAdapterError, first_line
 from t2i_adapter.io.images import load_image, load_image_from_bytes, normalize_image
 from t2i_adapter.training.data.example import Example, Record
 from t2i_adapter.training.data.source import IndexedSource, settle_conditions
@@ -32,7 +32,7 @@ def is_saved_dataset(path: Path) -> bool:
 
 
 def _open(location: str):
-    import datasets
+    import datasets  # optional dependency, slow to import: only for Hugging Face datasets
 
     try:
         if location.startswith(HUB_PREFIX):
@@ -40,8 +40,7 @@ def _open(location: str):
             return datasets.load_dataset(name, split=split or "train")
         dataset = datasets.load_from_disk(location)
     except Exception as error:  # missing files, offline hub, bad split: one line for the user
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputFileError(location, f"cannot open the dataset: {first_line}") from None
+        raise InputFileError(location, f"cannot open the dataset: {first_line(error)}") from None
     if isinstance(dataset, datasets.DatasetDict):
         if "train" not in dataset:
             raise InputFileError(location, f"no 'train' split (splits: {', '.join(dataset)})")

@@ -15,14 +15,18 @@ condition members, a registered preprocessor (`--cond-type canny`) computes them
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from t2i_adapter.errors import InputFileError, T2IAdapterError
 from t2i_adapter.io.images import load_image_from_bytes
+from t2i_adapter.training.data.example import Example
 from t2i_adapter.training.data.source import is_grey_mode, registered_preprocessor
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -32,7 +36,7 @@ SHUFFLE_BUFFER = 256
 
 def list_shards(location: str) -> list[str]:
     """The shard files of `location`: a .tar, a folder of .tar files, or a brace pattern."""
-    import braceexpand
+    import braceexpand  # installed with webdataset (optional): only for .tar shards
 
     if "{" in location:
         shards = list(braceexpand.braceexpand(location))
@@ -93,7 +97,7 @@ class StreamSource:
 
     def read_shard(self, shard: str) -> Iterator[RawSample]:
         """The samples of one shard in stored order; a broken shard is recorded in `errors`."""
-        from webdataset.tariterators import tarfile_samples
+        from webdataset.tariterators import tarfile_samples  # optional: only for .tar shards
 
         def keep_going(error: Exception) -> bool:
             self.errors.append((shard, f"cannot read the shard ({error})"))
@@ -128,8 +132,6 @@ class StreamSource:
 
     def decode(self, sample: RawSample):
         """The `Example` of a raw sample; `InputFileError` naming shard and key when it is unusable."""
-        from t2i_adapter.training.data.example import Example
-
         image_bytes = next((sample.members[e] for e in IMAGE_EXTENSIONS if e in sample.members), None)
         if image_bytes is None:
             raise InputFileError(sample.where, "no image member (.jpg/.jpeg/.png/.webp)")
@@ -173,10 +175,6 @@ def open_shards(location: str, cond_type: str | None, condition_channels: int | 
     if condition_channels is None and spec is not None:
         condition_channels = spec.channels
     if condition_channels is None:
-        import io
-
-        from PIL import Image
-
         with Image.open(io.BytesIO(source.condition_bytes(first))) as opened:
             condition_channels = 1 if is_grey_mode(opened.mode) else 3
     source.condition_channels = condition_channels

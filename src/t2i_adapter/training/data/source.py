@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from PIL import Image
+
+from t2i_adapter.conditions.registry import get_preprocessor
 from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError
 from t2i_adapter.training.data.example import Example, Record
 
@@ -22,7 +25,6 @@ def registered_preprocessor(cond_type: str | None):
     """The registry's spec for `cond_type`, or None when it is not a registered preprocessor."""
     if not cond_type:
         return None
-    from t2i_adapter.conditions.registry import get_preprocessor
 
     try:
         return get_preprocessor(cond_type)
@@ -100,7 +102,6 @@ def infer_condition_channels(source: IndexedSource, configured: int | None) -> i
     spec = registered_preprocessor(source.cond_type)
     if spec is not None:
         return spec.channels
-    from PIL import Image
 
     if source.condition_mode_hint is not None:
         return 1 if is_grey_mode(source.condition_mode_hint) else 3

@@ -3,7 +3,9 @@
 The weights ship inside the package (`t2i_adapter/demo/weights/`): the base model as a diffusers
 folder under `base/`, each adapter as a diffusers `T2IAdapter` folder under `adapters/<cond>/`.
 `t2i-adapter demo train` rebuilds all of them; `T2I_ADAPTER_DEMO_WEIGHTS` points elsewhere
-(a rebuilt set that is not installed yet, for example).
+(a rebuilt set that is not installed yet, for example). These names sit beside `hub.py`, in the
+bottom layer, because loading (`checkpoints`, `generation`) resolves them; the demo world that
+made the weights stays in `demo/`.
 """
 
 from __future__ import annotations
@@ -13,15 +15,26 @@ from pathlib import Path
 
 from t2i_adapter.errors import MissingWeightsError, UnknownNameError
 
+DEMO_NAME = "demo"  # the base model; `demo:<condition>` names an adapter
 DEMO_CONDITIONS = ("sketch", "depth", "color")
 WEIGHTS_ENV = "T2I_ADAPTER_DEMO_WEIGHTS"
 _REBUILD_HINT = "rebuild them with `t2i-adapter demo train`"
 
 
+def is_demo_name(name: str) -> bool:
+    """True for `demo` (the demo base model) and `demo:<condition>` (a demo adapter)."""
+    return name == DEMO_NAME or name.startswith(DEMO_NAME + ":")
+
+
+def demo_adapter_names() -> list[str]:
+    """`demo:sketch`, `demo:depth`, `demo:color`: the names the demo adapters go by."""
+    return [f"{DEMO_NAME}:{condition}" for condition in DEMO_CONDITIONS]
+
+
 def weights_root() -> Path:
     """The folder holding `base/` and `adapters/` (the packaged one unless the env var says otherwise)."""
     override = os.environ.get(WEIGHTS_ENV)
-    return Path(override).expanduser() if override else Path(__file__).resolve().parent / "weights"
+    return Path(override).expanduser() if override else Path(__file__).resolve().parent / "demo" / "weights"
 
 
 def demo_model_path() -> Path:
@@ -36,9 +49,9 @@ def demo_model_path() -> Path:
 
 def demo_condition(name: str) -> str:
     """`demo:sketch` or `sketch` -> `sketch`; an unknown condition lists the valid ones."""
-    condition = name.split(":", 1)[1] if name.startswith("demo:") else name
+    condition = name.split(":", 1)[1] if is_demo_name(name) else name
     if condition not in DEMO_CONDITIONS:
-        raise UnknownNameError("demo adapter", name, [f"demo:{c}" for c in DEMO_CONDITIONS])
+        raise UnknownNameError("demo adapter", name, demo_adapter_names())
     return condition
 
 

@@ -1,0 +1,42 @@
+"""Which torch device a run uses: one rule for generation, preprocessors, evaluation and the demo.
+
+`auto` (or nothing) means the fastest device present, in the order diffusers' own examples
+use: CUDA, then Apple's MPS, then the CPU. A device named explicitly must exist here; one that
+does not is a one-line error naming it, never a fallback to another device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from t2i_adapter.errors import T2IAdapterError, UnknownNameError
+
+AUTO = "auto"
+DEVICE_NAMES = (AUTO, "cpu", "cuda", "cuda:N", "mps")
+
+
+def mps_available() -> bool:
+    """True when this torch build can use Apple's Metal GPU."""
+    backend = getattr(torch.backends, "mps", None)
+    return backend is not None and backend.is_available()
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """`None`/`auto` -> CUDA, else MPS, else CPU; a named device is checked to exist here."""
+    if device is None or str(device).strip() in ("", AUTO):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_available() else torch.device("cpu")
+    try:
+        chosen = torch.device(str(device).strip())
+    except RuntimeError:
+        raise UnknownNameError("device", str(device), DEVICE_NAMES) from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise T2IAdapterError(f"device '{device}' asked for, but no CUDA GPU is available here; use cpu")
+        count = torch.cuda.device_count()
+        if chosen.index is not None and chosen.index >= count:
+            raise T2IAdapterError(f"device '{device}' does not exist (this machine has {count} CUDA GPU(s))")
+    if chosen.type == "mps" and not mps_available():
+        raise T2IAdapterError(f"device '{device}' asked for, but this torch build sees no Apple MPS GPU")
+    return chosen

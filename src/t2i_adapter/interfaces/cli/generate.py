@@ -122,13 +122,15 @@ class ForLastAdapter(argparse.Action):
 
 
 def parse_range(text: str) -> tuple[float, float]:
-    """`START:END` (either may be empty: `:0.5`, `0.2:`) -> (start, end) fractions."""
+    """`START:END` (either may be empty, for `AdapterSpec`'s default: `:0.5`, `0.2:`) -> (start, end)."""
     parts = text.split(":")
     if len(parts) != 2:
         raise T2IAdapterError(f"--adapter-range '{text}': expected START:END, like 0:0.5")
+    defaults = default_of(ADAPTER_FIELDS["start"]), default_of(ADAPTER_FIELDS["end"])
     try:
-        start = float(parts[0]) if parts[0].strip() else 0.0
-        end = float(parts[1]) if parts[1].strip() else 1.0
+        start, end = (
+            float(part) if part.strip() else default for part, default in zip(parts, defaults, strict=True)
+        )
     except ValueError:
         raise T2IAdapterError(
             f"--adapter-range '{text}': START and END must be numbers, like 0:0.5"

@@ -106,6 +106,7 @@ BAD_INPUTS = {
     ),
     "bad range": (["--adapter-range", "0.7:0.2"], "--adapter-range '0.7:0.2'"),
     "range not numbers": (["--adapter-range", "a:b"], "must be numbers"),
+    "range that never acts": (["--adapter-range", "0.5:0.5"], "a window with start == end never acts"),
     "sdxl adapter on sd": (["--adapter", "{root}/xl-adapter", "--cond", "{root}/cond.png"], "SDXL adapter"),
     "missing model": (["--model", "{root}/no-model"], "no-model"),
     "missing adapter": (["--adapter", "{root}/no-adapter", "--cond", "{root}/cond.png"], "no-adapter"),

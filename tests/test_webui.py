@@ -141,6 +141,8 @@ def test_check_units_names_the_unit_at_fault():
     # The step window's rule is AdapterSpec's; the page names the unit and says it in one line.
     with pytest.raises(T2IAdapterError, match=r"^unit 1: [^\n]*0\.8[^\n]*0\.5[^\n]*$"):
         handlers.check_units([UnitInput(enabled=True, adapter="a", start=0.8, end=0.5)])
+    with pytest.raises(T2IAdapterError, match=r"^unit 2: adapter 'b': step range 0.5:0.5 .*never acts$"):
+        handlers.check_units([UnitInput(enabled=True, adapter="a"), UnitInput(True, "b", start=0.5, end=0.5)])
 
 
 def test_build_settings_keeps_only_enabled_units_in_order():

@@ -22,7 +22,7 @@ from t2i_adapter.conditions.registry import available_conditions
 from t2i_adapter.demo.assets import DEMO_CONDITIONS
 from t2i_adapter.demo.demo_run import DEMO_GUIDANCE, DEMO_STEPS
 from t2i_adapter.demo.world import SCENE_SIZE
-from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.errors import T2IAdapterError, first_line
 from t2i_adapter.generation.schedulers import available_schedulers
 from t2i_adapter.generation.settings import GenerationSettings
 from t2i_adapter.hub import is_demo_name
@@ -152,8 +152,7 @@ def user_errors(fn: Callable) -> Callable:
             raise gr.Error(str(error), print_exception=False) from None
         except Exception as error:  # a bug: keep serving, say what broke in one line
             logger.exception("web UI handler %s failed", fn.__name__)
-            first_line = (str(error).strip().splitlines() or [""])[0]
-            raise gr.Error(f"internal error ({type(error).__name__}): {first_line}") from None
+            raise gr.Error(f"internal error ({type(error).__name__}): {first_line(error)}") from None
 
     return wrapper
 

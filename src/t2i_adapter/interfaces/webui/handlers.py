@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image
 
+from t2i_adapter.conditions.options import format_option_text, parse_option_text
 from t2i_adapter.conditions.registry import preprocess
 from t2i_adapter.errors import InputFileError, T2IAdapterError
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
@@ -121,24 +122,9 @@ def source_image(
 
 
 def parse_cond_options(text: str | None) -> dict[str, str]:
-    """`"low_threshold=50, high_threshold=150"` (commas or new lines) -> `{"low_threshold": "50", ...}`.
-
-    Values stay text: the registry converts each to its option's type and refuses unknown names.
-    """
-    options: dict[str, str] = {}
-    for item in (text or "").replace("\n", ",").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise T2IAdapterError(f"preprocessor option '{item.strip()}' is not of the form KEY=VALUE")
-        options[key.strip()] = value.strip()
-    return options
-
-
-def format_cond_options(options: dict[str, Any]) -> str:
-    """The inverse of `parse_cond_options`, for putting a PNG's options back in the page."""
-    return ", ".join(f"{key}={value}" for key, value in options.items())
+    """The page's options field (`"low_threshold=50, high_threshold=150"`, commas or new lines) as
+    text values, by the conditions layer's one KEY=VALUE parser; the registry types them."""
+    return parse_option_text(text, what="preprocessor option")
 
 
 def preview_condition(
@@ -318,7 +304,7 @@ def parameters_from_png(path: str, output_dir: Path, server_model: str | None = 
             enabled=True,
             adapter=str(spec.adapter),
             cond_type=spec.cond_type or "none",
-            cond_options=format_cond_options(spec.cond_options),
+            cond_options=format_option_text(spec.cond_options),
             weight=float(spec.weight),
             start=float(spec.start),
             end=float(spec.end),

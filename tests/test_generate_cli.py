@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -104,6 +106,7 @@ BAD_INPUTS = {
     ),
     "bad range": (["--adapter-range", "0.7:0.2"], "--adapter-range '0.7:0.2'"),
     "range not numbers": (["--adapter-range", "a:b"], "must be numbers"),
+    "range that never acts": (["--adapter-range", "0.5:0.5"], "a window with start == end never acts"),
     "sdxl adapter on sd": (["--adapter", "{root}/xl-adapter", "--cond", "{root}/cond.png"], "SDXL adapter"),
     "missing model": (["--model", "{root}/no-model"], "no-model"),
     "missing adapter": (["--adapter", "{root}/no-adapter", "--cond", "{root}/cond.png"], "no-adapter"),
@@ -173,3 +176,138 @@ def test_from_png_uses_saved_conditions_when_the_originals_are_gone(files, tmp_p
     assert "using the saved condition map" in capsys.readouterr().err
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
     assert [a["cond_type"] for a in read_png_parameters(again)["adapters"]] == ["none", "none"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags made from GenerationSettings / AdapterSpec fields (no model is loaded: parsing only)
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse(argv: list[str]):
+    from t2i_adapter.interfaces.cli.generate import settings_from_args
+    from t2i_adapter.interfaces.cli.main import build_parser
+
+    return settings_from_args(build_parser().parse_args(["generate", *argv]))
+
+
+def _generate_parser():
+    import argparse
+
+    from t2i_adapter.interfaces.cli.main import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return subcommands.choices["generate"]
+
+
+def _help_text() -> str:
+    return " ".join(_generate_parser().format_help().split())
+
+
+def test_every_settings_field_is_a_flag_that_reaches_the_settings():
+    from dataclasses import fields
+
+    from t2i_adapter.generation.settings import GenerationSettings
+
+    values = {"int": "3", "int | None": "96", "float": "2.5", "str": "x", "str | None": "y"}
+    special = {"dtype": ("bf16", "bfloat16"), "model": ("m", "m"), "prompt": ("p", "p")}
+    argv, expected = [], {}
+    for field in fields(GenerationSettings):
+        if field.name in ("adapters", "resize_short_edge"):  # per-adapter flags; excludes --width
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if field.type == "bool":
+            argv.append(flag)
+            expected[field.name] = True
+            continue
+        given, wanted = special.get(field.name, (values[field.type], None))
+        argv += [flag, given]
+        kind = {"int": int, "float": float}.get(field.type.split(" ")[0], str)
+        expected[field.name] = wanted if wanted is not None else kind(given)
+    settings = _parse(argv)
+    assert {name: getattr(settings, name) for name in expected} == expected
+    assert len(expected) == len(fields(GenerationSettings)) - 2
+    short = _parse(["--model", "m", "--prompt", "p", "--resize-short-edge", "80", "--no-vae-tiling"])
+    assert short.resize_short_edge == 80 and short.vae_tiling is False
+
+
+def test_help_shows_each_fields_dataclass_default_in_its_group():
+    from dataclasses import MISSING, fields
+
+    from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
+
+    parser = _generate_parser()
+    groups = {group.title: group._group_actions for group in parser._action_groups}
+    titles = ["what to generate", "adapters", "sampling", "size", "machine and memory", "output"]
+    text = _help_text()
+    assert [text.index(f" {title}:") for title in titles] == sorted(text.index(f" {t}:") for t in titles)
+    shown = 0
+    for field in fields(GenerationSettings):
+        if field.name == "adapters":
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        action = next(action for action in groups[field.metadata["group"]] if flag in action.option_strings)
+        assert action.help.startswith(field.metadata["help"])
+        if field.default not in (MISSING, None, ""):
+            assert action.help.endswith(f"(default: {field.default})"), flag
+            shown += 1
+    assert shown == 10  # steps, guidance, seed, images, scheduler, clip vision, dtype, 3 switches
+    spec = {field.name: field for field in fields(AdapterSpec)}
+    assert f"--adapter-weight W {spec['weight'].metadata['help']} (default: {spec['weight'].default})" in text
+    assert f"(default: {spec['start'].default:g}:{spec['end'].default:g})" in text
+    assert f"(default: {spec['cond_type'].default})" in text
+    assert "given once, it applies to every adapter" in text
+
+
+def test_a_per_adapter_flag_given_once_applies_to_every_adapter(tmp_path):
+    # The README's two-adapter example: --adapter-range given once for two adapters.
+    two = ["--model", "m", "--prompt", "a red car", "--adapter", "depth-adapter", "--cond", "photo.png"]
+    two += ["--cond-type", "depth", "--adapter-weight", "1.0", "--adapter", "color-adapter"]
+    two += ["--cond", "palette.png", "--cond-type", "color", "--adapter-weight", "0.8"]
+    once = _parse([*two, "--adapter-range", "0:0.5"]).adapters
+    assert [(spec.start, spec.end) for spec in once] == [(0.0, 0.5), (0.0, 0.5)]
+    assert [(spec.cond_type, spec.weight) for spec in once] == [("depth", 1.0), ("color", 0.8)]
+    paired = _parse([*two, "--adapter-range", "0:1", "--adapter-range", "0.2:0.5"]).adapters
+    assert [(spec.start, spec.end) for spec in paired] == [(0.0, 1.0), (0.2, 0.5)]
+    same_picture = _parse(
+        ["--model", "m", "--prompt", "p", "--adapter", "a", "--adapter", "b"] + ["--cond", "x.png"]
+    )
+    assert [spec.cond for spec in same_picture.adapters] == [str(Path("x.png").absolute())] * 2
+
+
+def test_a_per_adapter_flag_given_a_wrong_number_of_times_is_one_line_naming_it(files, tmp_path, capsys):
+    args = base_args(files, tmp_path / "out.png") + ["--adapter", str(files / "adapter")]
+    args += [
+        "--cond",
+        str(files / "cond.png"),
+        "--adapter",
+        str(files / "adapter"),
+        "--cond",
+        str(files / "cond.png"),
+    ]
+    for flag, value in [("--adapter-range", "0:0.5"), ("--cond-type", "none"), ("--adapter-weight", "0.5")]:
+        assert main([*args, flag, value, flag, value]) == 2  # twice for three adapters
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"error: {flag} given 2 times for 3 --adapter") and "\n" not in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_per_adapter_flags_beside_from_png_change_the_recorded_adapters(tmp_path):
+    from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
+    from t2i_adapter.io.png import save_png
+
+    recorded = GenerationSettings(
+        model="m", prompt="p", seed=5,
+        adapters=[AdapterSpec("a", cond="/x/a.png", weight=0.9), AdapterSpec("b", cond="/x/b.png", end=0.5)],
+    )  # fmt: skip
+    png = save_png(Image.new("RGB", (8, 8)), tmp_path / "made.png", recorded.to_dict())
+    settings = _parse(["--from-png", str(png), "--adapter-weight", "0.3", "--seed", "6"])
+    assert [(spec.adapter, spec.weight, spec.end) for spec in settings.adapters] == [
+        ("a", 0.3, 1.0),
+        ("b", 0.3, 0.5),
+    ]
+    assert settings.seed == 6 and settings.prompt == "p"
+    paired = _parse(["--from-png", str(png), "--adapter-range", "0:0.25", "--adapter-range", "0.5:1"])
+    assert [(spec.start, spec.end, spec.weight) for spec in paired.adapters] == [
+        (0, 0.25, 0.9),
+        (0.5, 1, 1.0),
+    ]

@@ -3,7 +3,7 @@ PNG records, so an image can be made again from the file alone (`generate --from
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
@@ -31,6 +31,15 @@ def check_step_window(start: float, end: float, who: str) -> None:
         raise T2IAdapterError(f"{who}: step range {start}:{end} must satisfy 0 <= start < end <= 1{why}")
 
 
+def _option(default: Any = MISSING, help: str = "", **cli: Any) -> Any:
+    """A dataclass field whose help text (and, for `generate`, flag name, metavar and help group)
+    travels with it: the CLI's flags are made from these fields (see `interfaces/cli/generate.py`)."""
+    metadata = {"help": help, **cli}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class AdapterSpec:
     """One adapter and its condition: `cond` is an image path (or None when given in memory).
@@ -43,14 +52,34 @@ class AdapterSpec:
     `t2i-adapter preprocess --list`); values given as text are converted to each option's type.
     """
 
-    adapter: str
-    cond: str | None = None
-    cond_type: str = "none"
-    weight: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
-    task: str | None = None
-    cond_options: dict[str, str | int | float | bool] = field(default_factory=dict)
+    adapter: str = _option(help="adapter: hub id, folder, file, demo:<name>", flag="adapter")
+    cond: str | None = _option(None, "condition image", flag="cond", metavar="IMAGE")
+    cond_type: str = _option(
+        "none",
+        "preprocessor that makes the condition map: canny, sketch, color, depth, ...; 'none': it is one",
+        flag="cond-type",
+        metavar="TYPE",
+    )
+    weight: float = _option(1.0, "feature weight", flag="adapter-weight", metavar="W")
+    start: float = _option(
+        0.0,
+        "fraction of the steps the adapter acts on; the original cond_tau T is 0:T",
+        flag="adapter-range",
+        metavar="START:END",
+    )
+    end: float = _option(1.0, "where the adapter's fraction of the steps ends (see start)")
+    task: str | None = _option(
+        None,
+        "condition name for a CoAdapter fuser (sketch, depth, color, style, ...; default: the condition type)",
+        flag="adapter-task",
+        metavar="NAME",
+    )
+    cond_options: dict[str, str | int | float | bool] = _option(
+        {},
+        "the preprocessor's options, e.g. detect_resolution=384 (see 't2i-adapter preprocess --list')",
+        flag="cond-option",
+        metavar="KEY=VALUE",
+    )
 
     def __post_init__(self) -> None:
         self.cond_options = _checked_options(self.adapter, self.cond_options)
@@ -80,30 +109,65 @@ def _checked_options(adapter: str, options: Any) -> dict[str, str | int | float 
 
 @dataclass
 class GenerationSettings:
-    """All parameters of one generation run (defaults follow the original release's inference)."""
+    """All parameters of one generation run (defaults follow the original release's inference).
 
-    model: str
-    prompt: str
-    adapters: list[AdapterSpec] = field(default_factory=list)
-    negative_prompt: str = ""
-    steps: int = 50
-    guidance_scale: float = 7.5
-    seed: int = 42
-    num_images: int = 1
-    width: int | None = None
-    height: int | None = None
-    resize_short_edge: int | None = None
-    # None: the base model's native pixel count (512*512 for SD1.5, 1024*1024 for SDXL, 64*64 for
-    # the demo). The original scripts always used 512*512, which suits SD1.x only.
-    max_resolution: int | None = None
-    scheduler: str = "ddim"
-    fuser: str | None = None
-    clip_vision: str = DEFAULT_CLIP_VISION
-    dtype: str = "float32"
-    device: str | None = None  # None: CUDA when available, else CPU
-    attention_slicing: bool = False
-    vae_tiling: bool = False
-    cpu_offload: bool = False
+    Each field's help text and help group travel with it: `generate`'s flags are these fields."""
+
+    model: str = _option(
+        help="base model: hub id, diffusers folder, .safetensors file, or 'demo'", group="what to generate"
+    )
+    prompt: str = _option(help="text prompt", metavar="TEXT", group="what to generate")
+    adapters: list[AdapterSpec] = _option(
+        [], "the adapters, each with its condition (AdapterSpec), in order", group="adapters"
+    )
+    negative_prompt: str = _option(
+        "", "what to steer away from (empty: nothing)", metavar="TEXT", group="what to generate"
+    )
+
+    steps: int = _option(50, "denoising steps", metavar="N", group="sampling")
+    guidance_scale: float = _option(7.5, "classifier-free guidance scale", metavar="SCALE", group="sampling")
+    seed: int = _option(42, "random seed", metavar="N", group="sampling")
+    num_images: int = _option(1, "images to generate", metavar="N", group="sampling")
+
+    width: int | None = _option(
+        None, "output width (rounded to what the model needs)", metavar="PIXELS", group="size"
+    )
+    height: int | None = _option(
+        None, "output height (rounded to what the model needs)", metavar="PIXELS", group="size"
+    )
+    resize_short_edge: int | None = _option(
+        None, "scale the condition's short edge to N", metavar="N", group="size"
+    )
+    # The original scripts always used 512*512, which suits SD1.x only.
+    max_resolution: int | None = _option(
+        None,
+        "pixel budget (default: the model's native one: 512*512 for SD1.5, 1024*1024 for SDXL, "
+        "64*64 for the demo)",
+        metavar="PIXELS",
+        group="size",
+    )
+
+    scheduler: str = _option(
+        "ddim", "euler, euler_a, dpm++_2m, unipc, ... or a diffusers class", metavar="NAME", group="sampling"
+    )
+    fuser: str | None = _option(None, "CoAdapter fuser that mixes the adapters' features", group="adapters")
+    clip_vision: str = _option(
+        DEFAULT_CLIP_VISION, "CLIP vision model for style adapters", metavar="MODEL", group="adapters"
+    )
+
+    dtype: str = _option(
+        "float32",
+        f"{', '.join(DTYPES)} (or {', '.join(DTYPE_ALIASES)})",
+        group="machine and memory",
+    )
+    device: str | None = _option(
+        None, "cpu, cuda, cuda:N, mps (default: CUDA, then MPS, then CPU)", group="machine and memory"
+    )
+    attention_slicing: bool = _option(False, "less memory, slower", group="machine and memory")
+    vae_tiling: bool = _option(False, "decode in tiles (large images)", group="machine and memory")
+    cpu_offload: bool = _option(
+        False, "keep models on the CPU until used (small GPUs)", group="machine and memory"
+    )
 
     def __post_init__(self) -> None:
         self.adapters = [

@@ -1,14 +1,16 @@
 """`t2i-adapter generate`: text + condition image(s) -> PNG(s) with every parameter embedded.
 
-`--adapter`, `--cond`, `--cond-type`, `--adapter-weight`, `--adapter-range` (and
-`--adapter-task`) repeat and pair up in order (the first `--cond` goes with the first
-`--adapter`, ...); each flag after `--cond` is given for every adapter or not at all.
-`--cond-option KEY=VALUE` and `--cond-model PATH_OR_ID` (the preprocessor's options, such as a
-depth model's `detect_resolution`) are different: they belong to the `--adapter` given before
-them on the command line, repeat for several options, and adapters without any need none.
-`--from-png IMAGE` re-runs the generation recorded in a PNG made here; flags given beside it
-override what the file says, and condition files that are gone are replaced by the maps
-`--save-cond` wrote beside the PNG.
+Every `GenerationSettings` field is a flag (`guidance_scale` -> `--guidance-scale`) and every
+`AdapterSpec` field a per-adapter flag (`weight` -> `--adapter-weight`): name, help, group and
+default come from the field's metadata, as `train`'s flags come from `TrainConfig`.
+
+The per-adapter flags pair up with the `--adapter` flags in order (the first `--cond` goes with
+the first `--adapter`, ...); one given once applies to every adapter. `--cond-option KEY=VALUE`
+and `--cond-model PATH_OR_ID` (the preprocessor's options) instead belong to the `--adapter`
+given before them. `--from-png IMAGE` re-runs the generation recorded in a PNG made here: flags
+given beside it override what the file says (per-adapter flags without `--adapter` change the
+recorded adapters), and condition files that are gone are replaced by the maps `--save-cond`
+wrote beside the PNG.
 """
 
 from __future__ import annotations
@@ -16,124 +18,94 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 from t2i_adapter.conditions.options import parse_option
 from t2i_adapter.errors import T2IAdapterError
-from t2i_adapter.generation.settings import check_step_window
+from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings, check_step_window
+from t2i_adapter.interfaces.cli.dataclass_flags import add_field_flag, default_of, flag_of, help_of
 
 DEFAULT_OUT = "outputs"
+DESCRIPTION = (
+    "Generate images from a prompt and condition images; every parameter is embedded in each PNG "
+    "(re-run it with --from-png)."
+)
+# The help groups in the order `--help` lists them, with a line under each title; a field's
+# `group` metadata says which one its flag goes in.
+GROUPS = {
+    "what to generate": None,
+    "adapters": "Each per-adapter flag repeats and pairs up with the --adapter flags in order (the first "
+    "--cond goes with the first --adapter); given once, it applies to every adapter. --cond-option and "
+    "--cond-model belong to the --adapter before them.",
+    "sampling": None,
+    "size": "Default: the condition's size, scaled to --max-resolution pixels.",
+    "machine and memory": None,
+    "output": None,
+}
+ADAPTER_FIELDS = {field.name: field for field in fields(AdapterSpec)}
+# The per-adapter flags that pair up with --adapter in order (`--adapter-range` sets start and end).
+PAIRED = [
+    name
+    for name, field in ADAPTER_FIELDS.items()
+    if "flag" in field.metadata and name not in ("adapter", "cond_options")
+]
+SETTINGS_FLAGS = [field.name for field in fields(GenerationSettings) if field.name != "adapters"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "generate",
-        help="generate images from a prompt and condition images",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        "generate", help="generate images from a prompt and condition images", description=DESCRIPTION
     )
-    what = parser.add_argument_group("what to generate")
-    what.add_argument("--model", help="base model: hub id, diffusers folder, .safetensors file, or 'demo'")
-    what.add_argument("--prompt", help="text prompt")
-    what.add_argument("--negative-prompt", help="what to steer away from (default: none)")
-    what.add_argument("--from-png", metavar="IMAGE", help="re-run the generation recorded in this PNG")
-
-    adapters = parser.add_argument_group("adapters (repeat; they pair up in order)")
-    adapters.add_argument(
-        "--adapter", action="append", default=[], help="adapter: hub id, folder, file, demo:<name>"
+    groups = {title: parser.add_argument_group(title, line) for title, line in GROUPS.items()}
+    for field in fields(GenerationSettings):
+        if field.name == "adapters":
+            _add_adapter_flags(groups["adapters"])
+        else:
+            add_field_flag(groups[field.metadata["group"]], field)
+    groups["what to generate"].add_argument(
+        "--from-png",
+        metavar="IMAGE",
+        help="re-run the generation recorded in this PNG; flags given beside it override the record",
     )
-    adapters.add_argument("--cond", action="append", default=[], metavar="IMAGE", help="condition image")
-    adapters.add_argument(
-        "--cond-type",
-        action="append",
-        default=[],
-        metavar="TYPE",
-        help="preprocessor for the condition image (canny, sketch, color, depth, ...; 'none': already a map)",
-    )
-    adapters.add_argument(
-        "--adapter-weight", action="append", default=[], type=float, metavar="W", help="feature weight (1.0)"
-    )
-    adapters.add_argument(
-        "--adapter-range",
-        action="append",
-        default=[],
-        metavar="START:END",
-        help="fraction of the steps the adapter acts on (0:1; the original cond_tau T is 0:T)",
-    )
-    adapters.add_argument(
-        "--adapter-task",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="condition name for a CoAdapter fuser (sketch, depth, color, style, ...; default: --cond-type)",
-    )
-    adapters.add_argument(
-        "--cond-option",
-        action=ForLastAdapter,
-        dest="condition_options",
-        default=[],
-        metavar="KEY=VALUE",
-        help="option of the preprocessor of the --adapter before it (not paired in order; repeat for "
-        "several), e.g. --cond-option detect_resolution=384; see 't2i-adapter preprocess --list'",
-    )
-    adapters.add_argument(
-        "--cond-model",
-        action=ForLastAdapter,
-        dest="condition_options",
-        default=[],
-        metavar="PATH_OR_ID",
-        help="model (hub id or local folder) of the preprocessor of the --adapter before it, "
-        "e.g. a depth model; short for --cond-option model=PATH_OR_ID",
-    )
-    adapters.add_argument("--fuser", help="CoAdapter fuser that mixes the adapters' features")
-    adapters.add_argument(
-        "--clip-vision", help="CLIP vision model for style adapters (openai/clip-vit-large-patch14)"
-    )
-
-    sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=int, help="denoising steps (50)")
-    sampling.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (7.5)")
-    sampling.add_argument("--seed", type=int, help="random seed (42)")
-    sampling.add_argument("--num-images", type=int, help="images to generate (1)")
-    sampling.add_argument(
-        "--scheduler", help="ddim (default), euler, euler_a, dpm++_2m, unipc, ... or a diffusers class"
-    )
-
-    size = parser.add_argument_group("size (default: the condition's, scaled to --max-resolution pixels)")
-    size.add_argument("--width", type=int, help="output width (rounded to what the model needs)")
-    size.add_argument("--height", type=int, help="output height (rounded to what the model needs)")
-    size.add_argument(
-        "--resize-short-edge", type=int, metavar="N", help="scale the condition's short edge to N"
-    )
-    size.add_argument(
-        "--max-resolution",
-        type=int,
-        metavar="PIXELS",
-        help="pixel budget (default: the model's native one: 512*512 for SD1.5, 1024*1024 for SDXL)",
-    )
-
-    machine = parser.add_argument_group("machine and memory")
-    machine.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
-    machine.add_argument("--dtype", help="float32 (default), float16/fp16, bfloat16/bf16")
-    machine.add_argument("--attention-slicing", action="store_true", default=None, help="less memory, slower")
-    machine.add_argument(
-        "--vae-tiling", action="store_true", default=None, help="decode in tiles (large images)"
-    )
-    machine.add_argument(
-        "--cpu-offload",
-        action="store_true",
-        default=None,
-        help="keep models on the CPU until used (small GPUs)",
-    )
-
-    output = parser.add_argument_group("output")
-    output.add_argument(
+    groups["output"].add_argument(
         "--out",
-        default=None,
         metavar="PATH",
         help=f"a .png file name, or a folder for <seed>-<n>.png files (default: {DEFAULT_OUT}/)",
     )
-    output.add_argument("--save-cond", action="store_true", help="also write each preprocessed condition map")
+    groups["output"].add_argument(
+        "--save-cond", action="store_true", help="also write each preprocessed condition map"
+    )
     parser.set_defaults(func=run)
+
+
+def _add_adapter_flags(group: argparse._ArgumentGroup) -> None:
+    """The per-adapter flags, from `AdapterSpec`'s fields (`end` has none: `--adapter-range` sets it)."""
+    for name in ("adapter", *PAIRED):
+        field = ADAPTER_FIELDS[name]
+        options: dict[str, Any] = {"action": "append", "default": []}
+        if name == "start":
+            shown = f"{default_of(field):g}:{default_of(ADAPTER_FIELDS['end']):g}"
+            options.update(type=str, help=help_of(field, shown))
+        add_field_flag(group, field, **options)
+    options_field = ADAPTER_FIELDS["cond_options"]
+    attached = {"action": ForLastAdapter, "dest": "condition_options", "default": []}
+    add_field_flag(
+        group,
+        options_field,
+        help=f"{help_of(options_field)}: one per flag, for the --adapter before it (not paired in order)",
+        **attached,
+    )
+    add_field_flag(
+        group,
+        options_field,
+        flag="--cond-model",
+        metavar="PATH_OR_ID",
+        help="the preprocessor's model (hub id or local folder, e.g. a depth model) for the --adapter "
+        f"before it; short for {flag_of(options_field)} model=PATH_OR_ID",
+        **attached,
+    )
 
 
 class ForLastAdapter(argparse.Action):
@@ -148,37 +120,17 @@ class ForLastAdapter(argparse.Action):
 # Arguments -> settings
 # ---------------------------------------------------------------------------------------------
 
-SCALAR_FLAGS = {
-    "model": "model",
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "steps": "steps",
-    "guidance_scale": "guidance_scale",
-    "seed": "seed",
-    "num_images": "num_images",
-    "scheduler": "scheduler",
-    "width": "width",
-    "height": "height",
-    "resize_short_edge": "resize_short_edge",
-    "max_resolution": "max_resolution",
-    "device": "device",
-    "dtype": "dtype",
-    "attention_slicing": "attention_slicing",
-    "vae_tiling": "vae_tiling",
-    "cpu_offload": "cpu_offload",
-    "fuser": "fuser",
-    "clip_vision": "clip_vision",
-}
-
 
 def parse_range(text: str) -> tuple[float, float]:
-    """`START:END` (either may be empty: `:0.5`, `0.2:`) -> (start, end) fractions."""
+    """`START:END` (either may be empty, for `AdapterSpec`'s default: `:0.5`, `0.2:`) -> (start, end)."""
     parts = text.split(":")
     if len(parts) != 2:
         raise T2IAdapterError(f"--adapter-range '{text}': expected START:END, like 0:0.5")
+    defaults = default_of(ADAPTER_FIELDS["start"]), default_of(ADAPTER_FIELDS["end"])
     try:
-        start = float(parts[0]) if parts[0].strip() else 0.0
-        end = float(parts[1]) if parts[1].strip() else 1.0
+        start, end = (
+            float(part) if part.strip() else default for part, default in zip(parts, defaults, strict=True)
+        )
     except ValueError:
         raise T2IAdapterError(
             f"--adapter-range '{text}': START and END must be numbers, like 0:0.5"
@@ -187,14 +139,32 @@ def parse_range(text: str) -> tuple[float, float]:
     return start, end
 
 
-def _paired(values: list, name: str, count: int, default):
-    if not values:
-        return [default] * count
-    if len(values) != count:
-        raise T2IAdapterError(
-            f"{name} given {len(values)} times for {count} --adapter; give it once per adapter, in order, or not at all"
-        )
-    return values
+def _field_values(name: str, value: str | float) -> dict[str, Any]:
+    """The `AdapterSpec` field(s) one per-adapter flag's value sets."""
+    if name == "start":
+        start, end = parse_range(str(value))
+        return {"start": start, "end": end}
+    if name == "cond":
+        return {"cond": str(Path(str(value)).expanduser().absolute())}
+    return {name: value}
+
+
+def per_adapter_values(args: argparse.Namespace, count: int, adapters: str) -> list[dict[str, Any]]:
+    """Each of `count` adapters' fields from the paired flags: a flag given once is for every
+    adapter; given `count` times, its values pair up with the adapters in order."""
+    changes: list[dict[str, Any]] = [{} for _ in range(count)]
+    for name in PAIRED:
+        values = getattr(args, name)
+        if not values:
+            continue
+        if len(values) != count and (len(values) != 1 or count == 0):
+            raise T2IAdapterError(
+                f"{flag_of(ADAPTER_FIELDS[name])} given {len(values)} times for {adapters}; give it once "
+                "(for every adapter), once per adapter in order, or not at all"
+            )
+        for change, value in zip(changes, values * count if len(values) == 1 else values, strict=True):
+            change.update(_field_values(name, value))
+    return changes
 
 
 def condition_options(args: argparse.Namespace) -> list[dict[str, str]]:
@@ -212,40 +182,20 @@ def condition_options(args: argparse.Namespace) -> list[dict[str, str]]:
     return options
 
 
-def adapter_specs(args: argparse.Namespace):
-    """The `AdapterSpec`s from the repeated adapter flags (empty when no --adapter)."""
-    from t2i_adapter.generation.settings import AdapterSpec
-
+def adapter_specs(args: argparse.Namespace) -> list[AdapterSpec]:
+    """The `AdapterSpec`s of the `--adapter` flags and their per-adapter flags (empty when no --adapter)."""
     count = len(args.adapter)
     if count == 0:
-        flags = ("cond", "cond_type", "adapter_weight", "adapter_range", "adapter_task")
-        extra = [flag for flag in flags if getattr(args, flag)]
+        extra = [name for name in PAIRED if getattr(args, name)]
         if extra:
-            raise T2IAdapterError(f"--{extra[0].replace('_', '-')} given without --adapter")
+            raise T2IAdapterError(f"{flag_of(ADAPTER_FIELDS[extra[0]])} given without --adapter")
         return []
-    if len(args.cond) != count:
-        raise T2IAdapterError(
-            f"{len(args.cond)} --cond for {count} --adapter; every adapter needs its condition image"
-        )
-    types = _paired(args.cond_type, "--cond-type", count, "none")
-    weights = _paired(args.adapter_weight, "--adapter-weight", count, 1.0)
-    ranges = [parse_range(text) for text in _paired(args.adapter_range, "--adapter-range", count, "0:1")]
-    tasks = _paired(args.adapter_task, "--adapter-task", count, None)
-    options = condition_options(args)
+    if not args.cond:
+        raise T2IAdapterError(f"no --cond for {count} --adapter; every adapter needs its condition image")
+    changes = per_adapter_values(args, count, f"{count} --adapter")
     return [
-        AdapterSpec(
-            adapter=adapter,
-            cond=str(Path(cond).expanduser().absolute()),
-            cond_type=cond_type,
-            weight=weight,
-            start=start,
-            end=end,
-            task=task,
-            cond_options=cond_options,
-        )
-        for adapter, cond, cond_type, weight, (start, end), task, cond_options in zip(
-            args.adapter, args.cond, types, weights, ranges, tasks, options, strict=True
-        )
+        AdapterSpec(adapter=adapter, cond_options=options, **change)
+        for adapter, options, change in zip(args.adapter, condition_options(args), changes, strict=True)
     ]
 
 
@@ -258,8 +208,6 @@ def saved_conditions_fallback(png: Path, specs: list) -> list:
     """Recorded condition files that are gone are replaced by the maps `--save-cond` wrote beside
     the PNG (already preprocessed, so their type becomes `none`): a folder of outputs reproduces
     on another machine."""
-    from dataclasses import replace
-
     specs = list(specs)
     for index, spec in enumerate(specs):
         saved = saved_condition_path(png, index)
@@ -269,37 +217,35 @@ def saved_conditions_fallback(png: Path, specs: list) -> list:
     return specs
 
 
-def settings_from_args(args: argparse.Namespace):
-    """GenerationSettings from the flags, on top of the PNG's record with --from-png."""
-    from t2i_adapter.generation.settings import GenerationSettings
+def recorded_adapters(args: argparse.Namespace, specs: list[AdapterSpec]) -> list[AdapterSpec]:
+    """With --from-png and no --adapter: the recorded adapters, changed by the per-adapter flags given."""
+    png = Path(args.from_png)
+    if not args.cond:
+        specs = saved_conditions_fallback(png, specs)
+    changes = per_adapter_values(args, len(specs), f"the {len(specs)} adapters recorded in {png}")
+    return [replace(spec, **change) for spec, change in zip(specs, changes, strict=True)]
 
-    given = {
-        field: getattr(args, flag) for flag, field in SCALAR_FLAGS.items() if getattr(args, flag) is not None
-    }
+
+def settings_from_png(args: argparse.Namespace, given: dict[str, Any]) -> GenerationSettings:
+    """The settings recorded in --from-png, with the flags given beside it on top."""
+    from t2i_adapter.io.png import read_png_parameters
+
+    recorded = read_png_parameters(args.from_png)
+    if recorded is None:
+        raise T2IAdapterError(f"{args.from_png}: has no generation parameters (not made by t2i-adapter)")
+    settings = GenerationSettings.from_dict(recorded)
+    given["adapters"] = adapter_specs(args) if args.adapter else recorded_adapters(args, settings.adapters)
+    if args.resize_short_edge is not None and args.width is None and args.height is None:
+        given.update(width=None, height=None)  # the recorded size would win over the short edge
+    return settings.replace(**given)
+
+
+def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
+    """GenerationSettings from the flags, on top of the PNG's record with --from-png."""
+    given = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
     condition_options(args)  # options before any --adapter fail here, with --from-png too
     if args.from_png:
-        from t2i_adapter.io.png import read_png_parameters
-
-        recorded = read_png_parameters(args.from_png)
-        if recorded is None:
-            raise T2IAdapterError(f"{args.from_png}: has no generation parameters (not made by t2i-adapter)")
-        settings = GenerationSettings.from_dict(recorded)
-        if args.adapter:
-            given["adapters"] = adapter_specs(args)
-        elif args.cond:
-            if len(args.cond) != len(settings.adapters):
-                raise T2IAdapterError(
-                    f"{len(args.cond)} --cond for the {len(settings.adapters)} adapters recorded in {args.from_png}"
-                )
-            given["adapters"] = [
-                {**spec.__dict__, "cond": str(Path(cond).expanduser().absolute())}
-                for spec, cond in zip(settings.adapters, args.cond, strict=True)
-            ]
-        else:
-            given["adapters"] = saved_conditions_fallback(Path(args.from_png), settings.adapters)
-        if args.resize_short_edge is not None and args.width is None and args.height is None:
-            given.update(width=None, height=None)  # the recorded size would win over the short edge
-        return settings.replace(**given)
+        return settings_from_png(args, given)
     for required in ("model", "prompt"):
         if required not in given:
             raise T2IAdapterError(f"--{required} is required (or --from-png IMAGE)")

@@ -10,29 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from t2i_adapter.interfaces.cli.dataclass_flags import add_field_flag
 from t2i_adapter.training.config import TrainConfig
-
-_TYPES = {"int": int, "float": float, "str": str}
-
-
-def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
-    flag = "--" + field.name.replace("_", "-")
-    kind = str(field.type)
-    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-    help_text = field.metadata.get("help", "")
-    if default not in (None, "", []):
-        help_text += f" (default: {default})"
-    options: dict = {"dest": field.name, "default": None, "help": help_text}
-    if kind.startswith("bool"):
-        options["action"] = argparse.BooleanOptionalAction
-    elif kind.startswith("list"):
-        options["nargs"] = "+"
-        options["metavar"] = field.name.upper().removesuffix("S")
-    else:
-        options["type"] = _TYPES[kind.split(" ")[0]]
-        if field.metadata.get("choices"):
-            options["choices"] = field.metadata["choices"]
-    parser.add_argument(flag, **options)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", help="YAML or TOML file with any of the settings below")
     for field in dataclasses.fields(TrainConfig):
-        _add_field(parser, field)
+        add_field_flag(parser, field)
     parser.set_defaults(func=run)
 
 

@@ -7,6 +7,7 @@ told otherwise, with an upload limit and a queue that runs one generation at a t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import tempfile
@@ -17,7 +18,14 @@ from typing import Any
 
 import gradio as gr
 
-from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.conditions.registry import available_conditions
+from t2i_adapter.demo.demo_run import DEMO_GUIDANCE, DEMO_STEPS
+from t2i_adapter.demo.world import SCENE_SIZE
+from t2i_adapter.demo_weights import DEMO_CONDITIONS
+from t2i_adapter.errors import T2IAdapterError, first_line
+from t2i_adapter.generation.schedulers import available_schedulers
+from t2i_adapter.generation.settings import GenerationSettings
+from t2i_adapter.hub import is_demo_name
 from t2i_adapter.interfaces.webui import handlers
 from t2i_adapter.interfaces.webui.handlers import MAX_SEED, MAX_UNITS, Limits, UnitInput
 
@@ -39,6 +47,9 @@ CSS = """
 #t2i-status { min-height: 1.5em; }
 .t2i-unit-images img { image-rendering: pixelated; }
 """
+
+# The `UnitInput` fields a PNG's parameters restore (`UnitComponents` has a component of each name).
+RESTORED_FIELDS = ("enabled", "adapter", "cond_type", "cond_options", "weight", "start", "end")
 
 
 @dataclass
@@ -75,6 +86,15 @@ class UnitComponents:
             end=float(values[self.end]),
         )
 
+    def restored(self) -> list:
+        """The components a PNG's parameters fill in, in the order `restored_values` gives them."""
+        return [
+            *(getattr(self, name) for name in RESTORED_FIELDS),
+            self.upload,
+            self.source,
+            self.source_tabs,
+        ]
+
     def inputs(self) -> set:
         return {
             self.enabled,
@@ -90,6 +110,35 @@ class UnitComponents:
         }
 
 
+def restored_values(unit: UnitInput, cond_path: str | None) -> list:
+    """A unit's values from a PNG's parameters, for `UnitComponents.restored()`; its picture only
+    when the condition file is still there."""
+    values = [getattr(unit, name) for name in RESTORED_FIELDS]
+    if cond_path:
+        return [*values, cond_path, handlers.SOURCE_UPLOAD, gr.update(selected=handlers.SOURCE_UPLOAD)]
+    return [*values, gr.update(), gr.update(), gr.update()]
+
+
+@dataclass
+class Outputs:
+    """The right-hand column: the Generate button, what it made, and the PNG drop for parameters."""
+
+    generate_button: gr.Button
+    status: gr.Markdown
+    gallery: gr.Gallery
+    downloads: gr.File
+    parameters_png: gr.File
+
+
+@dataclass
+class Page:
+    """The page's components: `fields` maps `PageInput` field names to theirs."""
+
+    fields: dict[str, Any]
+    units: list[UnitComponents]
+    outputs: Outputs
+
+
 def user_errors(fn: Callable) -> Callable:
     """Show a user's mistake as one line in the page (gr.Error); log and summarise anything else."""
 
@@ -103,8 +152,7 @@ def user_errors(fn: Callable) -> Callable:
             raise gr.Error(str(error), print_exception=False) from None
         except Exception as error:  # a bug: keep serving, say what broke in one line
             logger.exception("web UI handler %s failed", fn.__name__)
-            first_line = (str(error).strip().splitlines() or [""])[0]
-            raise gr.Error(f"internal error ({type(error).__name__}): {first_line}") from None
+            raise gr.Error(f"internal error ({type(error).__name__}): {first_line(error)}") from None
 
     return wrapper
 
@@ -120,8 +168,6 @@ def build_app(
     default_steps: int | None = None,
 ) -> gr.Blocks:
     """The web page for generating with `model`; models are loaded through `cache` (one per server)."""
-    from t2i_adapter.conditions.registry import available_conditions
-
     if cache is None:
         from t2i_adapter.generation.api import ModelCache
 
@@ -130,10 +176,7 @@ def build_app(
     output_dir.mkdir(parents=True, exist_ok=True)
     limits = Limits(max_bytes=int(max_upload_mb * 1024 * 1024))
     adapter_choices = list(dict.fromkeys(adapters if adapters is not None else _default_adapters(model)))
-    conditions = available_conditions()
-    defaults = _page_defaults(model)
-    size = int(default_size or defaults.get("width") or DEFAULT_SIZE)
-    schedulers = _scheduler_choices()
+    defaults = _page_defaults(model, default_size, default_steps)
 
     with gr.Blocks(title="T2I-Adapter", analytics_enabled=False) as app:
         gr.Markdown(
@@ -142,206 +185,100 @@ def build_app(
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
-                prompt = gr.Textbox(label="Prompt", lines=2, elem_id="t2i-prompt")
-                negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="t2i-negative")
-                with gr.Tabs():
-                    units = [_unit(n, adapter_choices, conditions) for n in range(1, MAX_UNITS + 1)]
-                with gr.Row():
-                    steps = gr.Slider(
-                        1,
-                        150,
-                        value=int(default_steps or defaults.get("steps") or 30),
-                        step=1,
-                        label="Steps",
-                        elem_id="t2i-steps",
-                    )
-                    guidance = gr.Slider(
-                        1.0,
-                        20.0,
-                        value=float(defaults.get("guidance_scale") or 7.5),
-                        step=0.5,
-                        label="Guidance scale",
-                        elem_id="t2i-guidance",
-                    )
-                with gr.Row():
-                    seed = gr.Number(
-                        label="Seed",
-                        value=int(defaults.get("seed") or 42),
-                        precision=0,
-                        minimum=0,
-                        maximum=MAX_SEED,
-                        elem_id="t2i-seed",
-                        scale=4,
-                    )
-                    dice = gr.Button("Random seed", elem_id="t2i-random-seed", scale=1)
-                with gr.Row():
-                    width = gr.Slider(
-                        64, 2048, value=size, step=SIZE_STEP, label="Width", elem_id="t2i-width"
-                    )
-                    height = gr.Slider(
-                        64, 2048, value=size, step=SIZE_STEP, label="Height", elem_id="t2i-height"
-                    )
-                    num_images = gr.Slider(1, 8, value=1, step=1, label="Images", elem_id="t2i-num-images")
-                scheduler = gr.Dropdown(
-                    schedulers,
-                    value=defaults.get("scheduler") if defaults.get("scheduler") in schedulers else None,
-                    label="Scheduler",
-                    allow_custom_value=True,
-                    visible=bool(schedulers),
-                    elem_id="t2i-scheduler",
-                )
+                fields, units = _inputs(defaults, adapter_choices, available_conditions())
             with gr.Column(scale=4):
-                generate_button = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
-                status = gr.Markdown("", elem_id="t2i-status")
-                gallery = gr.Gallery(
-                    label="Images",
-                    columns=2,
-                    object_fit="contain",
-                    height="auto",
-                    buttons=["download", "fullscreen"],
-                    elem_id="t2i-gallery",
-                )
-                downloads = gr.File(
-                    label="PNG files (parameters embedded)",
-                    file_count="multiple",
-                    interactive=False,
-                    elem_id="t2i-downloads",
-                )
-                with gr.Accordion("Load parameters from a PNG made here", open=True):
-                    parameters_png = gr.File(
-                        label="Drop a PNG",
-                        file_types=[".png"],
-                        type="filepath",
-                        height=120,
-                        elem_id="t2i-load-png",
-                    )
-
-        # ---- condition previews ------------------------------------------------------------
-        @user_errors
-        def preview(source: str, upload_path: str | None, sketch: Any, cond_type: str, options: str):
-            return handlers.preview_condition(source, upload_path, sketch, cond_type, limits, options)
-
-        @user_errors
-        def preview_and_use(source: str, upload_path: str | None, sketch: Any, cond_type: str, options: str):
-            picture, condition = preview(source, upload_path, sketch, cond_type, options)
-            # A picture ticks the unit's "use" box; a cleared upload leaves the box as it was.
-            return picture, condition, True if upload_path else gr.skip()
-
-        for unit in units:
-            preview_inputs = [unit.source, unit.upload, unit.sketch, unit.cond_type, unit.cond_options]
-            preview_outputs = [unit.picture, unit.condition]
-            # A new picture that previews without error also puts its unit to use (a refused one does not).
-            unit.upload.change(
-                preview_and_use,
-                preview_inputs,
-                [*preview_outputs, unit.enabled],
-                concurrency_id="preview",
-                concurrency_limit=4,
-            )
-            for event in (
-                unit.cond_type.change,
-                unit.cond_options.submit,
-                unit.source.change,
-                unit.preview_button.click,
-            ):
-                event(preview, preview_inputs, preview_outputs, concurrency_id="preview", concurrency_limit=4)
-            unit.sketch.change(
-                preview,
-                preview_inputs,
-                preview_outputs,
-                trigger_mode="always_last",
-                show_progress="hidden",
-                concurrency_id="preview",
-                concurrency_limit=4,
-            )
-
-        # ---- generation --------------------------------------------------------------------
-        fields = {
-            "prompt": prompt,
-            "negative_prompt": negative,
-            "steps": steps,
-            "guidance_scale": guidance,
-            "seed": seed,
-            "width": width,
-            "height": height,
-            "num_images": num_images,
-            "scheduler": scheduler,
-        }
-
-        @user_errors
-        def generate(values: dict, progress=gr.Progress()):  # noqa: B008 - Gradio reads the default
-            progress(0.0, "preparing (models load on first use)")
-            output = handlers.run_generation(
-                model=model,
-                cache=cache,
-                output_dir=output_dir,
-                units=[unit.read(values) for unit in units],
-                limits=limits,
-                progress=progress,
-                **{name: values[component] for name, component in fields.items()},
-            )
-            paths = [str(path) for path in output.paths]
-            captions = [(path, f"seed {output.settings.seed} #{index}") for index, path in enumerate(paths)]
-            return captions, paths, output.status
-
-        generate_inputs = set(fields.values())
-        for unit in units:
-            generate_inputs |= unit.inputs()
-        generate_button.click(
-            generate,
-            generate_inputs,
-            [gallery, downloads, status],
-            concurrency_id="generate",
-            concurrency_limit=1,
+                outputs = _outputs()
+        _wire_previews(units, limits)
+        page = Page(fields, units, outputs)
+        _wire_generation(
+            page,
+            functools.partial(
+                handlers.run_generation, model=model, cache=cache, output_dir=output_dir, limits=limits
+            ),
         )
-        dice.click(handlers.random_seed, None, seed, queue=False)
-
-        # ---- parameters back from a PNG ----------------------------------------------------
-        field_order = [prompt, negative, steps, guidance, seed, width, height, num_images, scheduler]
-        unit_order = []
-        for unit in units:
-            unit_order += [unit.enabled, unit.adapter, unit.cond_type, unit.cond_options]
-            unit_order += [unit.weight, unit.start, unit.end]
-            unit_order += [unit.upload, unit.source, unit.source_tabs]
-
-        @user_errors
-        def load_parameters(path: str | None):
-            if not path:
-                return [gr.update()] * (len(field_order) + len(unit_order) + 1)
-            loaded = handlers.parameters_from_png(path, output_dir, server_model=model)
-            settings = loaded.settings
-            values: list[Any] = [
-                settings.prompt,
-                settings.negative_prompt,
-                settings.steps,
-                settings.guidance_scale,
-                settings.seed,
-                settings.width or gr.update(),  # None: the CLI took the size from the condition
-                settings.height or gr.update(),
-                settings.num_images,
-                settings.scheduler,
-            ]
-            for unit_input, cond_path in zip(loaded.units, loaded.condition_paths, strict=True):
-                values += [
-                    unit_input.enabled,
-                    unit_input.adapter,
-                    unit_input.cond_type,
-                    unit_input.cond_options,
-                    unit_input.weight,
-                    unit_input.start,
-                    unit_input.end,
-                ]
-                if cond_path:
-                    values += [cond_path, handlers.SOURCE_UPLOAD, gr.update(selected=handlers.SOURCE_UPLOAD)]
-                else:
-                    values += [gr.update(), gr.update(), gr.update()]
-            return [*values, loaded.message]
-
-        parameters_png.upload(load_parameters, parameters_png, [*field_order, *unit_order, status])
+        _wire_parameters(
+            page, functools.partial(handlers.parameters_from_png, output_dir=output_dir, server_model=model)
+        )
 
     app.t2i_upload_limit_bytes = limits.max_bytes
     app.t2i_output_dir = output_dir
     return app
+
+
+# ---------------------------------------------------------------------------------------------
+# Wiring: components -> handlers
+# ---------------------------------------------------------------------------------------------
+
+
+def _wire_previews(units: list[UnitComponents], limits: Limits) -> None:
+    """Each unit's condition preview follows its picture, preprocessor and options."""
+
+    @user_errors
+    def preview(source: str, upload_path: str | None, sketch: Any, cond_type: str, options: str):
+        return handlers.preview_condition(source, upload_path, sketch, cond_type, limits, options)
+
+    @user_errors
+    def preview_and_use(source: str, upload_path: str | None, sketch: Any, cond_type: str, options: str):
+        picture, condition = preview(source, upload_path, sketch, cond_type, options)
+        # A picture ticks the unit's "use" box; a cleared upload leaves the box as it was.
+        return picture, condition, True if upload_path else gr.skip()
+
+    queue = {"concurrency_id": "preview", "concurrency_limit": 4}
+    for unit in units:
+        inputs = [unit.source, unit.upload, unit.sketch, unit.cond_type, unit.cond_options]
+        outputs = [unit.picture, unit.condition]
+        # A new picture that previews without error also puts its unit to use (a refused one does not).
+        unit.upload.change(preview_and_use, inputs, [*outputs, unit.enabled], **queue)
+        for event in (unit.cond_type.change, unit.cond_options.submit, unit.source.change):
+            event(preview, inputs, outputs, **queue)
+        unit.preview_button.click(preview, inputs, outputs, **queue)
+        unit.sketch.change(
+            preview, inputs, outputs, trigger_mode="always_last", show_progress="hidden", **queue
+        )
+
+
+def _wire_generation(page: Page, run: Callable[..., handlers.GenerationOutput]) -> None:
+    """Generate: the page's values as one `PageInput` to `run` (`handlers.run_generation`), one at a time."""
+
+    @user_errors
+    def generate(values: dict, progress=gr.Progress()):  # noqa: B008 - Gradio reads the default
+        progress(0.0, "preparing (models load on first use)")
+        fields = {name: values[component] for name, component in page.fields.items()}
+        output = run(
+            handlers.PageInput(units=[unit.read(values) for unit in page.units], **fields), progress=progress
+        )
+        paths = [str(path) for path in output.paths]
+        captions = [(path, f"seed {output.settings.seed} #{index}") for index, path in enumerate(paths)]
+        return captions, paths, output.status
+
+    inputs = set(page.fields.values()).union(*(unit.inputs() for unit in page.units))
+    outputs = [page.outputs.gallery, page.outputs.downloads, page.outputs.status]
+    page.outputs.generate_button.click(
+        generate, inputs, outputs, concurrency_id="generate", concurrency_limit=1
+    )
+
+
+def _wire_parameters(page: Page, load: Callable[[str], handlers.LoadedParameters]) -> None:
+    """A PNG dropped on the page fills in its fields and units (`handlers.parameters_from_png`)."""
+    targets = [
+        *page.fields.values(),
+        *(c for unit in page.units for c in unit.restored()),
+        page.outputs.status,
+    ]
+
+    @user_errors
+    def load_parameters(path: str | None):
+        if not path:
+            return [gr.update()] * len(targets)
+        loaded = load(path)
+        # None (the size, when the CLI took it from the condition) leaves the field as it is.
+        values = [getattr(loaded.settings, name) for name in page.fields]
+        values = [gr.update() if value is None else value for value in values]
+        for unit, cond_path in zip(loaded.units, loaded.condition_paths, strict=True):
+            values += restored_values(unit, cond_path)
+        return [*values, loaded.message]
+
+    page.outputs.parameters_png.upload(load_parameters, page.outputs.parameters_png, targets)
 
 
 def launch_app(
@@ -377,6 +314,83 @@ def launch_app(
 # ---------------------------------------------------------------------------------------------
 # Layout pieces
 # ---------------------------------------------------------------------------------------------
+
+
+def _inputs(
+    defaults: dict[str, Any], adapter_choices: list[str], conditions: list[str]
+) -> tuple[dict[str, Any], list[UnitComponents]]:
+    """The left-hand column: prompts, the adapter units' tabs, sampling and size; returns the
+    components of `PageInput`'s fields by name, and the units."""
+    prompt = gr.Textbox(label="Prompt", lines=2, elem_id="t2i-prompt")
+    negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="t2i-negative")
+    with gr.Tabs():
+        units = [_unit(n, adapter_choices, conditions) for n in range(1, MAX_UNITS + 1)]
+    with gr.Row():
+        steps = gr.Slider(1, 150, value=defaults["steps"], step=1, label="Steps", elem_id="t2i-steps")
+        guidance = gr.Slider(
+            1.0,
+            20.0,
+            value=defaults["guidance_scale"],
+            step=0.5,
+            label="Guidance scale",
+            elem_id="t2i-guidance",
+        )
+    with gr.Row():
+        seed = gr.Number(
+            label="Seed",
+            value=defaults["seed"],
+            precision=0,
+            minimum=0,
+            maximum=MAX_SEED,
+            elem_id="t2i-seed",
+            scale=4,
+        )
+        dice = gr.Button("Random seed", elem_id="t2i-random-seed", scale=1)
+    dice.click(handlers.random_seed, None, seed, queue=False)
+    with gr.Row():
+        size = {"minimum": 64, "maximum": 2048, "step": SIZE_STEP}
+        width = gr.Slider(value=defaults["width"], label="Width", elem_id="t2i-width", **size)
+        height = gr.Slider(value=defaults["height"], label="Height", elem_id="t2i-height", **size)
+        num_images = gr.Slider(
+            1, 8, value=defaults["num_images"], step=1, label="Images", elem_id="t2i-num-images"
+        )
+    schedulers = available_schedulers()
+    scheduler = gr.Dropdown(
+        schedulers,
+        value=defaults["scheduler"] if defaults["scheduler"] in schedulers else None,
+        label="Scheduler",
+        allow_custom_value=True,
+        visible=bool(schedulers),
+        elem_id="t2i-scheduler",
+    )
+    fields = {"prompt": prompt, "negative_prompt": negative, "steps": steps, "guidance_scale": guidance}
+    fields.update(seed=seed, width=width, height=height, num_images=num_images, scheduler=scheduler)
+    return fields, units
+
+
+def _outputs() -> Outputs:
+    """The right-hand column's components."""
+    generate_button = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
+    status = gr.Markdown("", elem_id="t2i-status")
+    gallery = gr.Gallery(
+        label="Images",
+        columns=2,
+        object_fit="contain",
+        height="auto",
+        buttons=["download", "fullscreen"],
+        elem_id="t2i-gallery",
+    )
+    downloads = gr.File(
+        label="PNG files (parameters embedded)",
+        file_count="multiple",
+        interactive=False,
+        elem_id="t2i-downloads",
+    )
+    with gr.Accordion("Load parameters from a PNG made here", open=True):
+        parameters_png = gr.File(
+            label="Drop a PNG", file_types=[".png"], type="filepath", height=120, elem_id="t2i-load-png"
+        )
+    return Outputs(generate_button, status, gallery, downloads, parameters_png)
 
 
 def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> UnitComponents:
@@ -485,46 +499,20 @@ def _sketch_selected(cond_type: str | None, *, scribble: bool) -> tuple[str, str
 
 def _default_adapters(model: str) -> list[str]:
     """The packaged demo adapters when serving the demo model."""
-    from t2i_adapter.hub import is_demo_name
-
     if not is_demo_name(model):
         return []
-    from t2i_adapter.demo_weights import DEMO_CONDITIONS
-
     return [f"demo:{condition}" for condition in DEMO_CONDITIONS]
 
 
-def _page_defaults(model: str) -> dict[str, Any]:
-    """Starting values of the page's fields: `GenerationSettings`' defaults, the demo's for `demo`."""
-    from t2i_adapter.hub import is_demo_name
-
-    defaults = _settings_defaults()
+def _page_defaults(model: str, size: int | None, steps: int | None) -> dict[str, Any]:
+    """Starting values of the page's fields: `GenerationSettings`' defaults, the demo's for `demo`,
+    then the server's `--size` and `--steps`."""
+    defaults = {field.name: field.default for field in dataclasses.fields(GenerationSettings)}
+    defaults["width"] = DEFAULT_SIZE  # the settings' None (the condition's size) is no slider value
     if is_demo_name(model):
         # The demo model knows 64x64 shapes-world scenes; `t2i-adapter demo` samples them like this.
-        from t2i_adapter.demo.demo_run import DEMO_GUIDANCE, DEMO_STEPS
-        from t2i_adapter.demo.world import SCENE_SIZE
-
         defaults.update(width=SCENE_SIZE, steps=DEMO_STEPS, guidance_scale=DEMO_GUIDANCE)
+    defaults["width"] = size or defaults["width"]
+    defaults["height"] = defaults["width"]
+    defaults["steps"] = steps or defaults["steps"]
     return defaults
-
-
-def _settings_defaults() -> dict[str, Any]:
-    """Field defaults of `GenerationSettings` (steps, guidance, size, ...), where it declares them."""
-    import dataclasses
-
-    from t2i_adapter.generation.settings import GenerationSettings
-
-    if not dataclasses.is_dataclass(GenerationSettings):
-        return {}
-    return {
-        field.name: field.default
-        for field in dataclasses.fields(GenerationSettings)
-        if field.default is not dataclasses.MISSING
-    }
-
-
-def _scheduler_choices() -> list[str]:
-    """The short scheduler names generation knows (`ddim`, `euler_a`, `dpm++_2m_karras`, ...)."""
-    from t2i_adapter.generation.schedulers import available_schedulers
-
-    return available_schedulers()

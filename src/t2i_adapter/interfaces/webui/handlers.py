@@ -11,14 +11,18 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from t2i_adapter.conditions.options import format_option_text, parse_option_text
+from t2i_adapter.conditions.registry import preprocess
 from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 from t2i_adapter.io.images import load_image, normalize_image
+from t2i_adapter.io.png import read_png_parameters, save_png
 
 MAX_UNITS = 4
 MAX_SEED = 2**32 - 1
@@ -46,6 +50,23 @@ class UnitInput:
 
 
 @dataclass
+class PageInput:
+    """What the page holds for one Generate click: `GenerationSettings` fields as its components
+    give them (an empty seed box is None: a fresh seed; no scheduler: the default) and the units."""
+
+    prompt: str | None
+    negative_prompt: str | None
+    steps: float
+    guidance_scale: float
+    seed: float | None
+    width: float
+    height: float
+    num_images: float
+    scheduler: str | None = None
+    units: list[UnitInput] = field(default_factory=list)
+
+
+@dataclass
 class Limits:
     """What one upload may be: bytes on disk and decoded pixels (decompression bombs)."""
 
@@ -59,7 +80,7 @@ class GenerationOutput:
 
     paths: list[Path] = field(default_factory=list)
     status: str = ""
-    settings: Any = None
+    settings: GenerationSettings | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,24 +122,9 @@ def source_image(
 
 
 def parse_cond_options(text: str | None) -> dict[str, str]:
-    """`"low_threshold=50, high_threshold=150"` (commas or new lines) -> `{"low_threshold": "50", ...}`.
-
-    Values stay text: the registry converts each to its option's type and refuses unknown names.
-    """
-    options: dict[str, str] = {}
-    for item in (text or "").replace("\n", ",").split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise T2IAdapterError(f"preprocessor option '{item.strip()}' is not of the form KEY=VALUE")
-        options[key.strip()] = value.strip()
-    return options
-
-
-def format_cond_options(options: dict[str, Any]) -> str:
-    """The inverse of `parse_cond_options`, for putting a PNG's options back in the page."""
-    return ", ".join(f"{key}={value}" for key, value in options.items())
+    """The page's options field (`"low_threshold=50, high_threshold=150"`, commas or new lines) as
+    text values, by the conditions layer's one KEY=VALUE parser; the registry types them."""
+    return parse_option_text(text, what="preprocessor option")
 
 
 def preview_condition(
@@ -131,8 +137,6 @@ def preview_condition(
 ) -> tuple[Image.Image | None, Image.Image | None]:
     """(input picture, condition made from it by `cond_type` with `cond_options`), or (None, None)
     if there is no picture."""
-    from t2i_adapter.conditions.registry import preprocess
-
     if source == SOURCE_SKETCH:
         picture = sketch_image(sketch)
     elif upload_path:
@@ -154,131 +158,92 @@ def random_seed() -> int:
     return random.SystemRandom().randint(0, MAX_SEED)
 
 
-def build_settings(
-    *,
-    model: str,
-    prompt: str,
-    negative_prompt: str,
-    steps: int,
-    guidance_scale: float,
-    seed: int | None,
-    width: int,
-    height: int,
-    num_images: int,
-    scheduler: str | None,
-    units: list[UnitInput],
-    condition_paths: list[str],
-):
-    """A `GenerationSettings` from the page's fields; `condition_paths` names each enabled unit's picture."""
-    from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
-
-    enabled = [unit for unit in units if unit.enabled]
-    adapters = [
-        AdapterSpec(
-            adapter=unit.adapter.strip(),
-            cond=cond_path,
-            cond_type=unit.cond_type or "none",
-            cond_options=parse_cond_options(unit.cond_options),
-            weight=float(unit.weight),
-            start=float(unit.start),
-            end=float(unit.end),
-        )
-        for unit, cond_path in zip(enabled, condition_paths, strict=True)
-    ]
-    extra = {"scheduler": scheduler} if scheduler else {}
-    return GenerationSettings(
-        model=model,
-        prompt=prompt or "",
-        negative_prompt=negative_prompt or "",
-        adapters=adapters,
-        steps=int(steps),
-        guidance_scale=float(guidance_scale),
-        seed=random_seed() if seed is None or int(seed) < 0 else int(seed),  # empty box: a fresh seed
-        num_images=int(num_images),
-        width=int(width),
-        height=int(height),
-        **extra,
-    )
-
-
-def check_units(units: list[UnitInput]) -> None:
-    """Refuse unit settings that cannot work, naming the unit, before any model is loaded."""
+def check_units(units: list[UnitInput]) -> list[AdapterSpec]:
+    """The enabled units' `AdapterSpec`s (no condition yet): what cannot work is refused with one
+    line naming the unit, before any model is loaded."""
+    specs = []
     for number, unit in enumerate(units, start=1):
         if not unit.enabled:
             continue
         if not unit.adapter.strip():
             raise T2IAdapterError(f"unit {number}: choose an adapter (a demo name, a folder or a hub id)")
-        if not 0.0 <= unit.start < unit.end <= 1.0:
-            raise T2IAdapterError(
-                f"unit {number}: start ({unit.start:g}) must be below end ({unit.end:g}), both within 0..1"
+        try:
+            spec = AdapterSpec(
+                adapter=unit.adapter.strip(),
+                cond_type=unit.cond_type or "none",
+                cond_options=parse_cond_options(unit.cond_options),
+                weight=unit.weight,
+                start=unit.start,
+                end=unit.end,
             )
+        except T2IAdapterError as error:
+            raise T2IAdapterError(f"unit {number}: {error}") from None
+        specs.append(spec)
+    return specs
+
+
+def build_settings(page: PageInput, *, model: str, condition_paths: list[str]) -> GenerationSettings:
+    """A `GenerationSettings` from the page; `condition_paths` names each enabled unit's picture."""
+    adapters = [
+        replace(spec, cond=path) for spec, path in zip(check_units(page.units), condition_paths, strict=True)
+    ]
+    extra = {"scheduler": page.scheduler} if page.scheduler else {}
+    return GenerationSettings(
+        model=model,
+        prompt=page.prompt or "",
+        negative_prompt=page.negative_prompt or "",
+        adapters=adapters,
+        steps=int(page.steps),
+        guidance_scale=float(page.guidance_scale),
+        seed=random_seed() if page.seed is None or int(page.seed) < 0 else int(page.seed),  # empty box
+        num_images=int(page.num_images),
+        width=int(page.width),
+        height=int(page.height),
+        **extra,
+    )
 
 
 def run_generation(
+    page: PageInput,
     *,
     model: str,
     cache: Any,
     output_dir: Path,
-    prompt: str,
-    negative_prompt: str,
-    steps: int,
-    guidance_scale: float,
-    seed: int | None,
-    width: int,
-    height: int,
-    num_images: int,
-    scheduler: str | None,
-    units: list[UnitInput],
     limits: Limits,
     progress: ProgressFn | None = None,
 ) -> GenerationOutput:
-    """Generate with the enabled units; save each image as a PNG with its parameters in `output_dir`."""
+    """Generate with the enabled units; save each image as a PNG with its parameters in `output_dir`.
+
+    Each unit's picture is kept next to the outputs, so the PNG's parameters name a real file and
+    loading them back in this page can restore the condition too."""
     from t2i_adapter.generation.api import generate
-    from t2i_adapter.io.png import save_png
 
-    check_units(units)
     run_dir = Path(output_dir) / time.strftime("%Y%m%d-%H%M%S") / f"{random.getrandbits(32):08x}"
+    numbers = [number for number, unit in enumerate(page.units, start=1) if unit.enabled]
+    condition_paths = [run_dir / f"condition-{number}.png" for number in numbers]
+    settings = build_settings(page, model=model, condition_paths=[str(path) for path in condition_paths])
+    pictures = [
+        source_image(unit.source, unit.upload_path, unit.sketch, limits, unit=number)
+        for number, unit in enumerate(page.units, start=1)
+        if unit.enabled
+    ]
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    # Each unit's picture is kept next to the outputs, so the PNG's parameters name a real file
-    # and loading them back in this page can restore the condition too.
-    pictures: list[Image.Image] = []
-    condition_paths: list[str] = []
-    for number, unit in enumerate(units, start=1):
-        if not unit.enabled:
-            continue
-        picture = source_image(unit.source, unit.upload_path, unit.sketch, limits, unit=number)
-        path = run_dir / f"condition-{number}.png"
+    for picture, path in zip(pictures, condition_paths, strict=True):
         save_png(picture, path)
-        pictures.append(picture)
-        condition_paths.append(str(path))
-
-    settings = build_settings(
-        model=model,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        seed=seed,
-        width=width,
-        height=height,
-        num_images=num_images,
-        scheduler=scheduler,
-        units=units,
-        condition_paths=condition_paths,
-    )
-    callback = _progress_callback(progress, int(steps)) if progress is not None else None
+    callback = _progress_callback(progress) if progress is not None else None
     started = time.monotonic()
     result = generate(settings, condition_images=pictures or None, cache=cache, progress=callback)
-    elapsed = time.monotonic() - started
+    return _saved_outputs(result.settings or settings, result.images, run_dir, time.monotonic() - started)
 
-    recorded = result.settings if result.settings is not None else settings
+
+def _saved_outputs(
+    recorded: GenerationSettings, images: list, run_dir: Path, elapsed: float
+) -> GenerationOutput:
+    """Each image as `<seed>-<n>.png` in `run_dir` with `recorded` embedded, and a status line."""
     parameters = recorded.to_dict()
-    paths = []
-    for index, image in enumerate(result.images):
-        path = run_dir / f"{int(recorded.seed)}-{index}.png"
+    paths = [run_dir / f"{int(recorded.seed)}-{index}.png" for index in range(len(images))]
+    for image, path in zip(images, paths, strict=True):
         save_png(image, path, parameters)
-        paths.append(path)
     count = len(paths)
     status = (
         f"{count} image{'s' if count != 1 else ''} {recorded.width}x{recorded.height}, "
@@ -288,26 +253,15 @@ def run_generation(
     return GenerationOutput(paths=paths, status=status, settings=recorded)
 
 
-def _progress_callback(progress: ProgressFn, total_steps: int) -> Callable[..., None]:
-    """Turn generate()'s per-step reports into (fraction, text) calls on a Gradio progress bar."""
+def _progress_callback(progress: ProgressFn) -> Callable[[dict[str, Any]], None]:
+    """Turn generate()'s per-step reports (`{"step": k, "total": n}`, k = 1..n) into (fraction,
+    text) calls on a Gradio progress bar."""
 
-    def report(*args: Any, **kwargs: Any) -> None:
-        step, total = _step_and_total(args, kwargs, total_steps)
-        total = max(int(total), 1)
+    def report(info: dict[str, Any]) -> None:
+        step, total = int(info["step"]), max(int(info["total"]), 1)
         progress(min(step / total, 1.0), f"sampling step {step}/{total}")
 
     return report
-
-
-def _step_and_total(args: tuple, kwargs: dict, default_total: int) -> tuple[int, int]:
-    info = args[0] if len(args) == 1 and isinstance(args[0], dict) else kwargs
-    if info:
-        step = info.get("step", info.get("i", 0))
-        total = info.get("total", info.get("total_steps", default_total))
-        return int(step), int(total)
-    if len(args) >= 2:
-        return int(args[0]), int(args[1])
-    return (int(args[0]) if args else 0), default_total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +273,7 @@ def _step_and_total(args: tuple, kwargs: dict, default_total: int) -> tuple[int,
 class LoadedParameters:
     """The page fields a PNG's parameters fill in; `condition_paths[i]` is None when not on disk."""
 
-    settings: Any
+    settings: GenerationSettings
     units: list[UnitInput]
     condition_paths: list[str | None]
     message: str
@@ -327,9 +281,6 @@ class LoadedParameters:
 
 def parameters_from_png(path: str, output_dir: Path, server_model: str | None = None) -> LoadedParameters:
     """Read the parameters `save_png` embedded; conditions are restored only from this page's outputs."""
-    from t2i_adapter.generation.settings import GenerationSettings
-    from t2i_adapter.io.png import read_png_parameters
-
     name = Path(path).name
     try:
         parameters = read_png_parameters(path)
@@ -353,7 +304,7 @@ def parameters_from_png(path: str, output_dir: Path, server_model: str | None = 
             enabled=True,
             adapter=str(spec.adapter),
             cond_type=spec.cond_type or "none",
-            cond_options=format_cond_options(spec.cond_options),
+            cond_options=format_option_text(spec.cond_options),
             weight=float(spec.weight),
             start=float(spec.start),
             end=float(spec.end),

@@ -19,8 +19,10 @@ demo: install
 	t2i-adapter demo --out outputs/demo
 
 test: install install-browser
+	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m ruff format --check src tests benchmarks
 	$(PYTHON) -m pytest -q
 
 lint: install
-	ruff check src tests benchmarks
-	ruff format --check src tests benchmarks
+	$(PYTHON) -m ruff check src tests benchmarks
+	$(PYTHON) -m ruff format --check src tests benchmarks

@@ -127,93 +127,36 @@ class T2IAdapterPipeline:
         Raises `ModelMismatchError` before any sampling when an adapter does not fit the model.
         """
         started = time.perf_counter()
-        base = self.base
-        device = self.execution_device
-        dtype = base.dtype
         units = list(units)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if isinstance(negative_prompt, str):
             negative_prompt = [negative_prompt] * len(prompts)
 
-        # 1. Everything must fit before any sampling.
-        if base.is_sdxl:
-            check_time_ids_fit(base)
-        for unit in units:
-            check_unit_fits(base, unit)
-        if fuser is not None:
-            check_fuser_fits(fuser, units)
-
-        # 2. Output size: rounded to what the UNet and every adapter need.
-        spatial = [unit for unit in units if unit.is_spatial]
-        multiple = required_multiple(
-            base.vae_scale_factor,
-            len(base.unet.config.block_out_channels),
-            [getattr(unit.adapter, "total_downscale_factor", 1) for unit in spatial],
+        self._check_fits(units, fuser)  # everything must fit before any sampling
+        width, height = self._output_size(
+            units, width, height, resize_short_edge=resize_short_edge, max_resolution=max_resolution
         )
-        width, height = resolve_size(
-            multiple,
+        adapter_started = time.perf_counter()
+        outputs, conditions = self._run_adapters(units, fuser, width, height)
+        adapter_seconds = time.perf_counter() - adapter_started
+        conditioning = self._conditioning(
+            units,
+            outputs,
+            fuser,
+            prompts,
+            negative_prompt,
+            num_images=num_images,
+            guidance_scale=guidance_scale,
             width=width,
             height=height,
-            condition_size=_condition_size(spatial[0].condition) if spatial else None,
-            resize_short_edge=resize_short_edge,
-            max_resolution=max_resolution,
-            default_side=base.native_resolution,
         )
-        latent_size = (height // base.vae_scale_factor, width // base.vae_scale_factor)
-
-        # 3. Each adapter runs once; its weighted output is reused at every step.
-        adapter_started = time.perf_counter()
-        outputs, conditions = [], []
-        for unit in units:
-            output, condition = self._run_unit(unit, width, height, device, dtype)
-            if output.maps is not None:
-                check_feature_shapes(base, unit, output.maps, latent_size)
-            outputs.append(output)
-            conditions.append(condition)
-        if fuser is not None:
-            _move(fuser, device, dtype)
-        _synchronize(device)
-        adapter_seconds = time.perf_counter() - adapter_started
-
-        # 4. Prompts -> context (negative half first), repeated for the images per prompt.
-        do_cfg = guidance_scale > 1.0
-        embeddings = encode_prompt(base, prompts, negative_prompts=negative_prompt, do_cfg=do_cfg).repeat(
-            num_images
-        )
-        batch_size = embeddings.batch_size
-        added_cond = None
-        if base.is_sdxl:
-            time_ids = sdxl_add_time_ids(height, width, dtype=dtype, device=device)
-            halves = 2 if do_cfg else 1
-            added_cond = {
-                "text_embeds": embeddings.pooled_context().to(device=device, dtype=dtype),
-                "time_ids": time_ids.repeat(batch_size * halves, 1),
-            }
-        conditioning = StepConditioning(
-            units=units,
-            outputs=outputs,
-            text_context=embeddings.context().to(device=device, dtype=dtype),
-            batch_size=batch_size,
-            do_cfg=do_cfg,
-            fuser=fuser,
-            added_cond=added_cond,
-        )
-
-        # 5. Scheduler (a fresh one: no state shared between calls) and starting noise.
-        if scheduler is None or isinstance(scheduler, str):
-            scheduler = make_scheduler(scheduler or type(base.scheduler).__name__, base.scheduler)
-        scheduler.set_timesteps(steps, device=device)
+        scheduler = self._scheduler(scheduler, steps)
         conditioning.at(0, len(scheduler.timesteps))  # the fuser (if any) fails here, not mid-run
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(int(seed if seed is not None else 42))
-
-        latent_shape = (batch_size, base.unet.config.in_channels, *latent_size)
-        latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=dtype)
-        latents = latents * scheduler.init_noise_sigma
-
-        # 6. Denoise, then decode.
+        latents = self._initial_latents(conditioning.batch_size, width, height, scheduler, generator)
         latents = denoise(
-            base.unet,
+            self.base.unet,
             scheduler,
             latents,
             conditioning,
@@ -224,7 +167,7 @@ class T2IAdapterPipeline:
         )
         images = self.decode(latents, output_type)
         self._offload_all()
-        _synchronize(device)
+        _synchronize(self.execution_device)
         total_seconds = time.perf_counter() - started
         return PipelineOutput(
             images=images,
@@ -233,6 +176,120 @@ class T2IAdapterPipeline:
             conditions=conditions,
             timings={"adapter_seconds": adapter_seconds, "total_seconds": total_seconds},
         )
+
+    # ---------------------------------------------------------------- phases of a call
+    def _check_fits(self, units: list[AdapterUnit], fuser: torch.nn.Module | None) -> None:
+        """Raise `ModelMismatchError` when the model, an adapter or the fuser do not fit together."""
+        if self.base.is_sdxl:
+            check_time_ids_fit(self.base)
+        for unit in units:
+            check_unit_fits(self.base, unit)
+        if fuser is not None:
+            check_fuser_fits(fuser, units)
+
+    def _output_size(
+        self,
+        units: list[AdapterUnit],
+        width: int | None,
+        height: int | None,
+        *,
+        resize_short_edge: int | None,
+        max_resolution: int | None,
+    ) -> tuple[int, int]:
+        """(width, height), rounded to what the UNet and every spatial adapter need."""
+        base = self.base
+        spatial = [unit for unit in units if unit.is_spatial]
+        multiple = required_multiple(
+            base.vae_scale_factor,
+            len(base.unet.config.block_out_channels),
+            [getattr(unit.adapter, "total_downscale_factor", 1) for unit in spatial],
+        )
+        return resolve_size(
+            multiple,
+            width=width,
+            height=height,
+            condition_size=_condition_size(spatial[0].condition) if spatial else None,
+            resize_short_edge=resize_short_edge,
+            max_resolution=max_resolution,
+            default_side=base.native_resolution,
+        )
+
+    def _run_adapters(
+        self, units: list[AdapterUnit], fuser: torch.nn.Module | None, width: int, height: int
+    ) -> tuple[list[UnitOutput], list[torch.Tensor]]:
+        """Each adapter runs once; its weighted output is reused at every step."""
+        device, dtype = self.execution_device, self.base.dtype
+        latent_size = (height // self.base.vae_scale_factor, width // self.base.vae_scale_factor)
+        outputs, conditions = [], []
+        for unit in units:
+            output, condition = self._run_unit(unit, width, height, device, dtype)
+            if output.maps is not None:
+                check_feature_shapes(self.base, unit, output.maps, latent_size)
+            outputs.append(output)
+            conditions.append(condition)
+        if fuser is not None:
+            _move(fuser, device, dtype)
+        _synchronize(device)
+        return outputs, conditions
+
+    def _conditioning(
+        self,
+        units: list[AdapterUnit],
+        outputs: list[UnitOutput],
+        fuser: torch.nn.Module | None,
+        prompts: list[str],
+        negative_prompts: list[str] | None,
+        *,
+        num_images: int,
+        guidance_scale: float,
+        width: int,
+        height: int,
+    ) -> StepConditioning:
+        """Prompts -> context (negative half first), repeated for the images per prompt."""
+        base, device, dtype = self.base, self.execution_device, self.base.dtype
+        do_cfg = guidance_scale > 1.0
+        embeddings = encode_prompt(base, prompts, negative_prompts=negative_prompts, do_cfg=do_cfg)
+        embeddings = embeddings.repeat(num_images)
+        added_cond = None
+        if base.is_sdxl:
+            time_ids = sdxl_add_time_ids(height, width, dtype=dtype, device=device)
+            halves = 2 if do_cfg else 1
+            added_cond = {
+                "text_embeds": embeddings.pooled_context().to(device=device, dtype=dtype),
+                "time_ids": time_ids.repeat(embeddings.batch_size * halves, 1),
+            }
+        return StepConditioning(
+            units=units,
+            outputs=outputs,
+            text_context=embeddings.context().to(device=device, dtype=dtype),
+            batch_size=embeddings.batch_size,
+            do_cfg=do_cfg,
+            fuser=fuser,
+            added_cond=added_cond,
+        )
+
+    def _scheduler(self, scheduler: str | Any | None, steps: int) -> Any:
+        """A fresh scheduler (no state shared between calls) set to `steps` steps."""
+        if scheduler is None or isinstance(scheduler, str):
+            scheduler = make_scheduler(scheduler or type(self.base.scheduler).__name__, self.base.scheduler)
+        scheduler.set_timesteps(steps, device=self.execution_device)
+        return scheduler
+
+    def _initial_latents(
+        self, batch_size: int, width: int, height: int, scheduler: Any, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Starting noise (batch, C, H/8, W/8), drawn on the CPU so a seed gives the same noise everywhere."""
+        base = self.base
+        latent_shape = (
+            batch_size,
+            base.unet.config.in_channels,
+            height // base.vae_scale_factor,
+            width // base.vae_scale_factor,
+        )
+        latents = randn_tensor(
+            latent_shape, generator=generator, device=self.execution_device, dtype=base.dtype
+        )
+        return latents * scheduler.init_noise_sigma
 
     # ---------------------------------------------------------------- pieces
     def _run_unit(

@@ -122,13 +122,7 @@ def encode_prompt(
     """
     if isinstance(prompts, str):
         prompts = [prompts]
-    if negative_prompts is not None:
-        if isinstance(negative_prompts, str):
-            negative_prompts = [negative_prompts]
-        if len(negative_prompts) == 1 and len(prompts) > 1:
-            negative_prompts = negative_prompts * len(prompts)
-        if len(negative_prompts) != len(prompts):
-            raise ValueError(f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
+    negative_prompts = _one_negative_per_prompt(negative_prompts, len(prompts))
 
     if not base.is_sdxl:
         embeds = _encode_sd(base, prompts)
@@ -147,6 +141,19 @@ def encode_prompt(
     else:
         negative_embeds, negative_pooled = _encode_sdxl(base, negative_prompts or [""] * len(prompts))
     return PromptEmbeddings(embeds, negative_embeds, pooled, negative_pooled)
+
+
+def _one_negative_per_prompt(negative_prompts: str | list[str] | None, count: int) -> list[str] | None:
+    """One negative prompt for each of `count` prompts (a single one is repeated); None stays None."""
+    if negative_prompts is None:
+        return None
+    if isinstance(negative_prompts, str):
+        negative_prompts = [negative_prompts]
+    if len(negative_prompts) == 1 and count > 1:
+        negative_prompts = negative_prompts * count
+    if len(negative_prompts) != count:
+        raise ValueError(f"{len(negative_prompts)} negative prompts for {count} prompts")
+    return negative_prompts
 
 
 def sdxl_add_time_ids(

@@ -140,28 +140,24 @@ class TrainConfig:
             value = getattr(self, name)
             if valid and value is not None and value not in valid:
                 raise UnknownNameError(name.replace("_", " "), str(value), valid)
-        if self.resolution <= 0 or self.resolution % 64:
-            raise T2IAdapterError(f"resolution must be a positive multiple of 64, not {self.resolution}")
-        positive = (
-            "batch_size",
-            "gradient_accumulation_steps",
-            "max_steps",
-            "keep_checkpoints",
-            "validation_steps",
-        )
-        for name in positive:
+        self._check_ranges()
+        return self
+
+    def _check_ranges(self) -> None:
+        for name in POSITIVE_COUNTS:
             if getattr(self, name) < 1:
                 raise T2IAdapterError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("checkpoint_every", "log_every", "validation_every", "num_workers", "lr_warmup_steps"):
+        for name in NON_NEGATIVE_COUNTS:
             if getattr(self, name) < 0:
                 raise T2IAdapterError(f"{name} must not be negative, not {getattr(self, name)}")
+        if self.resolution <= 0 or self.resolution % 64:
+            raise T2IAdapterError(f"resolution must be a positive multiple of 64, not {self.resolution}")
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise T2IAdapterError(f"caption_dropout must be in [0, 1], not {self.caption_dropout}")
         if self.lr <= 0:
             raise T2IAdapterError(f"lr must be positive, not {self.lr}")
         if self.condition_channels not in (None, 1, 3):
             raise T2IAdapterError(f"condition_channels must be 1 or 3, not {self.condition_channels}")
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -195,6 +191,14 @@ class TrainConfig:
         return config.with_overrides(overrides or {})
 
 
+POSITIVE_COUNTS = (
+    "batch_size",
+    "gradient_accumulation_steps",
+    "max_steps",
+    "keep_checkpoints",
+    "validation_steps",
+)
+NON_NEGATIVE_COUNTS = ("checkpoint_every", "log_every", "validation_every", "num_workers", "lr_warmup_steps")
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 
 
@@ -215,27 +219,39 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if "None" in kind:
             return None
         raise T2IAdapterError(f"{source}: '{name}' cannot be empty")
+    convert = next((rule for prefix, rule in _CONVERTERS.items() if kind.startswith(prefix)), str)
     try:
-        if kind.startswith("bool"):
-            if isinstance(value, str) and parse_bool(value) is not None:
-                return parse_bool(value)
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind.startswith("int"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind.startswith("float"):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if kind.startswith("list"):
-            if isinstance(value, str):
-                return [value]
-            if not isinstance(value, list | tuple):
-                raise ValueError
-            return [str(item) for item in value]
-        return str(value)
+        return convert(value)
     except (TypeError, ValueError):
         raise T2IAdapterError(f"{source}: '{name}' must be {kind.split(' ')[0]}, not {value!r}") from None
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str) and parse_bool(value) is not None:
+        return parse_bool(value)
+    if not isinstance(value, bool):
+        raise ValueError(value)
+    return value
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    return float(value)
+
+
+def _to_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple):
+        raise ValueError(value)
+    return [str(item) for item in value]
+
+
+_CONVERTERS = {"bool": _to_bool, "int": _to_int, "float": _to_float, "list": _to_list}

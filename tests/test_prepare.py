@@ -124,6 +124,32 @@ def test_computed_condition_records_the_preprocessor_and_its_options(tmp_path, c
         }
 
 
+def test_a_model_preprocessor_runs_in_batches_and_matches_single_images(tmp_path, tiny_dpt):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index, (image, _, caption) in enumerate(make_samples(5)):
+        image.save(folder / f"{index}.png")
+        (folder / f"{index}.txt").write_text(caption)
+    out = tmp_path / "depth"
+    settings = PrepareSettings(
+        str(folder),
+        str(out),
+        cond_type="depth",
+        cond_options={"model": tiny_dpt},
+        batch_size=3,
+        progress=False,
+    )
+    assert prepare_dataset(settings).samples == 5
+    for where, (example, described, _) in shard_examples(out).items():
+        alone = preprocess("depth", Image.open(where).convert("RGB"), model=tiny_dpt)
+        assert np.abs(pixels(example.condition).astype(int) - pixels(alone).astype(int)).max() <= 1
+        assert described["condition"] == {
+            "from": "preprocessor",
+            "type": "depth",
+            "options": {"model": tiny_dpt},
+        }
+
+
 def test_bad_sources_and_options_are_one_line_errors(tmp_path, capsys):
     picture = tmp_path / "picture.png"
     Image.new("RGB", (8, 8)).save(picture)
@@ -198,6 +224,13 @@ def test_unreadable_samples_and_preprocessor_failures_are_skipped_and_reported(t
 # ---------------------------------------------------------------------------------------------
 # Latents, processes, kill and resume
 # ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_dpt(tmp_path_factory) -> str:
+    from tiny_models import save_tiny_dpt
+
+    return str(save_tiny_dpt(tmp_path_factory.mktemp("tiny-dpt")))
 
 
 @pytest.fixture(scope="module")

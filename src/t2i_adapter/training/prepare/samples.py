@@ -64,18 +64,22 @@ class ConditionMaker:
         options = dict(self.options)
         if self.device is not None and "device" in self.preprocessor.options and "device" not in options:
             options["device"] = self.device
-        results: list[Image.Image | str] = []
-        for example in examples:
-            try:
-                results.append(self.preprocessor(example.image, **options))
-            except T2IAdapterError:
-                raise  # weights, options, device: the set-up is wrong, not this image
-            except Exception as error:  # a model failing on one odd image: skip it, say why
-                first_line = (str(error).strip().splitlines() or [""])[0]
-                results.append(
-                    f"the '{self.preprocessor.name}' preprocessor failed: {type(error).__name__}: {first_line}"
-                )
-        return results
+        images = [example.image for example in examples]
+        try:
+            return list(self.preprocessor.batch(images, **options))  # one model call per batch
+        except T2IAdapterError:
+            raise  # weights, options, device: the set-up is wrong, not an image
+        except Exception:  # some image broke the batch: find which, one at a time
+            return [self._one(image, options) for image in images]
+
+    def _one(self, image: Image.Image, options: dict[str, Any]) -> Image.Image | str:
+        try:
+            return self.preprocessor(image, **options)
+        except T2IAdapterError:
+            raise
+        except Exception as error:  # a model failing on one odd image: skip it, say why
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            return f"the '{self.preprocessor.name}' preprocessor failed: {type(error).__name__}: {first_line}"
 
 
 def _dataset_condition(example: Example) -> Image.Image:

@@ -21,6 +21,7 @@ from and how its condition was made: `{"source": ..., "caption": ..., "size": [w
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -57,3 +58,112 @@ def prepared_index(folder: str | Path) -> dict[str, Any] | None:
     if not path.is_dir():
         return None
     return read_json(path / INDEX_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random access, for training on the cached latents
+# ---------------------------------------------------------------------------------------------
+
+
+class ShardMembers:
+    """Random access to the samples of tar shards: one scan of a shard's headers gives every member's
+    offset; a sample is then read with one seek per member. Handles open lazily, per process (a
+    DataLoader worker opens its own), so a process reads only the bytes of its own samples."""
+
+    def __init__(self) -> None:
+        self._offsets: dict[
+            str, list[dict[str, tuple[int, int]]]
+        ] = {}  # shard -> samples -> ext -> (at, size)
+        self._handles: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict:
+        return {"_offsets": self._offsets, "_handles": {}}
+
+    def samples(self, shard: str) -> list[dict[str, tuple[int, int]]]:
+        """The member offsets of each sample of `shard`, in stored order."""
+        if shard not in self._offsets:
+            import tarfile
+
+            from webdataset.tariterators import base_plus_ext
+
+            samples, keys = [], {}
+            try:
+                with tarfile.open(shard, "r:") as tar:
+                    for member in tar:
+                        key, extension = base_plus_ext(member.name)
+                        if not member.isfile() or key is None:
+                            continue
+                        if key not in keys:
+                            keys[key] = len(samples)
+                            samples.append({})
+                        samples[keys[key]][extension.lower()] = (member.offset_data, member.size)
+            except (OSError, tarfile.TarError) as error:
+                raise InputFileError(shard, f"cannot read the shard ({error})") from None
+            self._offsets[shard] = samples
+        return self._offsets[shard]
+
+    def read(self, shard: str, position: int) -> dict[str, bytes]:
+        """Sample `position` of `shard`: its members' bytes by extension."""
+        handle = self._handles.get(shard)
+        if handle is None:
+            handle = self._handles[shard] = open(shard, "rb")  # noqa: SIM115 (kept open for the next read)
+        members = {}
+        for extension, (offset, size) in self.samples(shard)[position].items():
+            handle.seek(offset)
+            members[extension] = handle.read(size)
+        return members
+
+
+def open_prepared(folder: str | Path, index: dict[str, Any], condition_channels: int | None):
+    """An `IndexedSource` over a prepared folder's samples (records in shard order, as prepared).
+
+    Its records are `(shard, position)` pairs, read by random access (`ShardMembers`).
+    """
+    from t2i_adapter.io.images import load_image_from_bytes
+    from t2i_adapter.training.data.example import Example, Record
+    from t2i_adapter.training.data.shards import IMAGE_EXTENSIONS
+    from t2i_adapter.training.data.source import IndexedSource, is_grey_mode, registered_preprocessor
+
+    members = ShardMembers()
+    records = [
+        Record(
+            where=f"{Path(folder) / shard['name']}#{position}",
+            image=(str(Path(folder) / shard["name"]), position),
+        )
+        for shard in index["shards"]
+        for position in range(shard["samples"])
+    ]
+
+    def load_record(record: Record, mode: str) -> Example:
+        sample = members.read(*record.image)
+        image_bytes = next((sample[e] for e in IMAGE_EXTENSIONS if e in sample), None)
+        if image_bytes is None or CONDITION_MEMBER not in sample:
+            raise InputFileError(record.where, "not a prepared sample (no image or cond.png member)")
+        return Example(
+            where=record.where,
+            image=load_image_from_bytes(image_bytes, record.where, mode="RGB"),
+            condition=load_image_from_bytes(
+                sample[CONDITION_MEMBER], record.where + " (condition)", mode=mode
+            ),
+            caption=sample.get("txt", b"").decode("utf-8", errors="replace").strip(),
+        )
+
+    cond_type = index["settings"].get("cond_type")
+    if condition_channels is None:
+        spec = registered_preprocessor(cond_type)
+        if spec is not None:
+            condition_channels = spec.channels
+        else:
+            from PIL import Image
+
+            first = members.read(*records[0].image)[CONDITION_MEMBER]
+            with Image.open(io.BytesIO(first)) as opened:
+                condition_channels = 1 if is_grey_mode(opened.mode) else 3
+    return IndexedSource(
+        format="prepared",
+        path=str(folder),
+        records=records,
+        load_record=load_record,
+        cond_type=cond_type,
+        condition_channels=condition_channels,
+    )

@@ -56,6 +56,10 @@ class TrainConfig:
         "condition name: the <stem>.<cond_type>.png files beside each image, or a registered "
         "preprocessor computing the condition from the image when there are none",
     )
+    cond_options: list[str] = _option(
+        [],
+        "KEY=VALUE options of the preprocessor computing the condition (model=..., detect_resolution=...)",
+    )
     condition_channels: int | None = _option(
         None, "adapter input channels (default: from the preprocessor or the data)"
     )
@@ -158,6 +162,10 @@ class TrainConfig:
             raise T2IAdapterError(f"caption_dropout must be in [0, 1], not {self.caption_dropout}")
         if self.lr <= 0:
             raise T2IAdapterError(f"lr must be positive, not {self.lr}")
+        for pair in self.cond_options:
+            key, sep, _ = pair.partition("=")
+            if not sep or not key.strip().isidentifier():
+                raise T2IAdapterError(f"cond_options: '{pair}' is not of the form KEY=VALUE")
         if self.condition_channels not in (None, 1, 3):
             raise T2IAdapterError(f"condition_channels must be 1 or 3, not {self.condition_channels}")
         return self

@@ -23,10 +23,23 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from PIL import Image
+from safetensors.torch import load, load_file
+
+from t2i_adapter.conditions.tensor import condition_to_tensor
 from t2i_adapter.errors import InputFileError
+from t2i_adapter.io.images import load_image_from_bytes
+from t2i_adapter.training.data.batches import TrainingSample
+from t2i_adapter.training.data.example import Example, Record
+from t2i_adapter.training.data.shards import IMAGE_EXTENSIONS
+from t2i_adapter.training.data.source import IndexedSource, is_grey_mode, registered_preprocessor
+from t2i_adapter.training.data.transforms import center_crop_condition
 
 FORMAT_VERSION = 1
 SETTINGS_FILE = "prepare.json"
@@ -82,9 +95,7 @@ class ShardMembers:
     def samples(self, shard: str) -> list[dict[str, tuple[int, int]]]:
         """The member offsets of each sample of `shard`, in stored order."""
         if shard not in self._offsets:
-            import tarfile
-
-            from webdataset.tariterators import base_plus_ext
+            from webdataset.tariterators import base_plus_ext  # the optional `data` extra
 
             samples, keys = [], {}
             try:
@@ -114,16 +125,11 @@ class ShardMembers:
         return members
 
 
-def open_prepared(folder: str | Path, index: dict[str, Any], condition_channels: int | None):
+def open_prepared(folder: str | Path, index: dict[str, Any], condition_channels: int | None) -> IndexedSource:
     """An `IndexedSource` over a prepared folder's samples (records in shard order, as prepared).
 
     Its records are `(shard, position)` pairs, read by random access (`ShardMembers`).
     """
-    from t2i_adapter.io.images import load_image_from_bytes
-    from t2i_adapter.training.data.example import Example, Record
-    from t2i_adapter.training.data.shards import IMAGE_EXTENSIONS
-    from t2i_adapter.training.data.source import IndexedSource, is_grey_mode, registered_preprocessor
-
     members = ShardMembers()
     records = [
         Record(
@@ -154,8 +160,6 @@ def open_prepared(folder: str | Path, index: dict[str, Any], condition_channels:
         if spec is not None:
             condition_channels = spec.channels
         else:
-            from PIL import Image
-
             first = members.read(*records[0].image)[CONDITION_MEMBER]
             with Image.open(io.BytesIO(first)) as opened:
                 condition_channels = 1 if is_grey_mode(opened.mode) else 3
@@ -167,3 +171,40 @@ def open_prepared(folder: str | Path, index: dict[str, Any], condition_channels:
         cond_type=cond_type,
         condition_channels=condition_channels,
     )
+
+
+def load_prepared(source: IndexedSource, resolution: int) -> Callable[[int, int, int], TrainingSample]:
+    """The cached-sample loader of `open_prepared`'s source: stored encodings, and the condition
+    given the centre crop the latents were made from (what `--cache-latents` on the files stores)."""
+    members = ShardMembers()
+
+    def load_sample(index: int, epoch: int, position: int) -> TrainingSample:
+        record = source.records[index]
+        sample = members.read(*record.image)
+        if LATENTS_MEMBER not in sample:
+            raise InputFileError(record.where, f"no {LATENTS_MEMBER} member (prepared without --model)")
+        tensors = load(sample[LATENTS_MEMBER])
+        condition = load_image_from_bytes(
+            sample[CONDITION_MEMBER], record.where + " (condition)", mode=source.condition_mode
+        )
+        condition = center_crop_condition(condition, resolution)
+        return TrainingSample(
+            position=position,
+            condition=condition_to_tensor(condition, source.condition_channels)[0],  # (C, R, R)
+            time_ids=tensors["time_ids"],
+            latent_mean=tensors["latent_mean"],
+            latent_std=tensors["latent_std"],
+            embeds=tensors["embeds"],
+            pooled=tensors.get("pooled"),
+        )
+
+    return load_sample
+
+
+def empty_caption(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(embeds, pooled or None) of the empty caption a prepare run with `--model` stored."""
+    path = Path(folder) / EMPTY_CAPTION_FILE
+    if not path.is_file():
+        raise InputFileError(path, "missing: the folder was prepared without --model")
+    tensors = load_file(str(path))
+    return tensors["embeds"], tensors.get("pooled")

@@ -75,10 +75,10 @@ def write_models(folder: Path, full_size: bool) -> tuple[Path, Path]:
 
 def child_prepare(args: argparse.Namespace) -> None:
     from t2i_adapter.conditions.registry import preprocess
+    from t2i_adapter.training.distributed import process_state
     from t2i_adapter.training.prepare import PrepareSettings, prepare_dataset
-    from t2i_adapter.training.prepare.run import distributed_state
 
-    state = distributed_state()
+    state = process_state()
     preprocess("depth", Image.new("RGB", (64, 64)), model=args.depth, device=str(state.device))  # load it
     settings = PrepareSettings(
         args.data,

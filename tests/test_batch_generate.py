@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from t2i_adapter.generation.api import generate
@@ -120,3 +121,97 @@ def test_processes_split_the_lines_whatever_exists():
     shares = [[j.line for j in share_of(jobs, 3, rank)] for rank in range(3)]
     assert shares == [[1], [2, 5], [3, 6, 9]]
     assert sorted(line for share in shares for line in share) == [1, 2, 3, 5, 6, 9]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+
+
+def cli_defaults(files: Path) -> list[str]:
+    return ["--model", str(files / "model"), "--steps", "2", "--max-resolution", "4096", "--device", "cpu"]
+
+
+def test_cli_batch_equals_single_generate_calls_and_reports_bad_lines(files, tmp_path, capsys):
+    from t2i_adapter.interfaces.cli.main import main
+
+    jobs_file = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            job(files, str(files / "cond.png"), seed=11),
+            "[1, 2]",
+            job(files, str(files / "cond.png"), id="b", seed=12),
+        ],
+    )
+    out = tmp_path / "out"
+    assert main(["generate", "--batch", str(jobs_file), "--out-dir", str(out), *cli_defaults(files)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.split() == [str(out / "000001.png"), str(out / "b.png")]
+    assert f"error: {jobs_file}:2: not a JSON object" in captured.err
+    assert "batch: 2 image(s) written, 0 line(s) already done, 1 line(s) failed" in captured.err
+
+    single = tmp_path / "single.png"
+    args = [
+        "generate",
+        "--prompt",
+        "a blue box",
+        "--adapter",
+        str(files / "adapter"),
+        "--cond",
+        str(files / "cond.png"),
+    ]
+    assert main([*args, "--seed", "12", "--out", str(single), *cli_defaults(files)]) == 0
+    assert np.array_equal(pixels(single), pixels(out / "b.png"))
+    assert read_png_parameters(single) == read_png_parameters(out / "b.png")
+
+    write_jobs(
+        jobs_file,
+        [job(files, str(files / "cond.png"), seed=11), job(files, str(files / "cond.png"), id="b", seed=12)],
+    )
+    assert main(["generate", "--batch", str(jobs_file), "--out-dir", str(out), *cli_defaults(files)]) == 0
+    assert "0 image(s) written, 2 line(s) already done, 0 line(s) failed" in capsys.readouterr().err
+
+    for extra, message in (
+        (["--out", "x.png"], "--out does not go with --batch"),
+        ([], "--batch needs --out-dir"),
+    ):
+        assert main(["generate", "--batch", str(jobs_file), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["generate", "--batch", str(tmp_path / "none.jsonl"), "--out-dir", str(out)]) == 2
+    assert "none.jsonl: no such jobs file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_lines_and_make_the_same_images(files, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_training import _free_port
+
+    cond = str(files / "cond.png")
+    jobs_file = write_jobs(tmp_path / "jobs.jsonl", [job(files, cond, seed=seed) for seed in (21, 22, 23)])
+    jobs, _ = read_jobs(jobs_file, {**DEFAULTS, "model": str(files / "model")})
+    alone = tmp_path / "alone"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the launched processes' thread count: the same float summation order
+    try:
+        run_jobs(jobs, alone)
+    finally:
+        torch.set_num_threads(threads)
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "000003.png").write_bytes((alone / "000003.png").read_bytes())  # done already
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), "-m", "t2i_adapter.interfaces.cli.main",
+        "generate", "--batch", str(jobs_file), "--out-dir", str(tmp_path / "two"), *cli_defaults(files),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(result.stdout.split()) == [str(tmp_path / "two" / f"00000{n}.png") for n in (1, 2)]
+    assert "2 image(s) written, 1 line(s) already done, 0 line(s) failed" in result.stderr
+    for name in ("000001.png", "000002.png"):
+        assert np.array_equal(pixels(alone / name), pixels(tmp_path / "two" / name))
+        assert read_png_parameters(alone / name) == read_png_parameters(tmp_path / "two" / name)

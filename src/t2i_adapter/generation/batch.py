@@ -30,6 +30,7 @@ from t2i_adapter.errors import InputFileError, T2IAdapterError
 from t2i_adapter.generation.api import generate
 from t2i_adapter.generation.cache import ModelCache
 from t2i_adapter.generation.settings import GenerationSettings
+from t2i_adapter.io.png import save_png
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +173,6 @@ def run_jobs(
     on_job: Callable[[BatchJob], None] | None = None,
 ) -> BatchReport:
     """Generate every job whose images do not exist yet; `device` replaces automatic device choices."""
-    from t2i_adapter.io.png import save_png
-
     out = Path(out_dir)
     cache = cache or ModelCache()
     report = BatchReport()

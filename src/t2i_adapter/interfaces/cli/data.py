@@ -144,8 +144,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     import logging
     import sys
 
+    from t2i_adapter.training.distributed import process_state
     from t2i_adapter.training.prepare import PrepareSettings, prepare_dataset
-    from t2i_adapter.training.prepare.run import distributed_state
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     settings = PrepareSettings(
@@ -166,7 +166,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     summary = prepare_dataset(settings)
-    if distributed_state().is_main_process:
+    if process_state().is_main_process:
         for where, reason in summary.skipped[:SKIPPED_SHOWN]:
             print(f"skipped: {where}: {reason}", file=sys.stderr)
         more = len(summary.skipped) - SKIPPED_SHOWN

@@ -34,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--prompt", help="text prompt")
     what.add_argument("--negative-prompt", help="what to steer away from (default: none)")
     what.add_argument("--from-png", metavar="IMAGE", help="re-run the generation recorded in this PNG")
+    what.add_argument(
+        "--batch",
+        metavar="JOBS.jsonl",
+        help="one generation per line (JSON with the PNG's parameter fields, optional 'id'); the other "
+        "flags are defaults; needs --out-dir; reruns skip lines whose PNGs exist",
+    )
 
     adapters = parser.add_argument_group("adapters (repeat; they pair up in order)")
     adapters.add_argument(
@@ -131,6 +137,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"a .png file name, or a folder for <seed>-<n>.png files (default: {DEFAULT_OUT}/)",
     )
     output.add_argument("--save-cond", action="store_true", help="also write each preprocessed condition map")
+    output.add_argument(
+        "--out-dir", metavar="DIR", help="with --batch: the folder for <id or line>.png files"
+    )
     parser.set_defaults(func=run)
 
 
@@ -347,10 +356,28 @@ def _progress_bar():
         bar.close()
 
 
+def batch_defaults(args: argparse.Namespace) -> dict:
+    """The settings fields given on the command line: defaults for every line of a --batch file."""
+    from dataclasses import asdict
+
+    given = {
+        field: getattr(args, flag) for flag, field in SCALAR_FLAGS.items() if getattr(args, flag) is not None
+    }
+    if args.adapter:
+        given["adapters"] = [asdict(spec) for spec in adapter_specs(args)]
+    return given
+
+
 def run(args: argparse.Namespace) -> int:
     from t2i_adapter.generation.api import generate
     from t2i_adapter.io.png import save_png
 
+    if args.batch:
+        from t2i_adapter.interfaces.cli.generate_batch import run_batch
+
+        return run_batch(args, batch_defaults(args))
+    if args.out_dir:
+        raise T2IAdapterError("--out-dir goes with --batch; a single generation takes --out")
     settings = settings_from_args(args)
     paths = output_paths(args.out, settings.seed, settings.num_images)
     with _progress_bar() as progress:

@@ -12,6 +12,8 @@ import json
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from t2i_adapter.io.atomic import atomic_write
 
 REFRESH_SECONDS = 1.0
@@ -42,8 +44,6 @@ class Progress:
         total: int,
         enabled: bool,
     ):
-        from tqdm.auto import tqdm
-
         self.folder, self.rank, self.world_size = folder, rank, world_size
         self.done, self.own_total = own_done, own_total
         self._written = 0.0

@@ -9,13 +9,12 @@ the shards (see `work.py`), so the output is the same whatever the number of pro
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 
 from t2i_adapter.errors import T2IAdapterError
 from t2i_adapter.io.atomic import atomic_write
@@ -30,6 +29,7 @@ from t2i_adapter.training.data.prepared import (
     read_json,
 )
 from t2i_adapter.training.data.source import registered_preprocessor
+from t2i_adapter.training.distributed import process_state
 from t2i_adapter.training.prepare.progress import Progress, clear_rank_files
 from t2i_adapter.training.prepare.samples import ConditionMaker, LatentEncoder, Skipped, make_samples
 from t2i_adapter.training.prepare.settings import PrepareSettings, first_difference
@@ -37,9 +37,6 @@ from t2i_adapter.training.prepare.shard_writer import remove_leftovers, write_sh
 from t2i_adapter.training.prepare.work import WorkUnit, plan_work, share_of
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Processes finish their shares at different times and then wait for each other; a share can take
-# hours on a large dataset, far longer than the collective's default 30-minute timeout.
-COLLECTIVE_TIMEOUT = timedelta(days=2)
 
 
 @dataclass
@@ -53,19 +50,6 @@ class PrepareSummary:
     @property
     def samples(self) -> int:
         return sum(shard["samples"] for shard in self.shards)
-
-
-def distributed_state():
-    """accelerate's process state: one plain process, or one of those `accelerate launch` started.
-
-    Several processes on a machine without CUDA talk over gloo (accelerate's multi-CPU mode).
-    """
-    from accelerate import PartialState
-
-    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not several:
-        return PartialState()
-    return PartialState(cpu=not torch.cuda.is_available(), timeout=COLLECTIVE_TIMEOUT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +151,7 @@ def condition_maker(source, settings: PrepareSettings, device: str) -> Condition
 def prepare_dataset(settings: PrepareSettings) -> PrepareSummary:
     """Write the prepared shards of `settings.source` into `settings.out`; returns what was written."""
     settings = settings.validate()
-    state = distributed_state()
+    state = process_state()
     main, rank, world_size = state.is_main_process, state.process_index, state.num_processes
     out = Path(settings.out)
 
@@ -217,8 +201,6 @@ def prepare_dataset(settings: PrepareSettings) -> PrepareSummary:
     progress.finish()
     if main:
         progress.wait_for_others()
-
-    from accelerate.utils import gather_object
 
     records = sorted(gather_object(records), key=lambda record: record["name"])
     summary = PrepareSummary(out)

@@ -23,6 +23,9 @@ from safetensors.torch import save as safetensors_bytes
 from t2i_adapter.conditions.registry import ConditionSpec
 from t2i_adapter.conditions.tensor import resize_condition
 from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.generation.base_model import load_base_model
+from t2i_adapter.generation.prompts import encode_prompt
+from t2i_adapter.training.cache import encode_batch
 from t2i_adapter.training.data.example import Example
 from t2i_adapter.training.data.prepared import CONDITION_MEMBER, LATENTS_MEMBER
 from t2i_adapter.training.data.shards import IMAGE_EXTENSIONS, StreamSource
@@ -94,15 +97,11 @@ class LatentEncoder:
     """VAE posteriors and text embeddings at `resolution` (centre crop), as `--cache-latents` computes them."""
 
     def __init__(self, model: str, *, resolution: int, dtype: torch.dtype, device: str):
-        from t2i_adapter.generation.base_model import load_base_model
-
         self.base = load_base_model(model, dtype=dtype, device=device)
         self.resolution = resolution
 
     def encode(self, examples: list[Example]) -> list[bytes]:
         """One `latents.safetensors` member per example (examples carry their conditions)."""
-        from t2i_adapter.training.cache import encode_batch
-
         prepared = [
             prepare_example(
                 example,
@@ -127,8 +126,6 @@ class LatentEncoder:
 
     def empty_caption(self) -> bytes:
         """The empty caption's embeddings (what caption dropout trains on)."""
-        from t2i_adapter.generation.prompts import encode_prompt
-
         empty = encode_prompt(self.base, [""], do_cfg=False)
         tensors = {"embeds": _own(empty.embeds[0])}
         if empty.pooled is not None:

@@ -19,7 +19,7 @@ OWNER = "t2i-adapter"
 
 def write_shard(path: Path, samples: list[dict[str, bytes | str]]) -> None:
     """Write `samples` (each `{"__key__": key, extension: bytes, ...}`) as the tar file `path`."""
-    from webdataset import TarWriter
+    from webdataset import TarWriter  # the optional `data` extra
 
     with atomic_path(path) as temporary, open(temporary, "wb") as stream:
         with TarWriter(stream, user=OWNER, group=OWNER, encoder=False, mtime=FIXED_MTIME) as writer:

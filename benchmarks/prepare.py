@@ -152,7 +152,17 @@ def prepare_rows(args, data: Path, depth: Path, base: Path, work: Path) -> list[
     rows = []
     single = [sys.executable, __file__, *common]
     env = {**os.environ, "OMP_NUM_THREADS": str(cores)}
-    rows.append({"run": "1 process", **run_child([*single, "--out", str(work / "one")], env)})
+    rows.append(
+        {"run": f"1 process, {cores} threads", **run_child([*single, "--out", str(work / "one")], env)}
+    )
+    if not torch.cuda.is_available() and cores > 1:  # what the same process does with half the CPU
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // 2))}
+        rows.append(
+            {
+                "run": f"1 process, {cores // 2} thread(s)",
+                **run_child([*single, "--out", str(work / "half")], env),
+            }
+        )
     if gpus >= 2 or not torch.cuda.is_available():
         launch = [
             sys.executable,
@@ -165,7 +175,10 @@ def prepare_rows(args, data: Path, depth: Path, base: Path, work: Path) -> list[
         ]
         launch += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", __file__]
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // 2))}
-        rows.append({"run": "2 processes", **run_child([*launch, *common, "--out", str(work / "two")], env)})
+        threads = "" if torch.cuda.is_available() else f", {max(1, cores // 2)} thread(s) each"
+        rows.append(
+            {"run": f"2 processes{threads}", **run_child([*launch, *common, "--out", str(work / "two")], env)}
+        )
     with_latents = [*single, "--with-latents", "--out", str(work / "latents")]
     rows.append({"run": "1 process, + VAE latents and text embeddings", **run_child(with_latents)})
     return rows

@@ -236,7 +236,7 @@ def check_prepared_settings(config: TrainConfig, index: dict[str, Any]) -> None:
             "--model, or train without --cache-latents"
         )
     for name, have in (("model", made["model"]), ("resolution", made["resolution"])):
-        if have != getattr(config, name):
+        if not same_setting(have, getattr(config, name)):
             raise T2IAdapterError(
                 f"{config.data}: its latents were made with --{name} {have}, not {getattr(config, name)}; "
                 "train with the same, or prepare again"
@@ -246,6 +246,15 @@ def check_prepared_settings(config: TrainConfig, index: dict[str, Any]) -> None:
             f"{config.data}: its latents are of the centre crop without flips; train with --center-crop "
             "and --no-random-flip, or without --cache-latents"
         )
+
+
+def same_setting(recorded: Any, given: Any) -> bool:
+    """Equal values, or two spellings (relative, absolute) of the same local folder."""
+    if recorded == given:
+        return True
+    if isinstance(recorded, str) and isinstance(given, str) and Path(given).exists():
+        return Path(recorded).resolve() == Path(given).resolve()
+    return False
 
 
 def registered_name(cond_type: str) -> str:

@@ -152,9 +152,30 @@ def prepare_dataset(settings: PrepareSettings) -> PrepareSummary:
     """Write the prepared shards of `settings.source` into `settings.out`; returns what was written."""
     settings = settings.validate()
     state = process_state()
-    main, rank, world_size = state.is_main_process, state.process_index, state.num_processes
-    out = Path(settings.out)
+    source, conditions = open_source(settings, str(state.device))
+    check_output_folder(Path(settings.out), settings)  # every process checks before any writes
+    state.wait_for_everyone()
+    if state.is_main_process:
+        start_output_folder(Path(settings.out), settings)
+    state.wait_for_everyone()
 
+    units = share_of(plan_work(source, settings.samples_per_shard), state.num_processes, state.process_index)
+    records = make_share(settings, state, source, conditions, units)
+
+    summary = summarise(Path(settings.out), source, gather_object(records))
+    if state.is_main_process:
+        write_report(summary.out, settings, summary)
+        if not summary.shards:
+            raise T2IAdapterError(
+                f"{settings.source}: no sample could be prepared (see {summary.out / REPORT_FILE})"
+            )
+        write_index(summary.out, settings, summary)
+    state.wait_for_everyone()
+    return summary
+
+
+def open_source(settings: PrepareSettings, device: str) -> tuple[Any, ConditionMaker]:
+    """The dataset, and where its conditions come from (options recorded as the preprocessor takes them)."""
     source = open_dataset(
         settings.source,
         data_format=settings.data_format,
@@ -163,30 +184,30 @@ def prepare_dataset(settings: PrepareSettings) -> PrepareSummary:
         condition_column=settings.condition_column,
         caption_column=settings.caption_column,
     )
-    conditions = condition_maker(source, settings, str(state.device))
-    settings.cond_options = conditions.options  # as the preprocessor takes them: `384`, not `"384"`
-    check_output_folder(out, settings)  # every process checks before any writes
-    state.wait_for_everyone()
-    if main:
-        start_output_folder(out, settings)
-    state.wait_for_everyone()
+    conditions = condition_maker(source, settings, device)
+    settings.cond_options = conditions.options  # `384`, not `"384"`: a resume compares these
+    return source, conditions
 
-    units = share_of(plan_work(source, settings.samples_per_shard), world_size, rank)
+
+def make_share(
+    settings: PrepareSettings, state, source, conditions: ConditionMaker, units: list[WorkUnit]
+) -> list:
+    """This process's shards (those an earlier run finished are kept); returns their records."""
+    out = Path(settings.out)
     finished = {unit.index: finished_record(out, unit) for unit in units}
     latents = None
-    if settings.model and (main or any(record is None for record in finished.values())):
+    if settings.model and (state.is_main_process or None in finished.values()):
         dtype = TORCH_DTYPES[settings.dtype]
         latents = LatentEncoder(
             settings.model, resolution=settings.resolution, dtype=dtype, device=state.device
         )
-        if main:
+        if state.is_main_process:
             with atomic_write(out / EMPTY_CAPTION_FILE) as handle:
                 handle.write(latents.empty_caption())
-
     progress = Progress(
         out / WORK_FOLDER,
-        rank=rank,
-        world_size=world_size,
+        rank=state.process_index,
+        world_size=state.num_processes,
         own_total=_inputs(units, source),
         own_done=_inputs([unit for unit in units if finished[unit.index] is not None], source) or 0,
         total=None if source.streamed else len(source),
@@ -199,22 +220,19 @@ def prepare_dataset(settings: PrepareSettings) -> PrepareSummary:
             record = _make_unit(out, unit, source, conditions, latents, settings.batch_size, progress)
         records.append(record)
     progress.finish()
-    if main:
+    if state.is_main_process:
         progress.wait_for_others()
+    return records
 
-    records = sorted(gather_object(records), key=lambda record: record["name"])
+
+def summarise(out: Path, source, records: list[dict[str, Any]]) -> PrepareSummary:
+    """Every process's shard records as one summary, in shard order."""
     summary = PrepareSummary(out)
     summary.skipped = [tuple(item) for item in getattr(source, "unreadable", [])]
-    for record in records:
+    for record in sorted(records, key=lambda record: record["name"]):
         if record["samples"]:
             summary.shards.append({"name": record["name"], "samples": record["samples"]})
         summary.skipped += [tuple(item) for item in record["skipped"]]
-    if main:
-        write_report(out, settings, summary)
-        if not summary.shards:
-            raise T2IAdapterError(f"{settings.source}: no sample could be prepared (see {out / REPORT_FILE})")
-        write_index(out, settings, summary)
-    state.wait_for_everyone()
     return summary
 
 

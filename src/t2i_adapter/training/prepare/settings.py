@@ -52,6 +52,8 @@ class PrepareSettings:
         if not self.source.startswith(HUB_PREFIX) and "{" not in self.source:
             self.source = str(Path(self.source).expanduser().absolute())
         self.out = str(Path(self.out).expanduser().absolute())
+        if self.model and Path(self.model).expanduser().exists():  # a local model, however it was spelled
+            self.model = str(Path(self.model).expanduser().resolve())
         return self
 
     def recorded(self) -> dict[str, Any]:

@@ -141,47 +141,46 @@ def run_child(command: list[str], env: dict[str, str] | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare_rows(args, data: Path, depth: Path, base: Path, work: Path) -> list[dict]:
+def prepare_runs(args, data: Path, depth: Path, base: Path, work: Path) -> list[tuple[str, list[str], dict]]:
+    """(label, command, environment) of each prepare configuration."""
     cores = os.cpu_count() or 1
-    gpus = torch.cuda.device_count()
+    half = max(1, cores // 2)
     common = [
         "--child", "prepare", "--data", str(data), "--depth", str(depth), "--base", str(base),
         "--resolution", str(args.resolution), "--batch-size", str(args.batch_size),
         "--samples-per-shard", str(args.samples_per_shard),
     ]  # fmt: skip
-    rows = []
     single = [sys.executable, __file__, *common]
-    env = {**os.environ, "OMP_NUM_THREADS": str(cores)}
-    rows.append(
-        {"run": f"1 process, {cores} threads", **run_child([*single, "--out", str(work / "one")], env)}
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+        "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", __file__, *common,
+    ]  # fmt: skip
+    threads = {**os.environ, "OMP_NUM_THREADS": str(cores)}
+    halved = {**os.environ, "OMP_NUM_THREADS": str(half)}
+    runs = [(f"1 process, {cores} threads", [*single, "--out"], threads)]
+    if not torch.cuda.is_available():
+        runs.append((f"1 process, {half} thread(s)", [*single, "--out"], halved))
+    if torch.cuda.device_count() >= 2 or not torch.cuda.is_available():
+        each = "" if torch.cuda.is_available() else f", {half} thread(s) each"
+        runs.append((f"2 processes{each}", [*launch, "--out"], halved))
+    runs.append(
+        ("1 process, + VAE latents and text embeddings", [*single, "--with-latents", "--out"], threads)
     )
-    if not torch.cuda.is_available() and cores > 1:  # what the same process does with half the CPU
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // 2))}
-        rows.append(
-            {
-                "run": f"1 process, {cores // 2} thread(s)",
-                **run_child([*single, "--out", str(work / "half")], env),
-            }
-        )
-    if gpus >= 2 or not torch.cuda.is_available():
-        launch = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-        ]
-        launch += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", __file__]
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // 2))}
-        threads = "" if torch.cuda.is_available() else f", {max(1, cores // 2)} thread(s) each"
-        rows.append(
-            {"run": f"2 processes{threads}", **run_child([*launch, *common, "--out", str(work / "two")], env)}
-        )
-    with_latents = [*single, "--with-latents", "--out", str(work / "latents")]
-    rows.append({"run": "1 process, + VAE latents and text embeddings", **run_child(with_latents)})
-    return rows
+    return runs
+
+
+def prepare_rows(args, data: Path, depth: Path, base: Path, work: Path) -> list[dict]:
+    """Each configuration `--repeats` times, alternating (the machine is shared): median and best."""
+    runs = prepare_runs(args, data, depth, base, work)
+    rates: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    for repeat in range(args.repeats):
+        for number, (label, command, env) in enumerate(runs):
+            out = work / f"prepared-{number}-{repeat}"
+            rates[label].append(run_child([*command, str(out)], env)["images_per_second"])
+    return [
+        {"run": label, "images_per_second": statistics.median(values), "best": max(values)}
+        for label, values in rates.items()
+    ]
 
 
 def train_rows(args, photos: Path, depth: Path, base: Path, work: Path) -> list[dict]:
@@ -199,20 +198,22 @@ def train_rows(args, photos: Path, depth: Path, base: Path, work: Path) -> list[
             progress=False,
         )
     )
-    rows = []
-    for mode, data in (
-        ("on the fly", photos),
-        ("prepared shards", prepared),
-        ("prepared + cached latents", prepared),
-    ):
-        command = [
-            sys.executable, __file__, "--child", "train", "--mode", mode, "--data", str(data),
-            "--depth", str(depth), "--base", str(base), "--out", str(work / mode.replace(" ", "-")),
-            "--resolution", str(args.resolution), "--batch-size", str(args.train_batch_size),
-            "--steps", str(args.steps), "--warmup", str(args.warmup),
-        ]  # fmt: skip
-        rows.append({"run": mode, **run_child(command)})
-    return rows
+    modes = (("on the fly", photos), ("prepared shards", prepared), ("prepared + cached latents", prepared))
+    rates: dict[str, list[float]] = {mode: [] for mode, _ in modes}
+    for repeat in range(args.repeats):  # alternating: the machine is shared
+        for mode, data in modes:
+            command = [
+                sys.executable, __file__, "--child", "train", "--mode", mode, "--data", str(data),
+                "--depth", str(depth), "--base", str(base),
+                "--out", str(work / f"{mode.replace(' ', '-')}-{repeat}"),
+                "--resolution", str(args.resolution), "--batch-size", str(args.train_batch_size),
+                "--steps", str(args.steps), "--warmup", str(args.warmup),
+            ]  # fmt: skip
+            rates[mode].append(run_child(command)["samples_per_second"])
+    return [
+        {"run": mode, "samples_per_second": statistics.median(values), "best": max(values)}
+        for mode, values in rates.items()
+    ]
 
 
 def describe_machine() -> str:
@@ -231,27 +232,28 @@ def tables(prepare: list[dict], training: list[dict], args) -> str:
         f"{args.batch_size}; latents at {args.resolution} px with {base}; {describe_machine()}; "
         f"torch {torch.__version__}.",
         "",
-        "| prepare run | images/s | speed-up | wall time (s) |",
+        f"| prepare run | images/s, median of {args.repeats} | best | speed-up (median) |",
         "|---|---|---|---|",
     ]
     first = prepare[0]["images_per_second"]
     for row in prepare:
         lines.append(
-            f"| {row['run']} | {row['images_per_second']:.1f} | {row['images_per_second'] / first:.2f}x | "
-            f"{row['seconds']:.1f} |"
+            f"| {row['run']} | {row['images_per_second']:.1f} | {row['best']:.1f} | "
+            f"{row['images_per_second'] / first:.2f}x |"
         )
     lines += [
         "",
         f"Training, batch {args.train_batch_size}, {args.resolution} px, {args.steps} timed steps after "
         f"{args.warmup} warmup steps:",
         "",
-        "| training data | samples/s | speed-up |",
-        "|---|---|---|",
+        f"| training data | samples/s, median of {args.repeats} runs | best | speed-up (median) |",
+        "|---|---|---|---|",
     ]
     first = training[0]["samples_per_second"]
     for row in training:
         lines.append(
-            f"| {row['run']} | {row['samples_per_second']:.2f} | {row['samples_per_second'] / first:.2f}x |"
+            f"| {row['run']} | {row['samples_per_second']:.2f} | {row['best']:.2f} | "
+            f"{row['samples_per_second'] / first:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -291,6 +293,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, help="training / latents size (default: 64 tiny, 512 full)")
     parser.add_argument("--batch-size", type=int, default=8, help="preprocessor and encoder batch")
     parser.add_argument("--samples-per-shard", type=int, default=8, help="output shard size")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration (alternating)")
     parser.add_argument("--train-batch-size", type=int, default=4, help="training batch")
     parser.add_argument("--steps", type=int, default=15, help="timed training steps per mode")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")

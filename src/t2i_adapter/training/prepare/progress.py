@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from t2i_adapter.io.atomic import atomic_write
 
-REFRESH_SECONDS = 1.0
+REFRESH_SECONDS = 0.2  # also how long the main process may sleep past the last shard
 MISSING_PATIENCE_SECONDS = 60.0  # a process whose file never shows up is on another machine's disk
 
 

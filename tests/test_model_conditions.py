@@ -35,27 +35,9 @@ def _fresh_model_cache():
 
 @pytest.fixture(scope="session")
 def tiny_dpt(tmp_path_factory) -> str:
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+    from tiny_models import save_tiny_dpt
 
-    torch.manual_seed(0)
-    config = DPTConfig(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=16,
-        backbone_out_indices=[0, 1, 2, 3],
-        neck_hidden_sizes=[16, 16, 32, 32],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        initializer_range=0.2,  # the default 0.02 makes a tiny random DPT predict a flat map
-    )
-    folder = tmp_path_factory.mktemp("tiny-dpt")
-    DPTForDepthEstimation(config).save_pretrained(folder)
-    # DPT-Hybrid MiDaS resizes to a fixed square, like this one
-    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_dpt(tmp_path_factory.mktemp("tiny-dpt")))
 
 
 @pytest.fixture(scope="session")
@@ -211,9 +193,11 @@ def test_depth_runs_at_detect_resolution_and_returns_full_size(tiny_dpt, monkeyp
     from t2i_adapter.conditions import depth
 
     seen = []
-    original = depth.estimate_depth
+    original = depth.estimate_depths
     monkeypatch.setattr(
-        depth, "estimate_depth", lambda loaded, image: seen.append(image.size) or original(loaded, image)
+        depth,
+        "estimate_depths",
+        lambda loaded, images: seen.extend(image.size for image in images) or original(loaded, images),
     )
     photo = _photo(900, 300)
     result = preprocess("depth", photo, model=tiny_dpt, detect_resolution=128)
@@ -231,7 +215,9 @@ def test_metric_depth_is_inverted_so_near_is_bright(monkeypatch):
             return None
 
     far_right = np.tile(np.linspace(1.0, 10.0, 8, dtype=np.float32), (4, 1))  # metres, growing rightwards
-    monkeypatch.setattr(depth, "_post_process", lambda processor, outputs, size: torch.from_numpy(far_right))
+    monkeypatch.setattr(
+        depth, "_post_process", lambda processor, outputs, sizes: [torch.from_numpy(far_right)]
+    )
     loaded = model_loading.PretrainedModel(
         model=MetricModel(),
         processor=lambda images, return_tensors: {"pixel_values": torch.zeros(1, 3, 4, 8)},
@@ -242,6 +228,29 @@ def test_metric_depth_is_inverted_so_near_is_bright(monkeypatch):
     result = depth.estimate_depth(loaded, Image.new("RGB", (8, 4)))
     assert result[0, 0] == 1.0 and result[0, -1] == 0.0  # near (1 m) bright, far (10 m) dark
     assert depth.normalise(np.ones((3, 3))).max() == 0.0
+
+
+@pytest.mark.parametrize("name, fixture", [("depth", "tiny_dpt"), ("depth_anything", "tiny_depth_anything")])
+def test_batched_depth_equals_one_image_at_a_time(name, fixture, request, monkeypatch):
+    """Mixed sizes: same-shape model inputs share a batch, the rest run apart; results match per image."""
+    from t2i_adapter.conditions import depth
+    from t2i_adapter.conditions.registry import get_preprocessor
+
+    model = request.getfixturevalue(fixture)
+    photos = [_photo(70, 50, seed=1), _photo(90, 40, seed=2), _photo(70, 50, seed=3), _photo(40, 60, seed=4)]
+    single = [np.asarray(preprocess(name, photo, model=model)) for photo in photos]
+    batches = []
+    original = depth.estimate_depths
+    monkeypatch.setattr(
+        depth,
+        "estimate_depths",
+        lambda loaded, images: batches.append(len(images)) or original(loaded, images),
+    )
+    together = [np.asarray(image) for image in get_preprocessor(name).batch(photos, model=model)]
+    assert batches == [4]  # one call for the four
+    for alone, batched, photo in zip(single, together, photos, strict=True):
+        assert batched.shape == (photo.height, photo.width, 3)
+        assert np.abs(alone.astype(int) - batched.astype(int)).max() <= 1  # float rounding of a batch
 
 
 # ---------------------------------------------------------------------------------------------

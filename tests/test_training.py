@@ -21,8 +21,10 @@ from t2i_adapter.errors import T2IAdapterError
 from t2i_adapter.interfaces.cli.main import main as cli
 from t2i_adapter.training import TrainConfig, checkpointing, loop, train
 from t2i_adapter.training.check import DataCheckError
+from t2i_adapter.training.data.batches import stream_resume_point
+from t2i_adapter.training.data.shards import shard_share
 from t2i_adapter.training.objective import diffusion_target, sample_timesteps
-from test_data_formats import TAG, make_samples, write_dataset, write_folder, write_meta
+from test_data_formats import TAG, make_samples, write_dataset, write_folder, write_meta, write_shards
 
 TESTS = Path(__file__).parent
 
@@ -159,11 +161,31 @@ def test_streamed_shards_resume_exactly(tiny_sd, tmp_path):
     out = tmp_path / "split"
     train(config(tiny_sd, shards, out, max_steps=3, batch_size=3))  # 9 of 10 samples: mid-epoch
     state = torch.load(checkpointing.latest_checkpoint(out) / checkpointing.STATE_FILE, weights_only=True)
-    assert state["stream"] == {"epoch": 0, "offset": 9, "consumed": 9}
+    assert state["stream"] == {"world_size": 1, "ranks": [{"epoch": 0, "offset": 9}]}
     train(config(tiny_sd, shards, out, max_steps=4, batch_size=3, resume=True))
     assert_same_weights(weights(out), reference)
     with pytest.raises(T2IAdapterError, match="--cache-latents needs a dataset that can be listed"):
         train(config(tiny_sd, shards, tmp_path / "cached", cache_latents=True))
+
+
+def test_a_resume_with_another_number_of_processes_starts_the_next_epoch(caplog):
+    saved = {"world_size": 2, "ranks": [{"epoch": 3, "offset": 5}, {"epoch": 4, "offset": 1}]}
+    assert stream_resume_point(saved, 2, 1) == {"epoch": 4, "offset": 1}  # same processes: exact
+    assert stream_resume_point(saved, 3, 0) == {"epoch": 5, "offset": 0}
+    assert "dealt out anew" in caplog.text
+    assert stream_resume_point({}, 4, 2) == {}
+
+
+def test_each_process_reads_its_own_share_of_the_shards():
+    shards = [f"s{i}" for i in range(5)]
+    assert [shard_share(shards, 2, rank) for rank in (0, 1)] == [
+        (["s0", "s2", "s4"], 1, 0),
+        (["s1", "s3"], 1, 0),
+    ]
+    # fewer shards than processes: the processes on one shard take every k-th sample
+    two = shards[:2]
+    shares = [shard_share(two, 5, rank) for rank in range(5)]
+    assert shares == [(["s0"], 3, 0), (["s1"], 2, 0), (["s0"], 3, 1), (["s1"], 2, 1), (["s0"], 3, 2)]
 
 
 def test_sigkill_then_resume_is_bit_identical(tiny_sd, meta, tmp_path, six_steps):
@@ -366,6 +388,53 @@ def test_cached_latents_train_like_encoding_every_step(tiny_sd, meta, tmp_path):
     train(config(tiny_sd, meta, tmp_path / "cached", max_steps=4, cache_latents=True, resume=True))
 
 
+def test_cached_training_on_prepared_shards_equals_cached_training_on_the_folder(tiny_sd, meta, tmp_path):
+    from t2i_adapter.training.prepare import PrepareSettings, prepare_dataset
+
+    prepared = tmp_path / "prepared"
+    settings = PrepareSettings(
+        str(meta),
+        str(prepared),
+        cond_type=TAG,
+        model=str(tiny_sd),
+        resolution=64,
+        batch_size=2,
+        samples_per_shard=4,
+    )
+    prepare_dataset(settings)
+    folder = train(config(tiny_sd, meta, tmp_path / "folder", max_steps=3, cache_latents=True))
+    shards = train(config(tiny_sd, prepared, tmp_path / "shards", max_steps=3, cache_latents=True))
+    assert_same_weights(weights(shards), weights(folder))  # same samples, order, encodings and noise
+    assert not (shards / "cache").exists()  # the shards' latents were read, nothing re-encoded
+    for overrides, message in (
+        ({"resolution": 128}, "made with --resolution 64, not 128"),
+        ({"random_flip": True}, "centre crop without flips"),
+        ({"cond_type": "canny"}, f"prepared with '{TAG}' conditions"),
+    ):
+        with pytest.raises(T2IAdapterError, match=message):
+            train(config(tiny_sd, prepared, tmp_path / "refused", cache_latents=True, **overrides))
+    plain = tmp_path / "plain"
+    prepare_dataset(PrepareSettings(str(meta), str(plain), cond_type=TAG, progress=False))
+    with pytest.raises(T2IAdapterError, match="prepared without --model"):
+        train(config(tiny_sd, plain, tmp_path / "refused", cache_latents=True))
+
+
+def test_condition_options_reach_the_preprocessor(tiny_sd, tmp_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    for index, (image, _, caption) in enumerate(make_samples(4)):
+        image.save(folder / f"{index}.png")
+        (folder / f"{index}.txt").write_text(caption)
+    with pytest.raises(T2IAdapterError, match="unknown canny option 'strength'"):
+        train(config(tiny_sd, folder, tmp_path / "bad", cond_type="canny", cond_options=["strength=3"]))
+    with pytest.raises(T2IAdapterError, match="has its own 'edge' maps"):
+        train(config(tiny_sd, write_folder(tmp_path / "tagged"), tmp_path / "x", cond_options=["a=1"]))
+    out = train(
+        config(tiny_sd, folder, tmp_path / "ok", cond_type="canny", cond_options=["low_threshold=20"])
+    )
+    assert (out / "adapter.safetensors").is_file()
+
+
 def test_sdxl_with_v_prediction_and_cubic_timesteps(tmp_path):
     from t2i_adapter.checkpoints import load_adapter
     from tiny_models import save_tiny_sdxl
@@ -476,3 +545,32 @@ def test_two_processes_stay_in_sync_and_match_one_process(tiny_sd, meta, tmp_pat
     single = train(config(tiny_sd, meta, tmp_path / "single", batch_size=4))
     for key, value in weights(single).items():
         torch.testing.assert_close(weights(tmp_path / "ddp")[key], value, atol=SAME_RUN_ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_each_of_two_processes_opens_only_its_own_shards(tiny_sd, tmp_path):
+    shards = write_shards(tmp_path / "shards", count=8, shards=4)
+    log = tmp_path / "opens"
+    log.mkdir()
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), str(TESTS / "open_counter.py"), "train",
+        "--model", str(tiny_sd), "--data", str(shards), "--cond-type", TAG, "--resolution", "64",
+        "--lr", "1e-3", "--lr-warmup-steps", "0", "--max-steps", "3", "--batch-size", "2", "--no-progress",
+        "--output-dir", str(tmp_path / "ddp"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "OPEN_LOG": str(log)}
+    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    opened = {rank: set((log / f"rank-{rank}.txt").read_text().split()) for rank in (0, 1)}
+    assert opened == {0: {"shard-0000.tar", "shard-0002.tar"}, 1: {"shard-0001.tar", "shard-0003.tar"}}
+    state = torch.load(
+        checkpointing.latest_checkpoint(tmp_path / "ddp") / checkpointing.STATE_FILE, weights_only=True
+    )
+    # 3 steps x 2 samples per process: each walked its 4 samples once and 2 of its next epoch
+    assert state["stream"] == {
+        "world_size": 2,
+        "ranks": [{"epoch": 1, "offset": 2}, {"epoch": 1, "offset": 2}],
+    }
+    assert state["ranks_in_sync"][0] == state["ranks_in_sync"][1]

@@ -240,6 +240,37 @@ def save_tiny_clip_vision(folder: str | Path) -> Path:
     return Path(folder)
 
 
+def save_tiny_dpt(folder: str | Path, *, full_size: bool = False) -> Path:
+    """A random DPT depth model (+ its image processor) as a local folder `model=` reads.
+
+    Tiny by default; `full_size` gives DPT-Large's shape (ViT-L/16 at 384 px) for benchmarks.
+    """
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(0)
+    if full_size:
+        config, size = DPTConfig(), 384  # the defaults are DPT-Large's
+    else:
+        config = DPTConfig(
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=16,
+            backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[16, 16, 32, 32],
+            fusion_hidden_size=16,
+            head_hidden_size=8,
+            initializer_range=0.2,  # the default 0.02 makes a tiny random DPT predict a flat map
+        )
+        size = 32
+    DPTForDepthEstimation(config).save_pretrained(folder)
+    # DPT-Hybrid MiDaS resizes to a fixed square, like this one
+    DPTImageProcessor(size={"height": size, "width": size}, keep_aspect_ratio=False).save_pretrained(folder)
+    return Path(folder)
+
+
 def save_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
     """Write the tiny SD model as a diffusers folder (model_index.json + components)."""
     from diffusers import StableDiffusionPipeline

@@ -25,7 +25,7 @@ from t2i_adapter.conditions.model_loading import (
     release_memory,
     restore_size,
 )
-from t2i_adapter.conditions.registry import register_condition
+from t2i_adapter.conditions.registry import register_batch, register_condition
 
 MIDAS_MODEL = "Intel/dpt-hybrid-midas"
 # The Small V2 model is Apache-2.0; the Base/Large Depth-Anything-V2 weights are non-commercial.
@@ -48,29 +48,47 @@ def is_metric(model: torch.nn.Module) -> bool:
 
 def estimate_depth(loaded: PretrainedModel, image: Image.Image) -> np.ndarray:
     """Depth of `image` at its own size, min-max normalised to [0, 1] with near = 1: (H, W) float32."""
-    width, height = image.size
-    inputs = loaded.processor(images=image, return_tensors="pt")
-    pixel_values = inputs["pixel_values"].to(loaded.device, loaded.dtype)  # (1, 3, h, w)
-    with torch.inference_mode():
-        outputs = loaded.model(pixel_values=pixel_values)
-        depth = _post_process(loaded.processor, outputs, (height, width))  # (H, W)
-    depth = depth.float().cpu().numpy()
-    del outputs, pixel_values
+    return estimate_depths(loaded, [image])[0]
+
+
+def estimate_depths(loaded: PretrainedModel, images: list[Image.Image]) -> list[np.ndarray]:
+    """`estimate_depth` of several images; those whose model inputs share a shape run as one batch."""
+    inputs = [loaded.processor(images=image, return_tensors="pt")["pixel_values"] for image in images]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, pixel_values in enumerate(inputs):  # (1, 3, h, w) each
+        groups.setdefault(tuple(pixel_values.shape), []).append(index)
+    depths: list[np.ndarray | None] = [None] * len(images)
+    for members in groups.values():
+        pixel_values = torch.cat([inputs[i] for i in members]).to(loaded.device, loaded.dtype)  # (B, 3, h, w)
+        sizes = [(images[i].height, images[i].width) for i in members]
+        with torch.inference_mode():
+            outputs = loaded.model(pixel_values=pixel_values)
+            predicted = _post_process(loaded.processor, outputs, sizes)  # B x (H_i, W_i)
+        for index, depth in zip(members, predicted, strict=True):
+            depth = depth.float().cpu().numpy()
+            depths[index] = normalise(-depth if is_metric(loaded.model) else depth)
+        del outputs, pixel_values
     release_memory(loaded.device)
-    if is_metric(loaded.model):
-        depth = -depth
-    return normalise(depth)
+    return depths
 
 
-def _post_process(processor, outputs, size: tuple[int, int]) -> torch.Tensor:
+def _post_process(processor, outputs, sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     post = getattr(processor, "post_process_depth_estimation", None)
     if post is None:  # an older or custom processor: scale the raw prediction ourselves
-        depth = outputs.predicted_depth.unsqueeze(1)  # (1, 1, h, w)
-        return torch.nn.functional.interpolate(depth, size=size, mode="bicubic", align_corners=False)[0, 0]
-    kwargs = {"target_sizes": [size]}
+        depth = outputs.predicted_depth.unsqueeze(1)  # (B, 1, h, w)
+        return [
+            torch.nn.functional.interpolate(depth[i : i + 1], size=size, mode="bicubic", align_corners=False)[
+                0, 0
+            ]
+            for i, size in enumerate(sizes)
+        ]
+    kwargs = {"target_sizes": sizes}
     if "source_sizes" in inspect.signature(post).parameters:  # ZoeDepth pads; this crops it off
-        kwargs["source_sizes"] = [size]
-    return post(outputs, **kwargs)[0]["predicted_depth"].reshape(size)
+        kwargs["source_sizes"] = sizes
+    return [
+        result["predicted_depth"].reshape(size)
+        for result, size in zip(post(outputs, **kwargs), sizes, strict=True)
+    ]
 
 
 def normalise(depth: np.ndarray) -> np.ndarray:
@@ -87,12 +105,15 @@ def depth_image(depth: np.ndarray) -> Image.Image:
     return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), mode="RGB")
 
 
-def _depth_condition(
-    image: Image.Image, model: str, detect_resolution: int, device: str | None
-) -> Image.Image:
+def _depth_conditions(
+    images: list[Image.Image], model: str, detect_resolution: int, device: str | None
+) -> list[Image.Image]:
     loaded = load_depth_model(model, device=device)
-    small = bounded(image, detect_resolution)
-    return restore_size(depth_image(estimate_depth(loaded, small)), image.size)
+    small = [bounded(image, detect_resolution) for image in images]
+    return [
+        restore_size(depth_image(depth), image.size)
+        for depth, image in zip(estimate_depths(loaded, small), images, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +135,18 @@ def depth(
     device: str | None = None,
 ) -> Image.Image:
     """Monocular depth with MiDaS DPT-Hybrid (Ranftl et al. 2021) or any transformers depth model."""
-    return _depth_condition(image, model or MIDAS_MODEL, detect_resolution, device)
+    return _depth_conditions([image], model or MIDAS_MODEL, detect_resolution, device)[0]
+
+
+@register_batch("depth")
+def depth_batch(
+    images: list[Image.Image],
+    model: str | None = None,
+    detect_resolution: int = DEFAULT_DETECT_RESOLUTION,
+    device: str | None = None,
+) -> list[Image.Image]:
+    """`depth` on several images, batched through the model."""
+    return _depth_conditions(images, model or MIDAS_MODEL, detect_resolution, device)
 
 
 @register_condition(
@@ -131,4 +163,15 @@ def depth_anything(
     device: str | None = None,
 ) -> Image.Image:
     """Monocular depth with Depth Anything V2 (Yang et al. 2024), MiDaS-style output."""
-    return _depth_condition(image, model or DEPTH_ANYTHING_MODEL, detect_resolution, device)
+    return _depth_conditions([image], model or DEPTH_ANYTHING_MODEL, detect_resolution, device)[0]
+
+
+@register_batch("depth_anything")
+def depth_anything_batch(
+    images: list[Image.Image],
+    model: str | None = None,
+    detect_resolution: int = DEFAULT_DETECT_RESOLUTION,
+    device: str | None = None,
+) -> list[Image.Image]:
+    """`depth_anything` on several images, batched through the model."""
+    return _depth_conditions(images, model or DEPTH_ANYTHING_MODEL, detect_resolution, device)

@@ -4,7 +4,9 @@ A preprocessor is a function `fn(image: PIL.Image.Image, **options) -> PIL.Image
 registered with `@register_condition(name, channels=...)`. `get_preprocessor(name)` returns its
 `ConditionSpec`, whose call normalises both ends: the function always receives an RGB image,
 and the caller always gets mode "L" (1 channel) or "RGB" (3 channels) at the input's size
-(unless the spec says `keeps_size=False`).
+(unless the spec says `keeps_size=False`). A model-based preprocessor may also register a batch
+function (`@register_batch(name)`, same options, a list of images in and out) so that
+`spec.batch(images)` runs the model once per batch; without one, `batch` calls `fn` per image.
 
 The built-in modules in `BUILTIN_MODULES` are imported on first access to the registry, not at
 package import, so model-based preprocessors (depth, pose, ...) cost nothing until used, and a
@@ -14,6 +16,7 @@ breaking the weight-free ones.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import threading
@@ -29,6 +32,7 @@ from t2i_adapter.errors import T2IAdapterError, UnknownNameError
 from t2i_adapter.io.images import normalize_image
 
 PreprocessorFn = Callable[..., Image.Image]
+BatchPreprocessorFn = Callable[..., list[Image.Image]]
 
 BUILTIN_MODULES = (
     "t2i_adapter.conditions.basic",
@@ -53,6 +57,7 @@ class ConditionSpec:
     fn: PreprocessorFn = field(repr=False, compare=False)
     aliases: tuple[str, ...] = ()
     keeps_size: bool = True
+    batch_fn: BatchPreprocessorFn | None = field(default=None, repr=False, compare=False)
 
     @property
     def mode(self) -> str:
@@ -73,7 +78,19 @@ class ConditionSpec:
         """Run the preprocessor on `image`; returns an "L" or "RGB" image (see `channels`)."""
         options = self._check_options(options)
         source = image if image.mode == "RGB" else _to_rgb(image)
-        result = self.fn(source, **options)
+        return self._finish(self.fn(source, **options), image)
+
+    def batch(self, images: list[Image.Image], **options: Any) -> list[Image.Image]:
+        """Run the preprocessor on several images (one model call per batch when it has a batch function)."""
+        if self.batch_fn is None:
+            return [self(image, **options) for image in images]
+        options = self._check_options(options)
+        sources = [image if image.mode == "RGB" else _to_rgb(image) for image in images]
+        results = self.batch_fn(sources, **options)
+        return [self._finish(result, image) for result, image in zip(results, images, strict=True)]
+
+    def _finish(self, result: Any, image: Image.Image) -> Image.Image:
+        """The function's output in this spec's mode, at the input's size."""
         if not isinstance(result, Image.Image):
             raise TypeError(f"preprocessor '{self.name}' returned {type(result).__name__}, not a PIL image")
         if result.mode != self.mode:
@@ -163,6 +180,20 @@ def register_condition(
             )
             for alias in aliases:
                 _aliases[_normalise(alias)] = key
+        return fn
+
+    return decorate
+
+
+def register_batch(name: str) -> Callable[[BatchPreprocessorFn], BatchPreprocessorFn]:
+    """Decorator adding `fn(images, **options) -> images` as the batch form of the registered `name`."""
+    key = _normalise(name)
+
+    def decorate(fn: BatchPreprocessorFn) -> BatchPreprocessorFn:
+        with _lock:
+            if key not in _specs:
+                raise ValueError(f"register the condition '{key}' before its batch function")
+            _specs[key] = dataclasses.replace(_specs[key], batch_fn=fn)
         return fn
 
     return decorate

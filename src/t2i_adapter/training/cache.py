@@ -50,6 +50,7 @@ def cache_fingerprint(source: IndexedSource, config, model_name: str) -> str:
         "augmentation_seed": None if config.center_crop and not config.random_flip else config.seed,
         "cond_type": source.cond_type,
         "computes_condition": source.computes_condition,
+        "cond_options": sorted(config.cond_options) if source.computes_condition else [],
         "channels": source.condition_channels,
         "mixed_precision": config.mixed_precision,
     }

@@ -17,7 +17,7 @@ import tomllib
 import yaml
 
 from t2i_adapter.adapters.kinds import SPATIAL_KINDS
-from t2i_adapter.conditions.options import parse_bool
+from t2i_adapter.conditions.options import parse_bool, parse_options
 from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError, first_line
 
 DATA_FORMATS = ("auto", "meta", "folder", "jsonl", "webdataset", "hf")
@@ -56,6 +56,10 @@ class TrainConfig:
         None,
         "condition name: the <stem>.<cond_type>.png files beside each image, or a registered "
         "preprocessor computing the condition from the image when there are none",
+    )
+    cond_options: list[str] = _option(
+        [],
+        "KEY=VALUE options of the preprocessor computing the condition (model=..., detect_resolution=...)",
     )
     condition_channels: int | None = _option(
         None, "adapter input channels (default: from the preprocessor or the data)"
@@ -156,6 +160,7 @@ class TrainConfig:
             raise T2IAdapterError(f"caption_dropout must be in [0, 1], not {self.caption_dropout}")
         if self.lr <= 0:
             raise T2IAdapterError(f"lr must be positive, not {self.lr}")
+        parse_options(self.cond_options, what="cond_options")
         if self.condition_channels not in (None, 1, 3):
             raise T2IAdapterError(f"condition_channels must be 1 or 3, not {self.condition_channels}")
 

@@ -9,10 +9,11 @@ checkpoint that the processes still hold the same adapter weights.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list
 
@@ -29,6 +30,19 @@ def start_accelerator(mixed_precision: str) -> Accelerator:
         return Accelerator(mixed_precision=mixed_precision, cpu=_distributed_without_gpu())
     except ValueError as error:  # e.g. fp16 without a GPU
         raise T2IAdapterError(f"mixed precision '{mixed_precision}': {error}") from None
+
+
+# Processes that split work unevenly (data prepare, batch generation) wait for each other at the end;
+# a share can take hours, far longer than the collective's default 30-minute timeout.
+LONG_WAIT = timedelta(days=2)
+
+
+def process_state() -> PartialState:
+    """accelerate's process state without an Accelerator (no model to wrap): one plain process, or
+    this one's place among those `accelerate launch` started (over gloo on a machine without CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return PartialState()
+    return PartialState(cpu=_distributed_without_gpu(), timeout=LONG_WAIT)
 
 
 def _distributed_without_gpu() -> bool:

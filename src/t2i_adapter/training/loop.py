@@ -23,13 +23,14 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
 from t2i_adapter.adapters.factory import new_adapter_for_unet
 from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.checkpoints import load_adapter
+from t2i_adapter.conditions.options import parse_options
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
 from t2i_adapter.generation.base_model import load_base_model
 from t2i_adapter.training import checkpointing
@@ -45,7 +46,9 @@ from t2i_adapter.training.data.batches import (
     indexed_batches,
     load_cached,
     load_indexed,
+    stream_resume_point,
 )
+from t2i_adapter.training.data.prepared import empty_caption, load_prepared, open_prepared, prepared_index
 from t2i_adapter.training.data.source import registered_preprocessor
 from t2i_adapter.training.data.transforms import prepare_example
 from t2i_adapter.training.distributed import (
@@ -131,7 +134,7 @@ def train(config: TrainConfig) -> Path:
     resume_from = prepare_output_dir(config, accelerator)
 
     # Data and models: the dataset, the frozen base model, the data check, the adapter
-    source = open_data(config)
+    source = open_data(config, accelerator)
     frozen = load_frozen_model(config, accelerator.device)
     source = check_data(config, source, frozen.base.tokenizer, accelerator)
     run = make_run(config, accelerator, source, frozen)
@@ -189,7 +192,14 @@ def prepare_output_dir(config: TrainConfig, accelerator: Accelerator) -> Path | 
 # ---------------------------------------------------------------------------------------------
 
 
-def open_data(config: TrainConfig) -> IndexedSource | StreamSource:
+def open_data(config: TrainConfig, accelerator: Accelerator) -> IndexedSource | StreamSource:
+    """The dataset (WebDataset shards: this process's share), or with `--cache-latents` on shards
+    written by `data prepare --model`, their samples with the stored latents."""
+    prepared = prepared_index(config.data)
+    if prepared is not None:
+        check_prepared_settings(config, prepared)
+        if config.cache_latents:
+            return open_prepared(config.data, prepared, config.condition_channels)
     source = open_dataset(
         config.data,
         data_format=config.data_format,
@@ -198,13 +208,60 @@ def open_data(config: TrainConfig) -> IndexedSource | StreamSource:
         image_column=config.image_column,
         condition_column=config.condition_column,
         caption_column=config.caption_column,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
     )
     if config.cache_latents and source.streamed:
         raise T2IAdapterError(
             f"{source.path}: --cache-latents needs a dataset that can be listed (meta file, folder, JSONL, "
-            "datasets); WebDataset shards are streamed"
+            "datasets) or shards written by 'data prepare --model'; these WebDataset shards are streamed"
         )
     return source
+
+
+def check_prepared_settings(config: TrainConfig, index: dict[str, Any]) -> None:
+    """A prepared folder must have been made for this training: its condition, and for cached latents
+    the same model, resolution and centre crop without flips."""
+    made = index["settings"]
+    wanted = config.cond_type
+    if wanted and made.get("cond_type") and registered_name(wanted) != registered_name(made["cond_type"]):
+        raise T2IAdapterError(
+            f"{config.data}: prepared with '{made['cond_type']}' conditions, not '{wanted}'; "
+            "train with that --cond-type or prepare again"
+        )
+    if not config.cache_latents:
+        return
+    if not made.get("model"):
+        raise T2IAdapterError(
+            f"{config.data}: prepared without --model, so it holds no latents; prepare again with "
+            "--model, or train without --cache-latents"
+        )
+    for name, have in (("model", made["model"]), ("resolution", made["resolution"])):
+        if not same_setting(have, getattr(config, name)):
+            raise T2IAdapterError(
+                f"{config.data}: its latents were made with --{name} {have}, not {getattr(config, name)}; "
+                "train with the same, or prepare again"
+            )
+    if not config.center_crop or config.random_flip:
+        raise T2IAdapterError(
+            f"{config.data}: its latents are of the centre crop without flips; train with --center-crop "
+            "and --no-random-flip, or without --cache-latents"
+        )
+
+
+def same_setting(recorded: Any, given: Any) -> bool:
+    """Equal values, or two spellings (relative, absolute) of the same local folder."""
+    if recorded == given:
+        return True
+    if isinstance(recorded, str) and isinstance(given, str) and Path(given).exists():
+        return Path(recorded).resolve() == Path(given).resolve()
+    return False
+
+
+def registered_name(cond_type: str) -> str:
+    """A condition name as the registry spells it (aliases resolved); other names as given."""
+    spec = registered_preprocessor(cond_type)
+    return spec.name if spec is not None else cond_type
 
 
 def load_frozen_model(config: TrainConfig, device: torch.device) -> FrozenParts:
@@ -283,10 +340,10 @@ def make_run(config: TrainConfig, accelerator: Accelerator, source, frozen: Froz
 # ---------------------------------------------------------------------------------------------
 
 
-def resume(run: TrainingRun, checkpoint: Path | None) -> dict[str, int]:
+def resume(run: TrainingRun, checkpoint: Path | None) -> dict[str, Any]:
     """Continue from `checkpoint` (None: a fresh run); wraps the adapter for DDP.
 
-    Returns the saved stream position (`StreamBatches.position()`; empty unless the data streams).
+    Returns the saved stream positions (every process's; empty unless the data streams).
     """
     state: dict[str, Any] = {}
     if checkpoint is not None:
@@ -311,18 +368,28 @@ def resume(run: TrainingRun, checkpoint: Path | None) -> dict[str, int]:
 
 def example_preparer(config: TrainConfig, source) -> Callable:
     """`prepare(example, rng=...)`: resize, crop, flip, and compute the condition when the data has none."""
+    preprocessor = None
+    if source.computes_condition:
+        spec = registered_preprocessor(source.cond_type)
+        preprocessor = partial(
+            spec, **spec.check_options(parse_options(config.cond_options, what="cond_options"))
+        )
+    elif config.cond_options:
+        raise T2IAdapterError(
+            f"--cond-options: {config.data} has its own '{source.cond_type}' maps, so no preprocessor runs"
+        )
     return partial(
         prepare_example,
         resolution=config.resolution,
         condition_channels=source.condition_channels,
         center_crop=config.center_crop,
         random_flip=config.random_flip,
-        preprocessor=registered_preprocessor(source.cond_type) if source.computes_condition else None,
+        preprocessor=preprocessor,
     )
 
 
 def make_batches(
-    run: TrainingRun, prepare: Callable, stream_position: dict[str, int]
+    run: TrainingRun, prepare: Callable, stream_position: dict[str, Any]
 ) -> Iterator[TrainingBatch]:
     """This process's endless micro-batches, from the stream, the latent cache or the files.
 
@@ -339,7 +406,8 @@ def make_batches(
             world_size=accelerator.num_processes,
             rank=accelerator.process_index,
             strict=config.strict,
-            **stream_position,
+            start=run.samples_seen,
+            **stream_resume_point(stream_position, accelerator.num_processes, accelerator.process_index),
         )
         return iter(run.stream)
     if config.cache_latents:
@@ -359,6 +427,11 @@ def make_batches(
 def use_latent_cache(run: TrainingRun, prepare: Callable) -> Callable[[int, int, int], TrainingSample]:
     """Build (main process) or reuse the cache, then free the encoders; returns the cached sample loader."""
     config, frozen = run.config, run.frozen
+    if run.source.format == "prepared":  # `data prepare --model` stored them beside the samples
+        frozen.empty_embeds, frozen.empty_pooled = empty_caption(config.data)
+        frozen.empty_embeds = frozen.empty_embeds.to(run.accelerator.device, frozen.weight_dtype)
+        _free_encoders(frozen, keep_on_cpu=run.validation is not None)
+        return load_prepared(run.source, config.resolution)
     cache_dir = Path(config.cache_dir or run.output_dir / "cache")
     if run.is_main:
         build_cache(
@@ -511,8 +584,9 @@ def save_checkpoint(run: TrainingRun) -> None:
         "samples_seen": run.samples_seen,
         "world_size": accelerator.num_processes,
     }
-    if run.stream is not None:
-        training_state["stream"] = run.stream.position()
+    if run.stream is not None:  # each process walks its own share: keep every position
+        positions = gather_object([run.stream.position()])
+        training_state["stream"] = {"world_size": accelerator.num_processes, "ranks": positions}
     training_state["ranks_in_sync"] = ranks_in_sync(accelerator, run.adapter)
     failure = None
     if run.is_main:

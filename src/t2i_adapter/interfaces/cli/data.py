@@ -1,13 +1,18 @@
-"""`t2i-adapter data check PATH`: validate a training dataset before a long run."""
+"""`t2i-adapter data check PATH`: validate a training dataset before a long run.
+`t2i-adapter data prepare SRC --out DIR`: compute its conditions (and latents) once, into shards;
+on several GPUs or machines: `accelerate launch -m t2i_adapter.interfaces.cli.main data prepare ...`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from t2i_adapter.conditions.options import parse_options
 from t2i_adapter.training.config import DATA_FORMATS
 
 EXIT_UNUSABLE = 2
+SKIPPED_SHOWN = 20  # skipped samples printed one per line; report.txt has them all
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +43,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--image-column", default="image", help="datasets: image column")
     check.add_argument("--condition-column", default="conditioning_image", help="datasets: condition column")
     check.add_argument("--caption-column", default="text", help="datasets: caption column")
+    _register_prepare(commands)
     parser.set_defaults(func=run, print_help=parser.print_help)
+
+
+def _register_prepare(commands: argparse._SubParsersAction) -> None:
+    prepare = commands.add_parser(
+        "prepare",
+        help="compute conditions (and with --model, latents) once and write WebDataset shards",
+        description="Read a dataset in any training format, make each image's condition map (from the "
+        "dataset, or with the preprocessor --cond-type names) and write WebDataset shards of image, "
+        "cond.png, txt and json; with --model also the VAE posterior and text embeddings, so training "
+        "with --cache-latents reads them. Several processes (accelerate launch) split the shards and "
+        "write the same ones. Killed? Run again with --resume.",
+    )
+    prepare.add_argument(
+        "source", help="meta file, folder, JSONL manifest, .tar shards, datasets folder or hf:<name>"
+    )
+    prepare.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for the shards (new, or --resume)"
+    )
+    prepare.add_argument(
+        "--format", dest="data_format", default="auto", choices=DATA_FORMATS, help="dataset format"
+    )
+    prepare.add_argument(
+        "--cond-type", help="condition name: the dataset's <stem>.<cond-type> maps, or a preprocessor to run"
+    )
+    prepare.add_argument(
+        "--cond-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="preprocessor option, repeatable (e.g. detect_resolution=384); see 't2i-adapter preprocess --list'",
+    )
+    prepare.add_argument(
+        "--cond-model",
+        metavar="PATH_OR_ID",
+        help="the preprocessor's model; short for --cond-option model=...",
+    )
+    prepare.add_argument(
+        "--model", help="base model: also store VAE latents and text embeddings (for --cache-latents)"
+    )
+    prepare.add_argument("--resolution", type=int, default=512, help="latents' training size (with --model)")
+    prepare.add_argument(
+        "--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="encoders' dtype"
+    )
+    prepare.add_argument("--batch-size", type=int, default=8, help="images per preprocessor/encoder batch")
+    prepare.add_argument(
+        "--samples-per-shard",
+        type=int,
+        default=1000,
+        help="samples per output shard (WebDataset input: one output shard per input shard)",
+    )
+    prepare.add_argument("--resume", action="store_true", help="continue a killed run in the same --out")
+    prepare.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    prepare.add_argument("--image-column", default="image", help="datasets: image column")
+    prepare.add_argument(
+        "--condition-column", default="conditioning_image", help="datasets: condition column"
+    )
+    prepare.add_argument("--caption-column", default="text", help="datasets: caption column")
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -63,8 +126,61 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _condition_options(args: argparse.Namespace) -> dict[str, str]:
+    """`--cond-option KEY=VALUE` pairs (and `--cond-model`) as text; the preprocessor converts them."""
+    options = parse_options(args.cond_option, what="--cond-option")
+    if args.cond_model:
+        options["model"] = args.cond_model
+    return options
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    import logging
+    import sys
+
+    from t2i_adapter.training.distributed import process_state
+    from t2i_adapter.training.prepare import PrepareSettings, prepare_dataset
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    settings = PrepareSettings(
+        source=args.source,
+        out=args.out,
+        data_format=args.data_format,
+        cond_type=args.cond_type,
+        cond_options=_condition_options(args),
+        model=args.model,
+        resolution=args.resolution,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        samples_per_shard=args.samples_per_shard,
+        image_column=args.image_column,
+        condition_column=args.condition_column,
+        caption_column=args.caption_column,
+        resume=args.resume,
+        progress=args.progress,
+    )
+    summary = prepare_dataset(settings)
+    if process_state().is_main_process:
+        for where, reason in summary.skipped[:SKIPPED_SHOWN]:
+            print(f"skipped: {where}: {reason}", file=sys.stderr)
+        more = len(summary.skipped) - SKIPPED_SHOWN
+        if more > 0:
+            print(f"skipped: ... and {more} more", file=sys.stderr)
+        print(
+            f"prepared {summary.samples} samples into {len(summary.shards)} shards in {summary.out}"
+            + (
+                f"; {len(summary.skipped)} skipped (listed in {summary.out / 'report.txt'})"
+                if summary.skipped
+                else ""
+            )
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "check":
         return run_check(args)
+    if args.data_command == "prepare":
+        return run_prepare(args)
     args.print_help()
     return EXIT_UNUSABLE

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="IMAGE",
         help="re-run the generation recorded in this PNG; flags given beside it override the record",
     )
+    groups["what to generate"].add_argument(
+        "--batch",
+        metavar="JOBS.jsonl",
+        help="one generation per line (JSON with the PNG's parameter fields, optional 'id'); the other "
+        "flags are defaults; needs --out-dir; reruns skip lines whose PNGs exist",
+    )
     groups["output"].add_argument(
         "--out",
         metavar="PATH",
@@ -76,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     groups["output"].add_argument(
         "--save-cond", action="store_true", help="also write each preprocessed condition map"
+    )
+    groups["output"].add_argument(
+        "--out-dir", metavar="DIR", help="with --batch: the folder for <id or line>.png files"
     )
     parser.set_defaults(func=run)
 
@@ -254,6 +263,14 @@ def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
     return GenerationSettings(adapters=adapter_specs(args), **given)
 
 
+def batch_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings fields given on the command line: defaults for every line of a --batch file."""
+    given = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
+    if args.adapter:
+        given["adapters"] = [asdict(spec) for spec in adapter_specs(args)]
+    return given
+
+
 # ---------------------------------------------------------------------------------------------
 # Output paths
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +312,12 @@ def run(args: argparse.Namespace) -> int:
     from t2i_adapter.generation.api import generate
     from t2i_adapter.io.png import save_png
 
+    if args.batch:
+        from t2i_adapter.interfaces.cli.generate_batch import run_batch
+
+        return run_batch(args, batch_defaults(args))
+    if args.out_dir:
+        raise T2IAdapterError("--out-dir goes with --batch; a single generation takes --out")
     settings = settings_from_args(args)
     paths = output_paths(args.out, settings.seed, settings.num_images)
     with _progress_bar() as progress:

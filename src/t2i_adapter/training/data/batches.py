@@ -4,8 +4,9 @@ Every sample becomes a `TrainingSample` and every micro-batch a `TrainingBatch` 
 `collate`): prepared pixels and captions, or with `--cache-latents` the VAE posterior and text
 embeddings read back from the cache; the fields a path does not fill are None.
 `indexed_batches` loads through a `torch.utils.data.DataLoader` (optionally with worker processes);
-`StreamBatches` reads WebDataset shards in the main process: every process reads the stream and
-decodes only its own share, so all processes agree on positions without coordination.
+`StreamBatches` reads WebDataset shards in the main process: each process walks its own share of
+the shards (see `shards.shard_share`), and gives its samples the positions `order.py` assigns to
+its micro-batches, so the processes agree on positions without coordination.
 """
 
 from __future__ import annotations
@@ -91,6 +92,28 @@ def collate(samples: list[TrainingSample]) -> TrainingBatch:
     )
 
 
+def stream_resume_point(saved: dict, world_size: int, rank: int) -> dict[str, int]:
+    """This process's (epoch, offset) from a checkpoint's stream positions (`{}`: a fresh start).
+
+    Same number of processes: exactly where it stopped. Another number: the shards are dealt out
+    anew, so every process starts the epoch after the furthest one reached (docs/training.md).
+    """
+    if not saved:
+        return {}
+    ranks = saved.get("ranks")
+    if ranks is not None and saved.get("world_size") == world_size:
+        return dict(ranks[rank])
+    furthest = max(entry["epoch"] for entry in ranks) if ranks is not None else saved.get("epoch", 0)
+    logger.warning(
+        "the checkpoint's data stream was read by %s process(es), this run has %d: the shards are dealt "
+        "out anew and every process starts epoch %d (the data order differs from an uninterrupted run)",
+        saved.get("world_size", "an unknown number of"),
+        world_size,
+        furthest + 1,
+    )
+    return {"epoch": furthest + 1, "offset": 0}
+
+
 def prepared_to_item(prepared: PreparedExample, position: int, resolution: int) -> TrainingSample:
     """The sample at `position` from a prepared (resized, cropped) example."""
     return TrainingSample(
@@ -173,7 +196,7 @@ def load_cached(cache) -> Callable[[int, int, int], TrainingSample]:
 
 @dataclass
 class StreamBatches:
-    """Micro-batches from a `StreamSource`, resumable from (epoch, offset in epoch)."""
+    """Micro-batches from this process's share of a `StreamSource`, resumable from (epoch, offset)."""
 
     source: StreamSource
     prepare: Callable
@@ -183,15 +206,15 @@ class StreamBatches:
     world_size: int
     rank: int
     strict: bool
-    epoch: int = 0
-    offset: int = 0  # raw samples of `epoch` already consumed (by all processes)
-    consumed: int = 0  # raw samples consumed in all epochs: the global position
+    start: int = 0  # global sample position when the run (re)started: numbers this process's samples
+    epoch: int = 0  # this process's epoch over its share
+    offset: int = 0  # raw samples of `epoch` this process has consumed
     replaced: int = 0
     _last_good: TrainingSample | None = field(default=None, repr=False)
 
     def position(self) -> dict[str, int]:
-        """Where the stream stands, for a checkpoint: `StreamBatches(..., **position)` resumes there."""
-        return {"epoch": self.epoch, "offset": self.offset, "consumed": self.consumed}
+        """Where this process's stream stands, for a checkpoint (see `stream_resume_point`)."""
+        return {"epoch": self.epoch, "offset": self.offset}
 
     def _raw(self) -> Iterator[RawSample]:
         while True:
@@ -207,16 +230,14 @@ class StreamBatches:
 
     def __iter__(self) -> Iterator[TrainingBatch]:
         raw_samples = self._raw()
-        group = self.world_size * self.batch_size
-        while True:
+        for micro_batch in itertools.count():
             samples = []
-            for slot in range(group):
+            for position in micro_batch_positions(
+                self.start, micro_batch, self.batch_size, self.world_size, self.rank
+            ):
                 raw = next(raw_samples)
-                position = self.consumed
                 self.offset += 1
-                self.consumed += 1
-                if slot // self.batch_size == self.rank:
-                    samples.append(self._decode(raw, position))
+                samples.append(self._decode(raw, position))
             yield collate(samples)
 
     def _decode(self, raw: RawSample, position: int) -> TrainingSample:

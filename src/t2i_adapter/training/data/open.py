@@ -40,12 +40,17 @@ def open_dataset(
     image_column: str = "image",
     condition_column: str = "conditioning_image",
     caption_column: str = "text",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> IndexedSource | StreamSource:
-    """Open a training dataset in any supported format."""
+    """Open a training dataset in any supported format.
+
+    WebDataset shards open as process `rank`'s share of `world_size` (see `shards.shard_share`).
+    """
     location = str(location)
     kind = detect_format(location) if data_format == "auto" else data_format
     if kind == "webdataset":
-        return open_shards(location, cond_type, condition_channels)
+        return open_shards(location, cond_type, condition_channels, rank=rank, world_size=world_size)
     if kind == "hf":
         source = open_hf_dataset(
             location,

@@ -8,9 +8,15 @@ suffix) and the caption (`.txt`, or `.json` with a `text`/`caption` field):
 shard-000000.tar: 000001.jpg 000001.depth.png 000001.txt 000002.jpg ...
 ```
 
-`PATH` is one `.tar`, a folder of them, or a brace pattern (`data/shard-{000000..000099}.tar`).
-The order is seeded: shards are shuffled per epoch, then samples pass a shuffle buffer. Without
-condition members, a registered preprocessor (`--cond-type canny`) computes them.
+`PATH` is one `.tar`, a folder of them (hidden `.*` files are not shards), or a brace pattern
+(`data/shard-{000000..000099}.tar`). The order is seeded: shards are shuffled per epoch, then
+samples pass a shuffle buffer. Without condition members, a registered preprocessor
+(`--cond-type canny`) computes them.
+
+Several processes (DDP) each read only their own share (`shard_share`): shards `rank`,
+`rank + world_size`, ...; with fewer shards than processes, the processes that share a shard take
+every k-th of its samples. Each process then has its own seeded order over its share, so the global
+order is fixed for a given number of processes (and, for one process, the same as before).
 """
 
 from __future__ import annotations
@@ -46,13 +52,26 @@ def list_shards(location: str) -> list[str]:
         return shards
     path = Path(location)
     if path.is_dir():
-        shards = sorted(str(p) for p in path.glob("*.tar"))
+        shards = sorted(str(p) for p in path.glob("*.tar") if not p.name.startswith("."))
         if not shards:
             raise InputFileError(path, "no .tar shards in this folder")
         return shards
     if not path.is_file():
         raise InputFileError(path, "no such file or folder")
     return [str(path)]
+
+
+def shard_share(shards: list[str], world_size: int, rank: int) -> tuple[list[str], int, int]:
+    """Process `rank`'s shards, and which of their samples it takes: every `stride`-th from `offset`.
+
+    By shard when there are at least as many shards as processes; otherwise each process reads one
+    shard, and the processes reading the same shard split its samples.
+    """
+    if len(shards) >= world_size:
+        return shards[rank::world_size], 1, 0
+    shard = rank % len(shards)
+    sharing = len(range(shard, world_size, len(shards)))  # processes reading this shard
+    return [shards[shard]], sharing, rank // len(shards)
 
 
 def is_shard_location(location: str) -> bool:
@@ -87,6 +106,10 @@ class StreamSource:
     computes_condition: bool = False
     condition_channels: int | None = None
     errors: list[tuple[str, str]] = field(default_factory=list)  # shard-level read errors
+    rank: int = 0  # this process's share of the shards (see `shard_share`); `shards` holds only it
+    world_size: int = 1
+    sample_stride: int = 1
+    sample_offset: int = 0
 
     format = "webdataset"
     streamed = True
@@ -108,13 +131,16 @@ class StreamSource:
             yield RawSample(key=sample["__key__"], shard=shard, members=members)
 
     def raw_samples(self, epoch: int, seed: int) -> Iterator[RawSample]:
-        """One epoch of raw samples: shards shuffled, then a shuffle buffer, both seeded."""
-        rng = random.Random(f"{seed}-{epoch}")
+        """One epoch of this process's raw samples: its shards shuffled, then a shuffle buffer, both seeded."""
+        share = f"-{self.rank}-of-{self.world_size}" if self.world_size > 1 else ""
+        rng = random.Random(f"{seed}-{epoch}{share}")
         shards = list(self.shards)
         rng.shuffle(shards)
         buffer: list[RawSample] = []
         for shard in shards:
-            for sample in self.read_shard(shard):
+            for index, sample in enumerate(self.read_shard(shard)):
+                if index % self.sample_stride != self.sample_offset:
+                    continue  # another process's sample of a shared shard
                 buffer.append(sample)
                 if len(buffer) >= SHUFFLE_BUFFER:
                     yield buffer.pop(rng.randrange(len(buffer)))
@@ -158,9 +184,26 @@ def _caption(sample: RawSample) -> str:
     return ""
 
 
-def open_shards(location: str, cond_type: str | None, condition_channels: int | None) -> StreamSource:
-    """A `StreamSource` over the shards; whether conditions are computed is read from the first sample."""
-    source = StreamSource(path=location, shards=list_shards(location), cond_type=cond_type)
+def open_shards(
+    location: str,
+    cond_type: str | None,
+    condition_channels: int | None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> StreamSource:
+    """A `StreamSource` over process `rank`'s share of the shards (all of them for one process);
+    whether conditions are computed is read from the first sample of the share."""
+    shards, stride, offset = shard_share(list_shards(location), world_size, rank)
+    source = StreamSource(
+        path=location,
+        shards=shards,
+        cond_type=cond_type,
+        rank=rank,
+        world_size=world_size,
+        sample_stride=stride,
+        sample_offset=offset,
+    )
     first = next(iter(source.read_shard(source.shards[0])), None)
     if first is None:
         raise InputFileError(source.shards[0], "the shard holds no samples")

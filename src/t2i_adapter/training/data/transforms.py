@@ -50,18 +50,12 @@ def resize_and_crop(
     crop_draw, flip_draw = rng.random(), rng.random()
     if condition is not None and condition.size != image.size:
         condition = resize_condition(condition, image.width, image.height)
-    scale = resolution / min(image.width, image.height)
-    width = max(resolution, round(image.width * scale))
-    height = max(resolution, round(image.height * scale))
+    width, height = resized_size(image.size, resolution)
     if (width, height) != image.size:
         image = image.resize((width, height), Image.Resampling.BICUBIC)
         if condition is not None:
             condition = resize_condition(condition, width, height)
-    if center_crop:
-        top, left = (height - resolution) // 2, (width - resolution) // 2
-    else:
-        top = int(crop_draw * (height - resolution + 1))
-        left = int(crop_draw * (width - resolution + 1))  # one of them is 0: the short side fits
+    top, left = crop_corner(width, height, resolution, crop_draw if not center_crop else None)
     box = (left, top, left + resolution, top + resolution)
     image = image.crop(box)
     condition = condition.crop(box) if condition is not None else None
@@ -69,6 +63,28 @@ def resize_and_crop(
         image = ImageOps.mirror(image)
         condition = ImageOps.mirror(condition) if condition is not None else None
     return image, condition, (top, left)
+
+
+def resized_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
+    """(width, height) after scaling `size` so its short side is `resolution`."""
+    scale = resolution / min(size)
+    return max(resolution, round(size[0] * scale)), max(resolution, round(size[1] * scale))
+
+
+def crop_corner(width: int, height: int, resolution: int, crop_draw: float | None) -> tuple[int, int]:
+    """(top, left) of the square crop: the centre (`crop_draw` None), or where a draw in [0, 1) puts it."""
+    if crop_draw is None:
+        return (height - resolution) // 2, (width - resolution) // 2
+    # one of them is 0: the short side fits
+    return int(crop_draw * (height - resolution + 1)), int(crop_draw * (width - resolution + 1))
+
+
+def center_crop_condition(condition: Image.Image, resolution: int) -> Image.Image:
+    """What `resize_and_crop` with a centre crop does to a condition map that has its image's size."""
+    width, height = resized_size(condition.size, resolution)
+    condition = resize_condition(condition, width, height)
+    top, left = crop_corner(width, height, resolution, None)
+    return condition.crop((left, top, left + resolution, top + resolution))
 
 
 def prepare_example(

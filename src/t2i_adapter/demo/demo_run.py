@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from t2i_adapter.demo.grid import image_grid
+from t2i_adapter.evaluation.grid import image_grid
 from t2i_adapter.demo.world import make_scene
 
 # Scenes picked to show two or three objects each, from the evaluation seed range.

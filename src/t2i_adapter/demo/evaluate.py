@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from t2i_adapter.demo import metrics
-from t2i_adapter.demo.grid import image_grid
+from t2i_adapter.evaluation.grid import image_grid
 from t2i_adapter.demo.world import make_scene
 from t2i_adapter.errors import InputFileError, T2IAdapterError
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from t2i_adapter.evaluation.grid import image_grid
 from t2i_adapter.demo.world import make_scene
+from t2i_adapter.evaluation.grid import image_grid
 
 # Scenes picked to show two or three objects each, from the evaluation seed range.
 DEMO_ROWS: tuple[tuple[int, tuple[str, ...]], ...] = (

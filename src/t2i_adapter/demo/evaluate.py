@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from t2i_adapter.demo import metrics
-from t2i_adapter.evaluation.grid import image_grid
 from t2i_adapter.demo.world import make_scene
 from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.evaluation.grid import image_grid
 
 # Evaluation scenes come from seeds below the training range (see train_base.TRAIN_SEED_OFFSET).
 EVAL_FIRST_SEED = 0

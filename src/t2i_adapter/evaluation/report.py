@@ -62,7 +62,9 @@ def table(result: EvalResult, extra_titles: dict[str, str] | None = None) -> str
     labels = list(result.summary)
     published = {key: _published(result, key) for key in result.metric_keys}
     has_published = any(published.values())
-    header = ["metric", *labels] + ([f"published, {BASE_TITLES[result.base_family]}"] if has_published else [])
+    header = ["metric", *labels] + (
+        [f"published, {BASE_TITLES[result.base_family]}"] if has_published else []
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in result.metric_keys:
         cells = [metric_title(key, extra_titles), *(format_value(result.summary[v].get(key)) for v in labels)]

@@ -13,7 +13,7 @@ from t2i_adapter.evaluation.grid import label_font
 
 PANEL_WIDTH, PANEL_HEIGHT = 420, 220
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 16, 26, 34
-LINE = (31, 119, 180)
+LINES = ((31, 119, 180), (44, 160, 44), (148, 103, 189), (140, 86, 75), (23, 190, 207))
 BASELINE = (214, 39, 40)
 AXIS = (60, 60, 60)
 GRID = (225, 225, 225)
@@ -24,21 +24,27 @@ def _format(value: float) -> str:
 
 
 def draw_panel(
-    title: str, points: Sequence[tuple[float, float]], baseline: float | None = None
+    title: str, series: dict[str, Sequence[tuple[float, float]]], baseline: float | None = None
 ) -> Image.Image:
-    """One chart: `points` (step, value) joined by a line, `baseline` as a dashed level (if given)."""
+    """One chart: each series' (step, value) points joined by a line, `baseline` as a dashed level."""
     canvas = Image.new("RGB", (PANEL_WIDTH, PANEL_HEIGHT), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = label_font(12)
     draw.text((MARGIN_LEFT, 6), title, fill=AXIS, font=font)
-    points = sorted((float(x), float(y)) for x, y in points if y == y)  # nan scores are left out
-    values = [y for _, y in points] + ([baseline] if baseline is not None and baseline == baseline else [])
-    if not points:
+    series = {
+        name: sorted((float(x), float(y)) for x, y in points if y == y)  # nan scores are left out
+        for name, points in series.items()
+    }
+    everything = [point for points in series.values() for point in points]
+    values = [y for _, y in everything] + (
+        [baseline] if baseline is not None and baseline == baseline else []
+    )
+    if not everything:
         return canvas
     low, high = min(values), max(values)
     if high - low < 1e-12:
         low, high = low - 0.5, high + 0.5
-    first, last = points[0][0], points[-1][0]
+    first, last = min(x for x, _ in everything), max(x for x, _ in everything)
     span = last - first or 1.0
     left, right = MARGIN_LEFT, PANEL_WIDTH - MARGIN_RIGHT
     top, bottom = MARGIN_TOP, PANEL_HEIGHT - MARGIN_BOTTOM
@@ -52,7 +58,7 @@ def draw_panel(
         draw.line([(left, y), (right, y)], fill=GRID)
         draw.text((4, y - 7), _format(low + fraction * (high - low)), fill=AXIS, font=font)
     draw.line([(left, top), (left, bottom), (right, bottom)], fill=AXIS)
-    for x, _ in points:
+    for x in sorted({x for x, _ in everything}):
         px, _ = to_pixel(x, low)
         draw.text((px - 12, bottom + 6), f"{int(x)}", fill=AXIS, font=font)
     if baseline is not None and baseline == baseline:
@@ -60,11 +66,15 @@ def draw_panel(
         for start in range(left, right, 12):
             draw.line([(start, by), (min(start + 6, right), by)], fill=BASELINE, width=2)
         draw.text((right - 80, by - 15), "no adapter", fill=BASELINE, font=font)
-    pixels = [to_pixel(x, y) for x, y in points]
-    if len(pixels) > 1:
-        draw.line(pixels, fill=LINE, width=2)
-    for px, py in pixels:
-        draw.ellipse([(px - 3, py - 3), (px + 3, py + 3)], fill=LINE)
+    for number, (name, points) in enumerate(series.items()):
+        color = LINES[number % len(LINES)]
+        pixels = [to_pixel(x, y) for x, y in points]
+        if len(pixels) > 1:
+            draw.line(pixels, fill=color, width=2)
+        for px, py in pixels:
+            draw.ellipse([(px - 3, py - 3), (px + 3, py + 3)], fill=color)
+        if len(series) > 1:
+            draw.text((left + 6, top + 2 + 14 * number), name, fill=color, font=font)
     draw.text(((left + right) / 2 - 30, PANEL_HEIGHT - 16), "training step", fill=AXIS, font=font)
     return canvas
 

@@ -116,7 +116,12 @@ def _protocol_notes(result: EvalResult) -> list[str]:
 
 
 def write_report(
-    result: EvalResult, out_dir: str | Path, *, title: str = "", extra_titles: dict[str, str] | None = None
+    result: EvalResult,
+    out_dir: str | Path,
+    *,
+    title: str = "",
+    extra_titles: dict[str, str] | None = None,
+    notes: str = "",
 ) -> dict[str, Path]:
     """Write report.md, grid.png, samples.csv, summary.json (and metrics_by_step.png); returns their paths."""
     out = Path(out_dir)
@@ -135,6 +140,7 @@ def write_report(
     heading = title or f"Evaluation: {', '.join(result.summary)} on {settings.model}"
     lines = [f"# {heading}", "", _description(result), "", table(result, extra_titles), ""]
     lines += ["↑ higher is better, ↓ lower is better; – not defined for that column.", ""]
+    lines += [notes, ""] if notes else []
     lines += _protocol_notes(result)
     lines += ["Every picture's scores: [samples.csv](samples.csv); per-class IoU: summary.json.", ""]
     lines += ["![grid](grid.png)", ""]
@@ -181,7 +187,10 @@ def step_chart(result: EvalResult, extra_titles: dict[str, str] | None = None):
     baseline = next((v for v in result.settings.variants if v.is_baseline), None)
     panels = []
     for key in result.metric_keys:
-        points = [(v.step, result.summary[v.label].get(key, float("nan"))) for v in stepped]
+        series: dict[str, list[tuple[float, float]]] = {}
+        for v in stepped:
+            name = Path(v.run).name if v.run else "checkpoints"
+            series.setdefault(name, []).append((v.step, result.summary[v.label].get(key, float("nan"))))
         level = result.summary[baseline.label].get(key) if baseline else None
-        panels.append(draw_panel(metric_title(key, extra_titles), points, level))
+        panels.append(draw_panel(metric_title(key, extra_titles), series, level))
     return stack_panels(panels)

@@ -33,7 +33,7 @@ from t2i_adapter.evaluation.protocol import (
     score_condition,
 )
 from t2i_adapter.evaluation.reextract import Reextractor, condition_family
-from t2i_adapter.evaluation.samples import EvalSample, Variant, fit_sample
+from t2i_adapter.evaluation.samples import EvalSample, Variant, complete_conditions, fit_sample
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 
 Scorer = Callable[[EvalSample, Image.Image], dict[str, float]]
@@ -60,12 +60,18 @@ class EvalSettings:
     resolution: int | None = None  # None: the base model's native resolution
     dtype: str = "float32"
     device: str | None = None
-    cond_options: dict[str, Any] = field(default_factory=dict)  # the re-extractors' preprocessor options
+    # each slot's preprocessor options: computing missing conditions and re-extracting (thresholds, model)
+    cond_options: list[dict[str, Any]] = field(default_factory=list)
     clip_model: str = DEFAULT_CLIP_MODEL
     fid_model: str | None = None  # a TorchScript Inception; None: torch's hub cache
     data: str = "samples given in code"  # what the samples are, for the report
 
     def __post_init__(self) -> None:
+        self.cond_options = [dict(o) for o in self.cond_options] or [{} for _ in self.cond_types]
+        if len(self.cond_options) != len(self.cond_types):
+            raise T2IAdapterError(
+                f"{len(self.cond_options)} option sets for {len(self.cond_types)} conditions"
+            )
         if not self.variants:
             raise T2IAdapterError("evaluation needs at least one variant (adapter set or baseline)")
         for variant in self.variants:
@@ -204,14 +210,19 @@ def run_evaluation(
     if ("fid" in names or "kid" in names) and any(s.image is None for s in samples):
         raise T2IAdapterError("FID/KID compare with the real pictures: every sample needs its photo")
     reextractors = {
-        slot: Reextractor(settings.cond_types[slot], settings.cond_options) for slot, _ in plan if slot >= 0
+        slot: Reextractor(settings.cond_types[slot], settings.cond_options[slot])
+        for slot, _ in plan
+        if slot >= 0
     }
     cache = cache or ModelCache(max_adapters=max(1, len(settings.cond_types)))
     base = cache.pipeline(
         settings.model, dtype=TORCH_DTYPES[settings.dtype], device=resolve_device(settings.device)
     ).base
     size = settings.resolution or base.native_resolution
-    samples = [fit_sample(sample, size) for sample in samples]
+    samples = [
+        complete_conditions(fit_sample(sample, size), settings.cond_types, settings.cond_options)
+        for sample in samples
+    ]
     pictures = PictureCache(Path(out_dir) / PICTURES_FOLDER) if out_dir else None
     quality = _QualityModels(settings, names, samples)
 

@@ -70,7 +70,7 @@ def table(result: EvalResult, extra_titles: dict[str, str] | None = None) -> str
         cells = [metric_title(key, extra_titles), *(format_value(result.summary[v].get(key)) for v in labels)]
         if has_published:
             figure = published[key]
-            cells.append(f"{format_value(figure.value)} ({figure.dataset})" if figure else "")
+            cells.append(f"{figure.value:.4g} ({figure.dataset})" if figure else "")  # as published
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

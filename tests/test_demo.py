@@ -211,9 +211,7 @@ def test_demo_command_writes_the_grid(tmp_path, capsys):
 def test_shipped_adapters_beat_the_baseline_by_a_wide_margin(cond_type):
     from t2i_adapter.demo.evaluate import EvalConfig, run_evaluation
 
-    config = EvalConfig(
-        model="demo", adapters=[f"demo:{cond_type}"], cond_types=[cond_type], num=8, steps=10
-    )
+    config = EvalConfig(model="demo", adapters=[f"demo:{cond_type}"], cond_types=[cond_type], num=8, steps=10)
     report = run_evaluation(config, write=False)
     # Measured when shipped (session 2): mask IoU 0.13 without, 0.88 (sketch) / 0.90 (depth) with;
     # edge F1 0.12 -> 0.82 / 0.83; colour accuracy (prompt) 1.0 without. On 200 scenes and 20

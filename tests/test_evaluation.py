@@ -462,3 +462,32 @@ def test_compare_on_the_demo_world_ranks_the_sketch_adapter_above_the_baseline(t
     assert sketch["ssim/sketch"] > plain["ssim/sketch"]
     printed = capsys.readouterr().out
     assert "| object mask IoU |" in printed and f"report: {tmp_path / 'report.md'}" in printed
+
+
+def test_training_evaluates_every_n_steps_into_tensorboard(tiny_run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from t2i_adapter.training import TrainConfig, train
+    from test_data_formats import write_folder
+
+    data = write_folder(tmp_path / "data", 4)  # no sketch files: the sketch preprocessor computes them
+    config = TrainConfig(
+        model=str(tiny_run / "model"), data=str(data), output_dir=str(tmp_path / "run"), cond_type="sketch",
+        resolution=64, batch_size=2, lr=1e-2, lr_warmup_steps=0, max_steps=2, checkpoint_every=0,
+        cache_latents=True, progress=False, eval_every=1, eval_num=2, eval_steps=2,
+    )  # fmt: skip
+    out = train(config)
+    summaries = [
+        json.loads((out / "evaluation" / f"step-{step:08d}" / "summary.json").read_text())["summary"]
+        for step in (1, 2)
+    ]
+    assert summaries[0]["no adapter"] == summaries[1]["no adapter"]  # the baseline, generated once
+    assert summaries[0]["step 1"]["ssim/sketch"] != summaries[1]["step 2"]["ssim/sketch"]  # it trained
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("eval/ssim/sketch")]
+    assert logged == [
+        (1, pytest.approx(summaries[0]["step 1"]["ssim/sketch"])),
+        (2, pytest.approx(summaries[1]["step 2"]["ssim/sketch"])),
+    ]
+    assert "eval_baseline/ssim/sketch" in events.Tags()["scalars"]

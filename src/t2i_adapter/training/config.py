@@ -123,6 +123,13 @@ class TrainConfig:
         [], "condition images for validation (default: dataset conditions)"
     )
     validation_steps: int = _option(20, "denoising steps of each validation image")
+    eval_every: int = _option(
+        0, "score the adapter with the evaluation protocol every N steps, logged to TensorBoard (0: never)"
+    )
+    eval_data: str | None = _option(None, "dataset to evaluate on, any training format (default: --data)")
+    eval_num: int = _option(16, "samples scored at each evaluation")
+    eval_metrics: list[str] = _option([], "metrics (default: the condition type's; see t2i-adapter evaluate)")
+    eval_steps: int = _option(20, "denoising steps of each evaluation picture")
     progress: bool = _option(True, "show a progress bar")
 
     # -----------------------------------------------------------------------------------------
@@ -147,11 +154,20 @@ class TrainConfig:
             "max_steps",
             "keep_checkpoints",
             "validation_steps",
+            "eval_num",
+            "eval_steps",
         )
         for name in positive:
             if getattr(self, name) < 1:
                 raise T2IAdapterError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("checkpoint_every", "log_every", "validation_every", "num_workers", "lr_warmup_steps"):
+        for name in (
+            "checkpoint_every",
+            "log_every",
+            "validation_every",
+            "eval_every",
+            "num_workers",
+            "lr_warmup_steps",
+        ):
             if getattr(self, name) < 0:
                 raise T2IAdapterError(f"{name} must not be negative, not {getattr(self, name)}")
         if not 0.0 <= self.caption_dropout <= 1.0:

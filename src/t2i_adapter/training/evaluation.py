@@ -94,3 +94,89 @@ def checkpoint_variants(name: str, *, name_runs: bool = False) -> list[Variant]:
         adapter = str(checkpoint / checkpointing.ADAPTER_FILE)
         variants.append(Variant(label=label, adapters=(adapter,), step=step, run=str(path)))
     return variants
+
+
+# ---------------------------------------------------------------------------------------------
+# During training: `train --eval-every N --eval-data ...`
+# ---------------------------------------------------------------------------------------------
+
+EVALUATION_FOLDER = "evaluation"
+
+
+class TrainingEvaluator:
+    """Scores the adapter being trained with the evaluation protocol, on the same samples each time.
+
+    Samples are read and the metrics checked when training starts (a wrong metric or dataset
+    fails then, not hours later). Each call generates with the trainer's own frozen base model
+    and the adapter in memory, writes a full report to `<output_dir>/evaluation/step-<N>/` and
+    returns the scores; the no-adapter baseline's pictures are cached there and made once.
+    """
+
+    def __init__(self, config, cond_type: str):
+        from t2i_adapter.evaluation.runner import plan_metrics
+
+        if not cond_type:
+            raise T2IAdapterError("--eval-every needs --cond-type: the condition type to read back and score")
+        self.config = config
+        self.cond_type = cond_type
+        self.samples = dataset_samples(
+            config.eval_data or config.data,
+            [cond_type],
+            config.eval_num,
+            data_format="auto" if config.eval_data else config.data_format,
+        )
+        self.folder = Path(config.output_dir) / EVALUATION_FOLDER
+        plan_metrics(self._settings(step=0))
+
+    def _settings(self, step: int, dtype: str = "float32", device: str | None = None):
+        from t2i_adapter.evaluation import EvalSettings, baseline
+
+        config = self.config
+        variant = Variant(f"step {step}", (f"training adapter at step {step}",), step=step)
+        return EvalSettings(
+            model=config.model,
+            cond_types=[self.cond_type],
+            variants=[baseline(), variant],
+            metrics=list(config.eval_metrics) or None,
+            steps=config.eval_steps,
+            seed=config.seed,
+            resolution=config.resolution,
+            dtype=dtype,
+            device=device,
+            data=config.eval_data or config.data,
+        )
+
+    def __call__(self, step: int, base, adapter, device) -> dict[str, dict[str, float]]:
+        """Scores of the adapter (`adapter`) and the baseline (`baseline`) at `step`."""
+        import torch
+
+        from t2i_adapter.evaluation import run_evaluation
+        from t2i_adapter.evaluation.report import write_report
+        from t2i_adapter.generation.api import TORCH_DTYPES
+        from t2i_adapter.generation.cache import ModelCache
+        from t2i_adapter.generation.pipeline import T2IAdapterPipeline
+
+        dtype = base.unet.dtype
+        dtype_name = next(name for name, value in TORCH_DTYPES.items() if value == dtype)
+        settings = self._settings(step, dtype_name, str(torch.device(device)))
+        cache = ModelCache()
+        pipeline = T2IAdapterPipeline(base)
+        cache.use_loaded(
+            settings.model,
+            pipeline,
+            {settings.variants[1].adapters[0]: adapter},
+            dtype=dtype,
+            device=settings.device,
+        )
+        was_training = adapter.training
+        adapter.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):  # the training run's random numbers stay as they were
+                result = run_evaluation(settings, self.samples, out_dir=self.folder, cache=cache)
+        finally:
+            adapter.train(was_training)
+        write_report(result, self.folder / f"step-{step:08d}")
+        return {
+            "adapter": result.summary[settings.variants[1].label],
+            "baseline": result.summary["no adapter"],
+        }

@@ -304,11 +304,15 @@ def train(config: TrainConfig) -> Path:
         random_flip=config.random_flip,
         preprocessor=registered_preprocessor(source.cond_type) if source.computes_condition else None,
     )
-    validation = None
+    validation = evaluator = None
     if config.validation_every and main:
         from t2i_adapter.training.validation import choose_validation_set
 
         validation = choose_validation_set(config, source, prepare, source.condition_channels)
+    if config.eval_every and main:
+        from t2i_adapter.training.evaluation import TrainingEvaluator
+
+        evaluator = TrainingEvaluator(config, source.cond_type)
     if config.cache_latents:
         cache_dir = Path(config.cache_dir or output_dir / "cache")
         if main:
@@ -327,7 +331,7 @@ def train(config: TrainConfig) -> Path:
         cache = LatentCache(cache_dir)
         frozen.empty_embeds = cache.empty["embeds"].to(device, weight_dtype)
         frozen.empty_pooled = cache.empty.get("pooled")
-        _free_encoders(frozen, keep_on_cpu=validation is not None)
+        _free_encoders(frozen, keep_on_cpu=validation is not None or evaluator is not None)
 
         def load_item(index: int, epoch: int, position: int) -> dict:
             return {"position": position, **cache.item(index)}
@@ -470,6 +474,15 @@ def train(config: TrainConfig) -> Path:
             log.images(step, "validation", images)
             if config.cache_latents:
                 _free_encoders(frozen, keep_on_cpu=True)  # back out of accelerator memory
+
+        # Evaluation (the protocol of `t2i-adapter evaluate`)
+        if evaluator is not None and step % config.eval_every == 0:
+            scores = evaluator(
+                step, _validation_base(frozen, device), accelerator.unwrap_model(adapter), device
+            )
+            log.evaluation(step, scores)
+            if config.cache_latents:
+                _free_encoders(frozen, keep_on_cpu=True)
 
     progress.close()
     log.close()

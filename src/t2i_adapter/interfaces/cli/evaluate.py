@@ -81,6 +81,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--data-format", default="auto", help="dataset format (default: detected)")
     data.add_argument("--num", type=int, default=200, help="number of samples (default 200)")
+    data.add_argument("--image-column", default="image", help="Hugging Face datasets: photo column (image)")
+    data.add_argument(
+        "--condition-column",
+        default="conditioning_image",
+        help="Hugging Face datasets: condition column (conditioning_image; absent: computed from the photo)",
+    )
+    data.add_argument("--caption-column", default="text", help="Hugging Face datasets: caption column (text)")
 
     scores = parser.add_argument_group("metrics")
     scores.add_argument(
@@ -149,7 +156,15 @@ def _samples(args: argparse.Namespace):
         return shapes.folder_samples(args.data, args.cond_type, args.num), f"folder {args.data}", True
     from t2i_adapter.training.evaluation import dataset_samples
 
-    samples = dataset_samples(args.data, args.cond_type, args.num, data_format=args.data_format)
+    samples = dataset_samples(
+        args.data,
+        args.cond_type,
+        args.num,
+        data_format=args.data_format,
+        image_column=args.image_column,
+        condition_column=args.condition_column,
+        caption_column=args.caption_column,
+    )
     return samples, args.data, False
 
 

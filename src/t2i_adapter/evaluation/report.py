@@ -19,6 +19,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from t2i_adapter.conditions.registry import get_preprocessor
 from t2i_adapter.evaluation.chart import draw_panel, stack_panels
 from t2i_adapter.evaluation.grid import image_grid
 from t2i_adapter.evaluation.protocol import (
@@ -27,7 +28,6 @@ from t2i_adapter.evaluation.protocol import (
     protocol_differences,
     published_figure,
 )
-from t2i_adapter.evaluation.reextract import condition_family
 from t2i_adapter.evaluation.runner import ROW_FIELDS, EvalResult
 from t2i_adapter.io.atomic import atomic_write
 
@@ -54,7 +54,7 @@ def _published(result: EvalResult, key: str):
     name, _, cond_type = key.partition("/")
     if not cond_type or result.base_family is None:
         return None
-    return published_figure(result.base_family, condition_family(cond_type), name)
+    return published_figure(result.base_family, get_preprocessor(cond_type).name, name)
 
 
 def table(result: EvalResult, extra_titles: dict[str, str] | None = None) -> str:

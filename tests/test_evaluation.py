@@ -464,6 +464,7 @@ def test_compare_on_the_demo_world_ranks_the_sketch_adapter_above_the_baseline(t
     assert "| object mask IoU |" in printed and f"report: {tmp_path / 'report.md'}" in printed
 
 
+@pytest.mark.slow
 def test_training_evaluates_every_n_steps_into_tensorboard(tiny_run, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -34,27 +34,9 @@ def _fresh_model_cache():
 
 @pytest.fixture(scope="session")
 def tiny_dpt(tmp_path_factory) -> str:
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+    from tiny_models import save_tiny_dpt
 
-    torch.manual_seed(0)
-    config = DPTConfig(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=37,
-        image_size=32,
-        patch_size=16,
-        backbone_out_indices=[0, 1, 2, 3],
-        neck_hidden_sizes=[16, 16, 32, 32],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        initializer_range=0.2,  # the default 0.02 makes a tiny random DPT predict a flat map
-    )
-    folder = tmp_path_factory.mktemp("tiny-dpt")
-    DPTForDepthEstimation(config).save_pretrained(folder)
-    # DPT-Hybrid MiDaS resizes to a fixed square, like this one
-    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_dpt(tmp_path_factory.mktemp("tiny-dpt")))  # DPT-Hybrid-like fixed square input
 
 
 @pytest.fixture(scope="session")
@@ -298,28 +280,9 @@ def test_encode_style_image_gives_clip_hidden_states_once_loaded(tiny_clip_visio
 
 @pytest.fixture(scope="session")
 def tiny_vitpose(tmp_path_factory) -> str:
-    from transformers import (
-        VitPoseBackboneConfig,
-        VitPoseConfig,
-        VitPoseForPoseEstimation,
-        VitPoseImageProcessor,
-    )
+    from tiny_models import save_tiny_vitpose
 
-    torch.manual_seed(0)
-    backbone = VitPoseBackboneConfig(
-        image_size=[64, 48],
-        patch_size=[16, 16],
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        mlp_ratio=2,
-        out_indices=[2],
-    )
-    config = VitPoseConfig(backbone_config=backbone, num_labels=17, scale_factor=4, use_simple_decoder=True)
-    folder = tmp_path_factory.mktemp("tiny-vitpose")
-    VitPoseForPoseEstimation(config).save_pretrained(folder)
-    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_vitpose(tmp_path_factory.mktemp("tiny-vitpose")))
 
 
 def _tiny_rtdetr(folder, labels: dict[int, str]) -> str:

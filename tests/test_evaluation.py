@@ -492,3 +492,26 @@ def test_training_evaluates_every_n_steps_into_tensorboard(tiny_run, tmp_path):
         (2, pytest.approx(summaries[1]["step 2"]["ssim/sketch"])),
     ]
     assert "eval_baseline/ssim/sketch" in events.Tags()["scalars"]
+
+
+def test_seg_is_scored_over_the_set_with_per_class_iou(tiny_run, tmp_path):
+    from t2i_adapter.conditions.segmentation import COCO_STUFF_IDS, colorize
+    from t2i_adapter.evaluation.report import write_report
+
+    labels = {0: "person", 1: "sky-other", 2: "grass"}
+    segmenter = str(tiny_models.save_tiny_segformer(tmp_path / "segformer", labels))
+    ids = np.full((64, 64), COCO_STUFF_IDS["sky-other"])
+    ids[:, :24] = COCO_STUFF_IDS["person"]
+    ids[:8] = 0  # unlabeled: not scored
+    samples = [EvalSample(f"s{i}", f"a person {i}", [colorize(ids)]) for i in range(2)]
+    settings = EvalSettings(
+        model=str(tiny_run / "model"), cond_types=["seg"], variants=[baseline()], steps=2,
+        cond_options=[{"model": segmenter}],
+    )  # fmt: skip
+    result = run_evaluation(settings, samples)
+    assert [key for key in result.summary["no adapter"]] == ["miou/seg"]
+    per_class = result.class_iou["no adapter"]["seg"]
+    assert set(per_class) <= {COCO_STUFF_IDS[name] for name in labels.values()}
+    assert result.summary["no adapter"]["miou/seg"] == pytest.approx(np.mean(list(per_class.values())))
+    text = write_report(result, tmp_path / "report")["report"].read_text()
+    assert "Per-class IoU (seg):" in text and "| person |" in text

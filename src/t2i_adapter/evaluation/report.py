@@ -142,6 +142,7 @@ def write_report(
     lines += ["↑ higher is better, ↓ lower is better; – not defined for that column.", ""]
     lines += [notes, ""] if notes else []
     lines += _protocol_notes(result)
+    lines += class_iou_table(result)
     lines += ["Every picture's scores: [samples.csv](samples.csv); per-class IoU: summary.json.", ""]
     lines += ["![grid](grid.png)", ""]
     if "steps" in files:
@@ -151,6 +152,25 @@ def write_report(
     _write_rows(result, files["samples"])
     _write_summary(result, files["summary"])
     return files
+
+
+def class_iou_table(result: EvalResult) -> list[str]:
+    """Per-class IoU of each segmentation condition (COCO-Stuff names), as Markdown lines."""
+    from t2i_adapter.conditions.segmentation import COCO_STUFF_LABELS
+
+    labels = list(result.class_iou)
+    conditions = sorted({cond for per_cond in result.class_iou.values() for cond in per_cond})
+    lines = []
+    for cond in conditions:
+        classes = sorted({c for label in labels for c in result.class_iou[label].get(cond, {})})
+        lines += [f"Per-class IoU ({cond}):", "", "| class | " + " | ".join(labels) + " |"]
+        lines.append("|" + "---|" * (len(labels) + 1))
+        for class_id in classes:
+            name = COCO_STUFF_LABELS[class_id] if 0 <= class_id < len(COCO_STUFF_LABELS) else str(class_id)
+            values = (format_value(result.class_iou[label].get(cond, {}).get(class_id)) for label in labels)
+            lines.append(f"| {name} | " + " | ".join(values) + " |")
+        lines.append("")
+    return lines
 
 
 def _write_rows(result: EvalResult, path: Path) -> None:

@@ -227,10 +227,7 @@ def run_evaluation(
     quality = _QualityModels(settings, names, samples)
 
     truths = [
-        {
-            slot: reextractor.truth(sample.conditions[slot], sample.image)
-            for slot, reextractor in reextractors.items()
-        }
+        {slot: rex.truth(sample.conditions[slot], sample.image) for slot, rex in reextractors.items()}
         for sample in samples
     ]
     result = EvalResult(
@@ -242,53 +239,84 @@ def run_evaluation(
         resolution=size,
         base_family=_base_family(base),
         num_samples=len(samples),
+        grid_rows=[
+            [*s.conditions, *([s.image] if s.image is not None else [])] for s in samples[:GRID_SAMPLES]
+        ],
+        grid_columns=[
+            *settings.cond_types,
+            *(["photo"] if samples[0].image is not None else []),
+            *(v.label for v in settings.variants),
+        ],  # fmt: skip
+        grid_labels=[s.prompt for s in samples[:GRID_SAMPLES]],
     )
-    total, done = len(settings.variants) * len(samples), 0
-    grid = [[*s.conditions, *([s.image] if s.image is not None else [])] for s in samples[:GRID_SAMPLES]]
+    run = _Run(settings, plan, reextractors, truths, scorers, quality, cache, pictures, size)
+    done, total = 0, len(settings.variants) * len(samples)
     for variant in settings.variants:
         tallies = {slot: SegmentationTally() for slot, metric in plan if metric == "miou"}
         features = []
         for index, sample in enumerate(samples):
-            seed = settings.seed + index
-            images, generated = _pictures(settings, variant, sample, seed, size, cache, pictures)
-            result.generated += len(images) if generated else 0
-            result.reused += 0 if generated else len(images)
-            clip_scores = quality.clip(images, [sample.prompt] * len(images)) if "clip" in names else None
-            if quality.inception is not None:
-                features.append(quality.inception(images))
-            for picture_index, picture in enumerate(images):
-                row = {"variant": variant.label, "step": variant.step, "sample": sample.name,
-                       "picture": picture_index, "seed": seed, "prompt": sample.prompt}  # fmt: skip
-                predictions = {
-                    slot: reextractor.predict(picture, sample.conditions[slot].size)
-                    for slot, reextractor in reextractors.items()
-                }
-                for slot, metric in plan:
-                    if slot < 0:
-                        continue
-                    cond_type = settings.cond_types[slot]
-                    row[metric_key(metric, cond_type)] = score_condition(
-                        metric, predictions[slot], truths[index][slot]
-                    )
-                    if metric == "miou":
-                        tallies[slot].add(predictions[slot], truths[index][slot])
-                if clip_scores is not None:
-                    row["clip"] = clip_scores[picture_index]
-                for scorer in scorers:
-                    row.update(scorer(sample, picture))
-                result.rows.append(row)
+            images = run.sample(result, variant, index, sample, tallies, features)
             if index < GRID_SAMPLES:
-                grid[index].append(images[0])
+                result.grid_rows[index].append(images[0])
             done += 1
             if progress is not None:
                 progress(done, total)
         _summarise(result, variant, plan, tallies, features, quality)
-    result.grid_rows = grid
-    result.grid_columns = [*settings.cond_types, *(["photo"] if samples[0].image is not None else []),
-                           *(v.label for v in settings.variants)]  # fmt: skip
-    result.grid_labels = [s.prompt for s in samples[:GRID_SAMPLES]]
     result.seconds = time.perf_counter() - started
     return result
+
+
+@dataclass
+class _Run:
+    """What every sample of a run is generated and scored with."""
+
+    settings: EvalSettings
+    plan: list[tuple[int, str]]
+    reextractors: dict[int, Reextractor]
+    truths: list[dict[int, Any]]
+    scorers: Sequence[Scorer]
+    quality: _QualityModels
+    cache: Any
+    pictures: PictureCache | None
+    size: int
+
+    def sample(self, result: EvalResult, variant: Variant, index: int, sample: EvalSample, tallies, features):
+        """Generate (or read back) one sample's pictures, add a row per picture; returns the pictures."""
+        seed = self.settings.seed + index
+        images, generated = _pictures(
+            self.settings, variant, sample, seed, self.size, self.cache, self.pictures
+        )
+        result.generated += len(images) if generated else 0
+        result.reused += 0 if generated else len(images)
+        clip_scores = self.quality.clip(images, [sample.prompt] * len(images)) if self.quality.clip else None
+        if self.quality.inception is not None:
+            features.append(self.quality.inception(images))
+        for picture_index, picture in enumerate(images):
+            row = {"variant": variant.label, "step": variant.step, "sample": sample.name,
+                   "picture": picture_index, "seed": seed, "prompt": sample.prompt}  # fmt: skip
+            row.update(self.condition_scores(picture, sample, self.truths[index], tallies))
+            if clip_scores is not None:
+                row["clip"] = clip_scores[picture_index]
+            for scorer in self.scorers:
+                row.update(scorer(sample, picture))
+            result.rows.append(row)
+        return images
+
+    def condition_scores(self, picture: Image.Image, sample: EvalSample, truth: dict[int, Any], tallies):
+        """The condition metrics of one picture (and its share of the set-level mIoU)."""
+        predictions = {
+            slot: rex.predict(picture, sample.conditions[slot].size)
+            for slot, rex in self.reextractors.items()
+        }
+        scores = {}
+        for slot, metric in self.plan:
+            if slot < 0:
+                continue
+            key = metric_key(metric, self.settings.cond_types[slot])
+            scores[key] = score_condition(metric, predictions[slot], truth[slot])
+            if metric == "miou":
+                tallies[slot].add(predictions[slot], truth[slot])
+        return scores
 
 
 class _QualityModels:

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score how well generated images follow their condition (adapters vs the no-adapter baseline)",
         description=__doc__.split("\n\n")[1].replace("\n", " ")
-        + " Example: t2i-adapter evaluate --model runwayml/stable-diffusion-v1-5 --adapter "
+        + " Example: t2i-adapter evaluate --model stable-diffusion-v1-5/stable-diffusion-v1-5 --adapter "
         "TencentARC/t2iadapter_canny_sd15v2 --cond-type canny --data eval.jsonl --images-per-cond 4",
     )
     what = parser.add_argument_group("what to compare")

@@ -307,11 +307,11 @@ def _sketch_samples(num: int) -> list[EvalSample]:
 
 
 def test_resume_reads_pictures_back_and_a_new_metric_does_not_regenerate(tiny_run, tmp_path, monkeypatch):
-    from t2i_adapter.generation import api
+    from t2i_adapter.evaluation import runner
 
     calls = []
-    original = api.generate
-    monkeypatch.setattr(api, "generate", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = runner.generate
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: calls.append(1) or original(*a, **k))
     variants = [baseline(), Variant("adapter", (str(tiny_run / "adapter"),))]
     settings = EvalSettings(
         model=str(tiny_run / "model"), cond_types=["sketch"], variants=variants, steps=2, images_per_cond=2

@@ -25,6 +25,7 @@ from t2i_adapter.errors import InputFileError, T2IAdapterError
 from t2i_adapter.evaluation import BASELINE_LABEL, EvalResult, EvalSample, EvalSettings, Variant, baseline
 from t2i_adapter.evaluation import run_evaluation as run_protocol
 from t2i_adapter.evaluation.report import table, write_report
+from t2i_adapter.io.images import load_image
 
 # Evaluation scenes come from seeds below the training range (see train_base.TRAIN_SEED_OFFSET).
 EVAL_FIRST_SEED = 0
@@ -81,8 +82,6 @@ def is_pairs_folder(location: str | Path, cond_type: str) -> bool:
 
 def folder_samples(folder: str | Path, cond_types: list[str], num: int) -> list[EvalSample]:
     """`<stem>.<cond_type>.png` + `<stem>.txt` pairs (the training folder layout also works)."""
-    from t2i_adapter.io.images import load_image
-
     folder = Path(folder)
     if not folder.is_dir():
         raise InputFileError(folder, "no such folder of condition/prompt pairs")

@@ -49,7 +49,7 @@ class ClipScorer:
     """CLIP score of pictures against their prompts with one transformers CLIP model."""
 
     def __init__(self, name: str = DEFAULT_CLIP_MODEL, device: str | None = None):
-        from transformers import AutoTokenizer, CLIPModel
+        from transformers import AutoTokenizer, CLIPModel  # here: transformers takes seconds to import
 
         self.loaded = load_pretrained(name, CLIPModel, what="CLIP score", device=device)
         folder = resolve_model_folder(name, what="CLIP score")
@@ -168,7 +168,7 @@ class _Precomputed(torch.nn.Module):
 
 def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
     """FID (Heusel et al. 2017) between two sets of features (N, D) with torchmetrics."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.fid import FrechetInceptionDistance  # here: seconds of import, FID only
 
     if len(real) < 2 or len(generated) < 2:
         return float("nan")
@@ -180,7 +180,7 @@ def frechet_distance(real: np.ndarray, generated: np.ndarray) -> float:
 
 def kernel_distance(real: np.ndarray, generated: np.ndarray, seed: int = 0) -> float:
     """KID (Binkowski et al. 2018; cubic polynomial kernel MMD over random subsets), x1000, with torchmetrics."""
-    from torchmetrics.image.kid import KernelInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance  # here: seconds of import, KID only
 
     subset_size = min(KID_SUBSET_SIZE, len(real), len(generated))
     if subset_size < 2:

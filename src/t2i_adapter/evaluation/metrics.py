@@ -72,7 +72,9 @@ def edge_f1(predicted: np.ndarray, target: np.ndarray, tolerance: int = 0) -> fl
 def ssim(predicted: np.ndarray, target: np.ndarray, data_range: float = 255.0) -> float:
     """Structural similarity (Wang et al. 2004; 11-px Gaussian window, sigma 1.5) via torchmetrics."""
     import torch
-    from torchmetrics.functional.image import structural_similarity_index_measure
+    from torchmetrics.functional.image import (  # here, not at the top: 2 s of import only SSIM needs
+        structural_similarity_index_measure,
+    )
 
     def as_batch(array: np.ndarray) -> torch.Tensor:  # (H, W[, C]) -> (1, C, H, W)
         tensor = torch.from_numpy(np.asarray(array, dtype=np.float32) / data_range)

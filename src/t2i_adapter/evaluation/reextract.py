@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from t2i_adapter.conditions.depth import normalise
+from t2i_adapter.conditions.pose import detect_keypoints
 from t2i_adapter.conditions.registry import get_preprocessor
+from t2i_adapter.conditions.segmentation import decolorize
 from t2i_adapter.errors import T2IAdapterError
 from t2i_adapter.evaluation.metrics import IGNORE_LABEL, Person
 
@@ -93,22 +96,16 @@ class Reextractor:
     # ------------------------------------------------------------------------------- helpers
     def _from_map(self, condition: Image.Image) -> np.ndarray:
         if self.family == "seg":
-            from t2i_adapter.conditions.segmentation import decolorize
-
             ids = decolorize(condition)
             return np.where(ids <= 0, IGNORE_LABEL, ids)  # unlabeled (0) and unknown colours: no class
         if self.family == "color":
             return np.asarray(condition.convert("RGB"), dtype=np.uint8)
         grey = np.asarray(condition.convert("L"), dtype=np.uint8)
         if self.family == "depth":
-            from t2i_adapter.conditions.depth import normalise
-
             return np.rint(normalise(grey.astype(np.float32)) * 255.0).astype(np.uint8)
         return grey
 
     def _people(self, image: Image.Image) -> list[Person]:
-        from t2i_adapter.conditions.pose import detect_keypoints
-
         threshold = float(self.options.get("keypoint_threshold", self.spec.options["keypoint_threshold"]))
         people = detect_keypoints(image, **self.options)
         return [Person(keypoints=p.keypoints, visible=p.scores >= threshold) for p in people]

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from t2i_adapter.conditions.registry import get_preprocessor
+from t2i_adapter.conditions.segmentation import COCO_STUFF_LABELS
 from t2i_adapter.evaluation.chart import draw_panel, stack_panels
 from t2i_adapter.evaluation.grid import image_grid
 from t2i_adapter.evaluation.protocol import (
@@ -156,8 +157,6 @@ def write_report(
 
 def class_iou_table(result: EvalResult) -> list[str]:
     """Per-class IoU of each segmentation condition (COCO-Stuff names), as Markdown lines."""
-    from t2i_adapter.conditions.segmentation import COCO_STUFF_LABELS
-
     labels = list(result.class_iou)
     conditions = sorted({cond for per_cond in result.class_iou.values() for cond in per_cond})
     lines = []

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.evaluation import image_quality
 from t2i_adapter.evaluation.image_cache import PictureCache, picture_key
 from t2i_adapter.evaluation.image_quality import DEFAULT_CLIP_MODEL
 from t2i_adapter.evaluation.metrics import SegmentationTally
@@ -34,6 +35,7 @@ from t2i_adapter.evaluation.protocol import (
 )
 from t2i_adapter.evaluation.reextract import Reextractor, condition_family
 from t2i_adapter.evaluation.samples import EvalSample, Variant, complete_conditions, fit_sample
+from t2i_adapter.generation.api import TORCH_DTYPES, ModelCache, generate, resolve_device
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 
 Scorer = Callable[[EvalSample, Image.Image], dict[str, float]]
@@ -169,8 +171,6 @@ def _pictures(
     settings: EvalSettings, variant: Variant, sample: EvalSample, seed: int, size: int, cache, pictures
 ) -> tuple[list[Image.Image], bool]:
     """The variant's pictures of `sample` and whether they were generated (False: read back)."""
-    from t2i_adapter.generation.api import generate
-
     generation = _generation_settings(settings, variant, sample.prompt, seed, size)
     conditions = list(sample.conditions) if variant.adapters else []
     key = picture_key(generation, conditions) if pictures is not None else None
@@ -200,8 +200,6 @@ def run_evaluation(
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Generate, re-extract and score every sample with every variant (pictures cached in `out_dir`)."""
-    from t2i_adapter.generation.api import TORCH_DTYPES, ModelCache, resolve_device
-
     started = time.perf_counter()
     if not samples:
         raise T2IAdapterError("no samples to evaluate")
@@ -323,8 +321,6 @@ class _QualityModels:
     """The CLIP scorer and Inception network, loaded only when their metrics are asked for."""
 
     def __init__(self, settings: EvalSettings, names: set[str], samples: list[EvalSample]):
-        from t2i_adapter.evaluation import image_quality
-
         self.clip = (
             image_quality.ClipScorer(settings.clip_model, settings.device) if "clip" in names else None
         )
@@ -339,8 +335,6 @@ class _QualityModels:
 
 def _summarise(result: EvalResult, variant: Variant, plan, tallies, features, quality) -> None:
     """Means of the per-picture scores, and the metrics computed over the whole set."""
-    from t2i_adapter.evaluation import image_quality
-
     rows = [row for row in result.rows if row["variant"] == variant.label]
     keys = list(dict.fromkeys(key for row in rows for key in row if key not in ROW_FIELDS))
     summary = {key: float(np.nanmean([row.get(key, np.nan) for row in rows])) for key in keys}

@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from t2i_adapter.conditions.registry import preprocess
 from t2i_adapter.conditions.tensor import resize_condition
 from t2i_adapter.errors import T2IAdapterError
 
@@ -79,8 +80,6 @@ def complete_conditions(
     """Conditions left as None computed from the (fitted) photo by each slot's preprocessor."""
     if all(condition is not None for condition in sample.conditions):
         return sample
-    from t2i_adapter.conditions.registry import preprocess
-
     if sample.image is None:
         raise T2IAdapterError(f"sample '{sample.name}' has no condition map and no photo to compute it from")
     conditions = [

@@ -13,8 +13,16 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.evaluation import EvalSettings, baseline, run_evaluation
+from t2i_adapter.evaluation.report import write_report
+from t2i_adapter.evaluation.runner import plan_metrics
 from t2i_adapter.evaluation.samples import EvalSample, Variant
+from t2i_adapter.generation.api import TORCH_DTYPES
+from t2i_adapter.generation.cache import ModelCache
+from t2i_adapter.generation.pipeline import T2IAdapterPipeline
 from t2i_adapter.training import checkpointing
 from t2i_adapter.training.data import open_dataset
 from t2i_adapter.training.data.example import Example
@@ -113,8 +121,6 @@ class TrainingEvaluator:
     """
 
     def __init__(self, config, cond_type: str):
-        from t2i_adapter.evaluation.runner import plan_metrics
-
         if not cond_type:
             raise T2IAdapterError("--eval-every needs --cond-type: the condition type to read back and score")
         self.config = config
@@ -129,8 +135,6 @@ class TrainingEvaluator:
         plan_metrics(self._settings(step=0))
 
     def _settings(self, step: int, dtype: str = "float32", device: str | None = None):
-        from t2i_adapter.evaluation import EvalSettings, baseline
-
         config = self.config
         variant = Variant(f"step {step}", (f"training adapter at step {step}",), step=step)
         return EvalSettings(
@@ -148,14 +152,6 @@ class TrainingEvaluator:
 
     def __call__(self, step: int, base, adapter, device) -> dict[str, dict[str, float]]:
         """Scores of the adapter (`adapter`) and the baseline (`baseline`) at `step`."""
-        import torch
-
-        from t2i_adapter.evaluation import run_evaluation
-        from t2i_adapter.evaluation.report import write_report
-        from t2i_adapter.generation.api import TORCH_DTYPES
-        from t2i_adapter.generation.cache import ModelCache
-        from t2i_adapter.generation.pipeline import T2IAdapterPipeline
-
         dtype = base.unet.dtype
         dtype_name = next(name for name, value in TORCH_DTYPES.items() if value == dtype)
         settings = self._settings(step, dtype_name, str(torch.device(device)))

@@ -124,7 +124,6 @@ def test_evaluation_runner_writes_report_grid_and_scores(untrained_weights, tmp_
         cond_types=["sketch", "color"],
         num=3,
         steps=2,
-        batch_size=2,
         out_dir=str(tmp_path / "eval"),
     )
     report = run_evaluation(config)
@@ -155,7 +154,7 @@ def test_evaluation_reads_a_folder_of_condition_prompt_pairs(untrained_weights, 
         (data / f"s{index}.txt").write_text(scene.caption + "\n")
     samples = folder_samples(data, ["depth"], num=10)
     assert [s.name for s in samples] == ["s0", "s1"]
-    assert np.array_equal(samples[0].target_mask, make_scene(100).foreground_mask())
+    assert np.array_equal(samples[0].extras["target_mask"], make_scene(100).foreground_mask())
     config = EvalConfig(
         model="demo",
         adapters=["demo:depth"],
@@ -212,9 +211,7 @@ def test_demo_command_writes_the_grid(tmp_path, capsys):
 def test_shipped_adapters_beat_the_baseline_by_a_wide_margin(cond_type):
     from t2i_adapter.demo.evaluate import EvalConfig, run_evaluation
 
-    config = EvalConfig(
-        model="demo", adapters=[f"demo:{cond_type}"], cond_types=[cond_type], num=8, steps=10, batch_size=8
-    )
+    config = EvalConfig(model="demo", adapters=[f"demo:{cond_type}"], cond_types=[cond_type], num=8, steps=10)
     report = run_evaluation(config, write=False)
     # Measured when shipped (session 2): mask IoU 0.13 without, 0.88 (sketch) / 0.90 (depth) with;
     # edge F1 0.12 -> 0.82 / 0.83; colour accuracy (prompt) 1.0 without. On 200 scenes and 20

@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("checkpoints",),
     ("conditions",),
     ("generation",),
+    ("evaluation",),
     ("training", "demo"),
     ("interfaces",),
 ]

@@ -37,7 +37,7 @@ def _fresh_model_cache():
 def tiny_dpt(tmp_path_factory) -> str:
     from tiny_models import save_tiny_dpt
 
-    return str(save_tiny_dpt(tmp_path_factory.mktemp("tiny-dpt")))
+    return str(save_tiny_dpt(tmp_path_factory.mktemp("tiny-dpt")))  # DPT-Hybrid-like fixed square input
 
 
 @pytest.fixture(scope="session")
@@ -308,28 +308,9 @@ def test_encode_style_image_gives_clip_hidden_states_once_loaded(tiny_clip_visio
 
 @pytest.fixture(scope="session")
 def tiny_vitpose(tmp_path_factory) -> str:
-    from transformers import (
-        VitPoseBackboneConfig,
-        VitPoseConfig,
-        VitPoseForPoseEstimation,
-        VitPoseImageProcessor,
-    )
+    from tiny_models import save_tiny_vitpose
 
-    torch.manual_seed(0)
-    backbone = VitPoseBackboneConfig(
-        image_size=[64, 48],
-        patch_size=[16, 16],
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        mlp_ratio=2,
-        out_indices=[2],
-    )
-    config = VitPoseConfig(backbone_config=backbone, num_labels=17, scale_factor=4, use_simple_decoder=True)
-    folder = tmp_path_factory.mktemp("tiny-vitpose")
-    VitPoseForPoseEstimation(config).save_pretrained(folder)
-    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_vitpose(tmp_path_factory.mktemp("tiny-vitpose")))
 
 
 def _tiny_rtdetr(folder, labels: dict[int, str]) -> str:

@@ -312,3 +312,103 @@ def tiny_sdxl_base_model(seed: int = 0):
     for module in model.frozen_modules():
         module.requires_grad_(False)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Stand-ins for the evaluation's re-extraction and quality models
+# ---------------------------------------------------------------------------------------------
+
+
+def save_tiny_vitpose(folder: str | Path, seed: int = 0) -> Path:
+    """A random ViTPose (17 COCO keypoints, 64x48 input) as a local folder."""
+    from transformers import (
+        VitPoseBackboneConfig,
+        VitPoseConfig,
+        VitPoseForPoseEstimation,
+        VitPoseImageProcessor,
+    )
+
+    torch.manual_seed(seed)
+    backbone = VitPoseBackboneConfig(
+        image_size=[64, 48],
+        patch_size=[16, 16],
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        mlp_ratio=2,
+        out_indices=[2],
+    )
+    config = VitPoseConfig(backbone_config=backbone, num_labels=17, scale_factor=4, use_simple_decoder=True)
+    VitPoseForPoseEstimation(config).save_pretrained(folder)
+    VitPoseImageProcessor(size={"height": 64, "width": 48}).save_pretrained(folder)
+    return Path(folder)
+
+
+def save_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """A random CLIP (text + vision, 16-wide projections) with tokenizer and processor, as a local folder."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPVisionConfig
+
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_hidden_layers=1,
+        image_size=32,
+        patch_size=8,
+    )
+    config = CLIPConfig(
+        text_config=_text_config().to_dict(), vision_config=vision.to_dict(), projection_dim=16
+    )
+    CLIPModel(config).eval().save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        folder
+    )
+    tiny_tokenizer().save_pretrained(folder)
+    return Path(folder)
+
+
+class _TinyInception(torch.nn.Module):
+    """What FID's TorchScript Inception offers: `net(images 0-255, return_features=True) -> (N, 8)`."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, kernel_size=8, stride=8)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        features = torch.relu(self.conv((x.to(torch.float32) - 128.0) / 128.0))
+        return features.mean(dim=(2, 3))
+
+
+def save_tiny_inception(path: str | Path, seed: int = 0) -> Path:
+    """A random TorchScript stand-in for NVIDIA's inception-2015-12-05.pt, saved to `path`."""
+    import warnings
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(_TinyInception().eval()).save(str(path))
+    return Path(path)
+
+
+def save_tiny_segformer(folder: str | Path, labels: dict[int, str], seed: int = 0) -> Path:
+    """A random SegFormer (semantic segmentation, 32 px input) with the given class names."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    torch.manual_seed(seed)
+    config = SegformerConfig(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        id2label=labels,
+        label2id={name: index for index, name in labels.items()},
+    )
+    SegformerForSemanticSegmentation(config).save_pretrained(folder)
+    SegformerImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return Path(folder)

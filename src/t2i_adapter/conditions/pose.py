@@ -245,6 +245,23 @@ def keypose(
     return restore_size(draw_keypose(small.size, people, float(keypoint_threshold)), image.size)
 
 
+def detect_keypoints(
+    image: Image.Image,
+    model: str | None = None,
+    detector: str | None = None,
+    detect_resolution: int = DEFAULT_DETECT_RESOLUTION,
+    device: str | None = None,
+    person_threshold: float = 0.5,
+    keypoint_threshold: float = 0.3,
+) -> list[BodyPose]:
+    """The COCO-17 keypoints the pose preprocessors draw, in `image`'s own pixel coordinates."""
+    small, people = _detect_poses(
+        image, model, detector, detect_resolution, device, person_threshold, keypoint_threshold
+    )
+    scale = np.array([image.width / small.width, image.height / small.height], dtype=np.float32)
+    return [BodyPose(keypoints=person.keypoints * scale, scores=person.scores) for person in people]
+
+
 def _detect_poses(
     image: Image.Image,
     model: str | None,

@@ -135,6 +135,18 @@ def colorize(coco_ids: np.ndarray) -> Image.Image:
     return Image.fromarray(coco_stuff_palette()[np.clip(coco_ids, 0, len(COCO_STUFF_LABELS) - 1)], mode="RGB")
 
 
+def decolorize(color_map: Image.Image) -> np.ndarray:
+    """The inverse of `colorize`: (H, W) COCO-Stuff ids, -1 where a colour is not in the palette."""
+    pixels = np.asarray(color_map.convert("RGB"), dtype=np.int64)  # (H, W, 3)
+    codes = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
+    palette = coco_stuff_palette().astype(np.int64)
+    palette_codes = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]  # unique by construction
+    order = np.argsort(palette_codes)
+    position = np.clip(np.searchsorted(palette_codes[order], codes), 0, len(order) - 1)
+    ids = order[position]
+    return np.where(palette_codes[ids] == codes, ids, -1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------

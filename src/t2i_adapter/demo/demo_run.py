@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from t2i_adapter.demo.grid import image_grid
 from t2i_adapter.demo.world import make_scene
+from t2i_adapter.evaluation.grid import image_grid
 from t2i_adapter.generation.api import ModelCache, generate
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 

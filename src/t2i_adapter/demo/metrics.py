@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from t2i_adapter.demo.world import COLORS
+from t2i_adapter.evaluation import metrics as evaluation_metrics
 
 # Pixels closer than this (RGB Euclidean distance) to the background colour are background.
 BACKGROUND_DISTANCE = 80.0
@@ -113,30 +114,12 @@ def prompt_colors(prompt: str, colors: dict[str, tuple[int, int, int]] | None = 
 # ---------------------------------------------------------------------------------------------
 
 
-def mask_iou(predicted: np.ndarray, target: np.ndarray) -> float:
-    """Intersection over union of two boolean masks; 1.0 when both are empty."""
-    predicted, target = predicted.astype(bool), target.astype(bool)
-    union = np.logical_or(predicted, target).sum()
-    if union == 0:
-        return 1.0
-    return float(np.logical_and(predicted, target).sum() / union)
+mask_iou = evaluation_metrics.binary_iou  # one IoU for the package, under the shapes world's name
 
 
 def edge_f1(predicted: np.ndarray, target: np.ndarray, tolerance: int = 1) -> float:
-    """F1 of edge pixels, a pixel matching when the other map has an edge within `tolerance` px."""
-    predicted, target = predicted.astype(bool), target.astype(bool)
-    if not predicted.any() and not target.any():
-        return 1.0
-    if not predicted.any() or not target.any():
-        return 0.0
-    kernel = np.ones((2 * tolerance + 1, 2 * tolerance + 1), dtype=np.uint8)
-    near_target = cv2.dilate(target.astype(np.uint8), kernel) > 0
-    near_predicted = cv2.dilate(predicted.astype(np.uint8), kernel) > 0
-    precision = (predicted & near_target).sum() / predicted.sum()
-    recall = (target & near_predicted).sum() / target.sum()
-    if precision + recall == 0:
-        return 0.0
-    return float(2 * precision * recall / (precision + recall))
+    """Edge F1 with a 1-pixel tolerance by default (the shapes world's outlines are 1 px wide)."""
+    return evaluation_metrics.edge_f1(predicted, target, tolerance)
 
 
 def color_accuracy(present: set[str], wanted: set[str]) -> float:

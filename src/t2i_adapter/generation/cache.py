@@ -63,7 +63,7 @@ class ModelCache:
         clip_vision: str | None = None,
     ) -> T2IAdapterPipeline:
         """The pipeline over base model `model`, with the memory options applied once."""
-        key = ("pipeline", model, str(dtype), str(device), attention_slicing, vae_tiling, cpu_offload)
+        key = _pipeline_key(model, dtype, device, attention_slicing, vae_tiling, cpu_offload)
 
         def load() -> T2IAdapterPipeline:
             base = load_base_model(model, dtype=dtype, device="cpu" if cpu_offload else device)
@@ -86,12 +86,30 @@ class ModelCache:
 
     def adapter(self, name: str, *, dtype: torch.dtype, device: str) -> torch.nn.Module:
         """An adapter (any kind `load_adapter` reads), in eval mode on `device`."""
-        key = ("adapter", name, str(dtype), str(device))
+        key = _adapter_key(name, dtype, device)
         return self._get(
             self._adapters, key, self.max_adapters, lambda: load_adapter(name, device=device, dtype=dtype)
         )
+
+    def use_loaded(
+        self, model: str, pipeline: T2IAdapterPipeline, adapters: dict[str, torch.nn.Module], *, dtype, device
+    ) -> None:
+        """Serve `model` and the `adapters` (name -> module) from memory instead of loading them:
+        the trainer evaluates its frozen base model and the adapter it is training this way."""
+        with self._lock:
+            self._pipelines[_pipeline_key(model, dtype, device)] = pipeline
+            for name, adapter in adapters.items():
+                self._adapters[_adapter_key(name, dtype, str(pipeline.execution_device))] = adapter
 
     def clear(self) -> None:
         with self._lock:
             self._pipelines.clear()
             self._adapters.clear()
+
+
+def _pipeline_key(model: str, dtype, device, slicing=False, tiling=False, offload=False) -> Hashable:
+    return ("pipeline", model, str(dtype), str(device), slicing, tiling, offload)
+
+
+def _adapter_key(name: str, dtype, device) -> Hashable:
+    return ("adapter", name, str(dtype), str(device))

@@ -128,6 +128,13 @@ class TrainConfig:
         [], "condition images for validation (default: dataset conditions)"
     )
     validation_steps: int = _option(20, "denoising steps of each validation image")
+    eval_every: int = _option(
+        0, "score the adapter with the evaluation protocol every N steps, logged to TensorBoard (0: never)"
+    )
+    eval_data: str | None = _option(None, "dataset to evaluate on, any training format (default: --data)")
+    eval_num: int = _option(16, "samples scored at each evaluation")
+    eval_metrics: list[str] = _option([], "metrics (default: the condition type's; see t2i-adapter evaluate)")
+    eval_steps: int = _option(20, "denoising steps of each evaluation picture")
     progress: bool = _option(True, "show a progress bar")
 
     # -----------------------------------------------------------------------------------------
@@ -203,7 +210,14 @@ POSITIVE_COUNTS = (
     "keep_checkpoints",
     "validation_steps",
 )
-NON_NEGATIVE_COUNTS = ("checkpoint_every", "log_every", "validation_every", "num_workers", "lr_warmup_steps")
+NON_NEGATIVE_COUNTS = (
+    "checkpoint_every",
+    "log_every",
+    "validation_every",
+    "eval_every",
+    "num_workers",
+    "lr_warmup_steps",
+)
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 
 

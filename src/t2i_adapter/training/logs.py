@@ -66,6 +66,15 @@ class TrainingLog:
             for key, value in values.items():
                 self.writer.add_scalar(f"train/{key}", value, step)
 
+    def evaluation(self, step: int, scores: dict[str, dict[str, float]]) -> None:
+        """Evaluation scores to TensorBoard as `eval/<metric>` (adapter), `eval_baseline/<metric>`."""
+        if not (self.enabled and self.writer is not None):
+            return
+        for group, tag in (("adapter", "eval"), ("baseline", "eval_baseline")):
+            for key, value in scores.get(group, {}).items():
+                if value == value:  # nan (a metric undefined on these samples) is left out
+                    self.writer.add_scalar(f"{tag}/{key}", value, step)
+
     def images(self, step: int, tag: str, images) -> None:
         if self.enabled and self.writer is not None:
             for index, image in enumerate(images):

@@ -1,7 +1,7 @@
 """`train(config) -> Path`: fit a T2I-Adapter to a frozen Stable Diffusion model.
 
 `train()` reads as its phases, top to bottom: start (accelerator, output folder), data, models,
-resume, batches, then the loop (step, logs, checkpoint, validation) and the finish. What the
+resume, batches, then the loop (step, logs, checkpoint, validation, evaluation) and the finish. What the
 phases share travels in one `TrainingRun`; the loss itself is `objective.compute_loss`. The same
 code runs in one plain process (CPU or one GPU, no environment variables) and under
 `accelerate launch` on several GPUs or machines (DDP): accelerate's `Accelerator` reads the
@@ -57,6 +57,7 @@ from t2i_adapter.training.distributed import (
     start_accelerator,
     stop_together,
 )
+from t2i_adapter.training.evaluation import TrainingEvaluator
 from t2i_adapter.training.logs import TrainingLog
 from t2i_adapter.training.objective import FrozenParts, check_prediction_type, compute_loss
 from t2i_adapter.training.optim import make_lr_scheduler, make_optimizer
@@ -105,6 +106,7 @@ class TrainingRun:
     batches: Iterator[TrainingBatch] | None = None  # this process's micro-batches
     stream: StreamBatches | None = None  # the WebDataset reader, whose position checkpoints save
     validation: ValidationSet | None = None  # main process only
+    evaluator: TrainingEvaluator | None = None  # main process only
     logs: StepLog | None = None
 
     @property
@@ -114,6 +116,11 @@ class TrainingRun:
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def generates_images(self) -> bool:
+        """Validation or evaluation will run the whole model: keep the encoders (on the CPU)."""
+        return self.validation is not None or self.evaluator is not None
 
     @property
     def samples_per_step(self) -> int:
@@ -146,9 +153,11 @@ def train(config: TrainConfig) -> Path:
     prepare = example_preparer(config, run.source)
     if config.validation_every and run.is_main:
         run.validation = choose_validation_set(config, run.source, prepare, run.source.condition_channels)
+    if config.eval_every and run.is_main:
+        run.evaluator = TrainingEvaluator(config, run.source.cond_type)
     run.batches = make_batches(run, prepare, stream_position)
 
-    # The loop: step, logs, checkpoint, validation
+    # The loop: step, logs, checkpoint, validation, evaluation
     run.logs = start_logs(run)
     while run.step < config.max_steps:
         losses = accumulate_gradients(run)
@@ -159,6 +168,8 @@ def train(config: TrainConfig) -> Path:
             save_checkpoint(run)
         if validation_due(run):
             validate(run)
+        if evaluation_due(run):
+            evaluate(run)
 
     finish(run)
     return run.output_dir
@@ -430,7 +441,7 @@ def use_latent_cache(run: TrainingRun, prepare: Callable) -> Callable[[int, int,
     if run.source.format == "prepared":  # `data prepare --model` stored them beside the samples
         frozen.empty_embeds, frozen.empty_pooled = empty_caption(config.data)
         frozen.empty_embeds = frozen.empty_embeds.to(run.accelerator.device, frozen.weight_dtype)
-        _free_encoders(frozen, keep_on_cpu=run.validation is not None)
+        _free_encoders(frozen, keep_on_cpu=run.generates_images)
         return load_prepared(run.source, config.resolution)
     cache_dir = Path(config.cache_dir or run.output_dir / "cache")
     if run.is_main:
@@ -448,7 +459,7 @@ def use_latent_cache(run: TrainingRun, prepare: Callable) -> Callable[[int, int,
     cache = LatentCache(cache_dir)
     frozen.empty_embeds = cache.empty["embeds"].to(run.accelerator.device, frozen.weight_dtype)
     frozen.empty_pooled = cache.empty.get("pooled")
-    _free_encoders(frozen, keep_on_cpu=run.validation is not None)
+    _free_encoders(frozen, keep_on_cpu=run.generates_images)
     return load_cached(cache)
 
 
@@ -632,6 +643,22 @@ def validate(run: TrainingRun) -> None:
     )
     run.logs.log.images(run.step, "validation", images)
     if config.cache_latents:
+        _free_encoders(run.frozen, keep_on_cpu=True)  # back out of accelerator memory
+
+
+def evaluation_due(run: TrainingRun) -> bool:
+    """Every `eval_every` steps, on the main process."""
+    return run.evaluator is not None and run.step % run.config.eval_every == 0
+
+
+def evaluate(run: TrainingRun) -> None:
+    """The protocol of `t2i-adapter evaluate` on the adapter being trained; scores to TensorBoard."""
+    device = run.accelerator.device
+    scores = run.evaluator(
+        run.step, _validation_base(run.frozen, device), run.accelerator.unwrap_model(run.adapter), device
+    )
+    run.logs.log.evaluation(run.step, scores)
+    if run.config.cache_latents:
         _free_encoders(run.frozen, keep_on_cpu=True)  # back out of accelerator memory
 
 

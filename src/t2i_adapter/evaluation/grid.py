@@ -12,7 +12,7 @@ BACKGROUND = (250, 250, 250)
 TEXT = (20, 20, 20)
 
 
-def _font(size: int = 11) -> ImageFont.ImageFont:
+def label_font(size: int = 11) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no sized default font
@@ -38,7 +38,7 @@ def image_grid(
     height = top + len(rows) * (row_height + gap) + gap
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    font = _font()
+    font = label_font()
     for column, title in enumerate(columns):
         draw.text((gap + column * (cell + gap) + 2, 3), title, fill=TEXT, font=font)
     for r, row in enumerate(rows):

@@ -9,10 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from ldm_layout import save_single_file, single_file_state_dict
-from t2i_adapter.errors import InputFileError, UnknownNameError
+from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError
 from t2i_adapter.generation import single_file
+from t2i_adapter.generation.api import ModelCache, generate
+from t2i_adapter.generation.base_model import load_base_model
+from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 from t2i_adapter.generation.single_file import (
     ARCHITECTURES,
     SD2_V_PROBE,
@@ -199,39 +203,63 @@ def config_folder(model_folder, dest):
     return dest
 
 
-def images_of(components: dict, adapter, *, sdxl: bool = False) -> np.ndarray:
-    from t2i_adapter.generation.base_model import BaseModel
-    from t2i_adapter.generation.pipeline import T2IAdapterPipeline
-    from t2i_adapter.generation.units import AdapterUnit
+def settings_for(model, adapter, cond, **changes) -> GenerationSettings:
+    values = {
+        "model": str(model),
+        "prompt": "a red cat",
+        "adapters": [AdapterSpec(str(adapter), str(cond))],
+        "steps": 2,
+        "max_resolution": 64 * 64,
+        "device": "cpu",
+    }
+    return GenerationSettings(**{**values, **changes})
 
-    names = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
-    base = BaseModel(**{name: components.get(name) for name in names})
-    condition = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    unit = AdapterUnit(adapter=adapter, condition=condition)
-    output = T2IAdapterPipeline(base)(
-        "a red cat", [unit], steps=2, seed=0, output_type="np", max_resolution=64 * 64
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_tiny_single_file_loads_offline_and_generates_like_the_folder(tmp_path, offline, family):
+    sdxl = family == "sdxl"
+    components = tiny_sdxl_components(text_dim_2=48) if sdxl else tiny_sd_components()
+    folder = save_tiny_sdxl(tmp_path / "model", text_dim_2=48) if sdxl else save_tiny_sd(tmp_path / "model")
+    checkpoint = save_single_file(components, tmp_path / "model.safetensors")
+    tiny_adapter(sdxl=sdxl, seed=1).save_pretrained(tmp_path / "adapter")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        tmp_path / "c.png"
     )
-    return output.images
+    settings = settings_for(
+        checkpoint,
+        tmp_path / "adapter",
+        tmp_path / "c.png",
+        model_config=str(config_folder(folder, tmp_path / "cfg")),
+    )
+    from_file = generate(settings, cache=ModelCache())
+    from_folder = generate(settings.replace(model=str(folder), model_config=None), cache=ModelCache())
+    assert np.array_equal(np.asarray(from_file.images[0]), np.asarray(from_folder.images[0]))
+    assert from_file.settings.model_config == settings.model_config  # recorded for --from-png
 
 
-@pytest.mark.parametrize(
-    ("family", "suffix"), [("sd", ".ckpt"), ("sd", ".safetensors"), ("sdxl", ".safetensors")]
-)
-def test_tiny_single_file_loads_offline_and_generates_like_the_folder(tmp_path, offline, family, suffix):
-    if family == "sdxl":
-        components = tiny_sdxl_components(text_dim_2=48)
-        folder = save_tiny_sdxl(tmp_path / "model", text_dim_2=48)
-    else:
-        components = tiny_sd_components()
-        folder = save_tiny_sd(tmp_path / "model")
-    checkpoint = save_single_file(components, tmp_path / f"model{suffix}")
-    loaded = load_single_file(checkpoint, config_folder=config_folder(folder, tmp_path / "configs"))
-    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
-        if part in components:
-            expected, got = components[part].state_dict(), loaded[part].state_dict()
-            assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
-    adapter = tiny_adapter(sdxl=family == "sdxl", seed=1)
-    assert np.array_equal(images_of(loaded, adapter), images_of(components, adapter))
+def test_ckpt_is_read_without_running_code_and_holds_the_same_weights(tmp_path, offline):
+    components = tiny_sd_components()
+    folder = save_tiny_sd(tmp_path / "model")
+    checkpoint = save_single_file(components, tmp_path / "model.ckpt")
+    loaded = load_single_file(checkpoint, config_folder=config_folder(folder, tmp_path / "cfg"))
+    for part in ("unet", "vae", "text_encoder"):
+        expected, got = components[part].state_dict(), loaded[part].state_dict()
+        assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
+    assert loaded["tokenizer"]("a cat").input_ids == components["tokenizer"]("a cat").input_ids
+
+
+def test_model_names_that_lead_nowhere(tmp_path):
+    folder = save_tiny_sd(tmp_path / "model")
+    with pytest.raises(T2IAdapterError, match="--model-config describes a single-file checkpoint"):
+        load_base_model(str(folder), model_config=str(folder))
+    with pytest.raises(InputFileError, match=r"my_model\.safetensors: no such file"):
+        load_base_model("my_model.safetensors")
+    with pytest.raises(UnknownNameError, match="prediction type"):
+        load_base_model(str(folder), prediction_type="x0")
+    assert load_base_model(str(folder), prediction_type="v_prediction").scheduler.config.prediction_type == (
+        "v_prediction"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch
 
 from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, UnknownNameError
 from t2i_adapter.generation.single_file import PREDICTION_TYPES, SINGLE_FILE_SUFFIXES, load_single_file
-from t2i_adapter.hub import is_demo_name
+from t2i_adapter.hub import download_file, is_demo_name, split_hub_file
 
 
 @dataclass
@@ -79,7 +79,10 @@ def _resolve_model_path(name: str) -> str | Path:
     path = Path(name).expanduser()
     if path.exists():
         return path
-    if name.startswith((".", "/", "~")):
+    hub_file = split_hub_file(name)
+    if hub_file is not None and hub_file[1].endswith(SINGLE_FILE_SUFFIXES):
+        return download_file(*hub_file, what="model")  # one checkpoint file of a hub repo
+    if name.startswith((".", "/", "~")) or name.endswith(SINGLE_FILE_SUFFIXES):
         raise InputFileError(name, "no such file or folder")
     return name  # a hub id: diffusers downloads it through the huggingface_hub cache
 

@@ -134,3 +134,55 @@ def test_files_that_are_not_loras(files, tmp_path):
     with pytest.raises((InputFileError, ModelMismatchError), match="unrelated.safetensors"):
         apply_loras(base, [LoraSpec(str(unrelated))])
     assert loaded_adapters(base) == set()
+
+
+@pytest.mark.slow
+def test_cli_lora_recorded_and_from_png_reproduces_it(files, tmp_path, capsys, monkeypatch):
+    from t2i_adapter.interfaces.cli.main import main
+    from t2i_adapter.io.png import read_png_parameters
+
+    monkeypatch.chdir(files)  # a relative LoRA path is recorded absolute
+    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    common = ["--steps", "2", "--max-resolution", "4096", "--device", "cpu", "--seed", "7"]
+    args = [
+        "generate",
+        "--model",
+        "model",
+        "--prompt",
+        "a red ball",
+        "--adapter",
+        "adapter",
+        "--cond",
+        "cond.png",
+    ]
+    args += [
+        "--lora",
+        "style.safetensors:0.6",
+        "--lora",
+        "text-only.safetensors",
+        *common,
+        "--out",
+        str(first),
+    ]
+    assert main(args) == 0
+    recorded = read_png_parameters(first)["loras"]
+    assert recorded == [
+        {"path": str(files / "style.safetensors"), "scale": 0.6},
+        {"path": str(files / "text-only.safetensors"), "scale": 1.0},
+    ]
+    assert main(["generate", "--from-png", str(first), "--out", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
+    capsys.readouterr()
+    bad = [
+        "generate",
+        "--from-png",
+        str(first),
+        "--lora",
+        "xl.safetensors",
+        "--out",
+        str(tmp_path / "bad.png"),
+    ]
+    assert main(bad) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "xl.safetensors: an SDXL LoRA" in error and "\n" not in error
+    assert not (tmp_path / "bad.png").exists()

@@ -318,3 +318,33 @@ def test_truncated_and_foreign_files_give_one_clear_line(tmp_path):
         {k: v.contiguous() for k, v in state.items() if not k.startswith("cond_stage_model.")}, str(no_text)
     )
     assert "no text encoder weights" in one_line_error(no_text)
+
+
+def test_cli_single_file_and_bad_files(tmp_path, capsys):
+    from t2i_adapter.interfaces.cli.main import main
+
+    components = tiny_sd_components()
+    folder = save_tiny_sd(tmp_path / "model")
+    checkpoint = save_single_file(components, tmp_path / "model.safetensors")
+    config = config_folder(folder, tmp_path / "cfg")
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "c.png")
+    tiny_adapter(seed=1).save_pretrained(tmp_path / "adapter")
+    args = [
+        "generate",
+        "--prompt",
+        "a cat",
+        "--adapter",
+        str(tmp_path / "adapter"),
+        "--cond",
+        str(tmp_path / "c.png"),
+    ]
+    args += ["--steps", "1", "--max-resolution", "4096", "--device", "cpu"]
+    out = tmp_path / "out.png"
+    assert main([*args, "--model", str(checkpoint), "--model-config", str(config), "--out", str(out)]) == 0
+    capsys.readouterr()
+    notes = tmp_path / "notes.safetensors"
+    notes.write_text("not weights\n")
+    assert main([*args, "--model", str(notes), "--out", str(tmp_path / "bad.png")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {notes}: not a complete safetensors file") and "\n" not in error
+    assert not (tmp_path / "bad.png").exists()

@@ -34,6 +34,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     what.add_argument("--prompt", help="text prompt")
     what.add_argument("--negative-prompt", help="what to steer away from (default: none)")
     what.add_argument("--from-png", metavar="IMAGE", help="re-run the generation recorded in this PNG")
+    what.add_argument(
+        "--model-config",
+        metavar="FOLDER",
+        help="single-file --model only: diffusers config folder to use instead of the shipped one",
+    )
+    what.add_argument(
+        "--prediction-type",
+        choices=("epsilon", "v_prediction"),
+        help="what the model predicts, when detection (SD2.x single files) or its config is wrong",
+    )
+    what.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH_OR_HUB_ID[:SCALE]",
+        help="a LoRA and its scale (1.0); repeat for several",
+    )
 
     adapters = parser.add_argument_group("adapters (repeat; they pair up in order)")
     adapters.add_argument(
@@ -166,6 +183,8 @@ SCALAR_FLAGS = {
     "cpu_offload": "cpu_offload",
     "fuser": "fuser",
     "clip_vision": "clip_vision",
+    "model_config": "model_config",
+    "prediction_type": "prediction_type",
 }
 
 
@@ -271,14 +290,24 @@ def saved_conditions_fallback(png: Path, specs: list) -> list:
     return specs
 
 
+def _local_absolute(spec):
+    """A LoRA given as a local path is recorded absolute (the PNG re-runs from any folder)."""
+    path = Path(spec.path).expanduser()
+    return type(spec)(str(path.absolute()), spec.scale) if path.exists() else spec
+
+
 def settings_from_args(args: argparse.Namespace):
     """GenerationSettings from the flags, on top of the PNG's record with --from-png."""
-    from t2i_adapter.generation.settings import GenerationSettings
+    from t2i_adapter.generation.settings import GenerationSettings, LoraSpec
 
     given = {
         field: getattr(args, flag) for flag, field in SCALAR_FLAGS.items() if getattr(args, flag) is not None
     }
     condition_options(args)  # options before any --adapter fail here, with --from-png too
+    if args.lora:
+        given["loras"] = [_local_absolute(LoraSpec.parse(text)) for text in args.lora]
+    if "model_config" in given:
+        given["model_config"] = str(Path(given["model_config"]).expanduser().absolute())
     if args.from_png:
         from t2i_adapter.io.png import read_png_parameters
 

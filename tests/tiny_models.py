@@ -139,8 +139,11 @@ def tiny_sd_components(seed: int = 0) -> dict:
     }
 
 
-def tiny_sdxl_components(seed: int = 0) -> dict:
-    """The SDXL component set: two text encoders (the second with projection), text-time UNet."""
+def tiny_sdxl_components(seed: int = 0, text_dim_2: int = TINY_TEXT_DIM) -> dict:
+    """The SDXL component set: two text encoders (the second with projection), text-time UNet.
+
+    `text_dim_2` widens the second encoder: single-file loading tells the two encoders apart by
+    width, as the real ones (768 and 1280) differ."""
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -159,8 +162,8 @@ def tiny_sdxl_components(seed: int = 0) -> dict:
         addition_embed_type="text_time",
         addition_time_embed_dim=time_embed_dim,
         transformer_layers_per_block=(1, 1, 1),
-        # two text encoders concatenated: 32 + 32
-        cross_attention_dim=2 * TINY_TEXT_DIM,
+        # two text encoders concatenated: 32 + 32 (or + text_dim_2)
+        cross_attention_dim=TINY_TEXT_DIM + text_dim_2,
         # 6 time ids * time_embed_dim + pooled projection of encoder 2
         projection_class_embeddings_input_dim=6 * time_embed_dim + TINY_TEXT_DIM,
         norm_num_groups=16,
@@ -170,7 +173,7 @@ def tiny_sdxl_components(seed: int = 0) -> dict:
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(_text_config())
     torch.manual_seed(seed + 3)
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(hidden_size=text_dim_2))
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -285,11 +288,11 @@ def save_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
     return Path(folder)
 
 
-def save_tiny_sdxl(folder: str | Path, seed: int = 0) -> Path:
+def save_tiny_sdxl(folder: str | Path, seed: int = 0, text_dim_2: int = TINY_TEXT_DIM) -> Path:
     """Write the tiny SDXL model as a diffusers folder."""
     from diffusers import StableDiffusionXLPipeline
 
-    pipeline = StableDiffusionXLPipeline(**tiny_sdxl_components(seed))
+    pipeline = StableDiffusionXLPipeline(**tiny_sdxl_components(seed, text_dim_2=text_dim_2))
     pipeline.save_pretrained(str(folder))
     return Path(folder)
 

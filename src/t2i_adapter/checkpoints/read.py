@@ -86,12 +86,15 @@ def tensors_only(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _read_pickle(path: Path) -> object:
+def read_pickle(path: Path, *, mmap: bool = False) -> object:
+    """`torch.load(weights_only=True)` with one clear line for every way it can fail.
+
+    `mmap=True` maps a zip-format file instead of reading it (large base-model checkpoints)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         message = str(error)
-        unsafe = re.search(r"unsupported GLOBAL (\S+)", message)
+        unsafe = re.search(r"GLOBAL (\S+)", message)  # "Unsupported global: GLOBAL mod.Name ..."
         if unsafe:
             raise InputFileError(
                 path,
@@ -168,5 +171,5 @@ def read_checkpoint(path: Path) -> RawCheckpoint:
         tensors, metadata = _read_safetensors(weights)
         state_dict = tensors_only(tensors, weights)
     else:
-        state_dict, metadata = tensors_only(_read_pickle(weights), weights), {}
+        state_dict, metadata = tensors_only(read_pickle(weights), weights), {}
     return RawCheckpoint(path=path, state_dict=state_dict, config=config, metadata=metadata)

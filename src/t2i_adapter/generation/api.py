@@ -19,6 +19,7 @@ from t2i_adapter.conditions.registry import get_preprocessor
 from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError, UnknownNameError
 from t2i_adapter.generation.cache import ModelCache
+from t2i_adapter.generation.loras import lora_file
 from t2i_adapter.generation.schedulers import SCHEDULER_ALIASES
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 from t2i_adapter.generation.units import AdapterUnit
@@ -124,6 +125,8 @@ def generate(
     if dtype == torch.float16 and device.type == "cpu":
         raise T2IAdapterError("float16 needs a GPU; on the CPU use --dtype float32 or bfloat16")
     options = _check_names(settings)
+    for lora in settings.loras:
+        lora_file(lora)  # a missing LoRA fails now, not after the base model has loaded
     images = _condition_images(settings, condition_images)
     prepared = [
         _preprocess(spec, image, spec_options, device)
@@ -138,6 +141,8 @@ def generate(
         vae_tiling=settings.vae_tiling,
         cpu_offload=settings.cpu_offload,
         clip_vision=settings.clip_vision,
+        model_config=settings.model_config,
+        prediction_type=settings.prediction_type,
     )
     adapter_device = str(pipeline.execution_device)
     units = []
@@ -164,22 +169,23 @@ def generate(
         if getattr(fuser, "adapter_kind", None) != "fuser":
             raise ModelMismatchError(f"'{settings.fuser}' is not a CoAdapter fuser")
 
-    output = pipeline(
-        settings.prompt,
-        units,
-        negative_prompt=settings.negative_prompt or None,
-        steps=settings.steps,
-        guidance_scale=settings.guidance_scale,
-        seed=settings.seed,
-        num_images=settings.num_images,
-        width=settings.width,
-        height=settings.height,
-        resize_short_edge=settings.resize_short_edge,
-        max_resolution=settings.max_resolution or pipeline.base.native_resolution**2,
-        scheduler=settings.scheduler,
-        fuser=fuser,
-        callback=progress,
-    )
+    with cache.loras_applied(pipeline, settings.loras):
+        output = pipeline(
+            settings.prompt,
+            units,
+            negative_prompt=settings.negative_prompt or None,
+            steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            seed=settings.seed,
+            num_images=settings.num_images,
+            width=settings.width,
+            height=settings.height,
+            resize_short_edge=settings.resize_short_edge,
+            max_resolution=settings.max_resolution or pipeline.base.native_resolution**2,
+            scheduler=settings.scheduler,
+            fuser=fuser,
+            callback=progress,
+        )
     conditions = [
         prepared[index] if unit.kind == "style" else _condition_picture(output.conditions[index])
         for index, unit in enumerate(units)

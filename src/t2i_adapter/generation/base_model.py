@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
-from t2i_adapter.errors import InputFileError, MissingWeightsError, first_line
+from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, UnknownNameError, first_line
+from t2i_adapter.generation.single_file import PREDICTION_TYPES, SINGLE_FILE_SUFFIXES, load_single_file
 from t2i_adapter.hub import HUB_REPO, fetch, locate
-
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
 @dataclass
@@ -83,20 +81,24 @@ def model_source(name: str) -> str | Path:
     return fetch(location, what="base model")
 
 
-def _load_pipeline(source: str | Path, dtype: torch.dtype):
+def _load_components(
+    source: str | Path, dtype: torch.dtype, model_config: str | None, prediction_type: str | None
+) -> dict[str, Any]:
     # diffusers' pipelines (and transformers with them) take seconds to import: only when a model
     # is loaded, not when `data check` or the CLI parser import this module
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import DiffusionPipeline
 
     if isinstance(source, Path) and source.is_file():
         if source.suffix not in SINGLE_FILE_SUFFIXES:
             raise InputFileError(source, "not a diffusers folder or a .safetensors/.ckpt checkpoint")
-        # Single files carry no architecture name: SDXL has a second text encoder under
-        # `conditioner.embedders.1`, which is how diffusers' own single-file loader tells them apart.
-        pipeline_class = (
-            StableDiffusionXLPipeline if _single_file_is_sdxl(source) else StableDiffusionPipeline
+        config_folder = Path(model_config).expanduser() if model_config else None
+        return load_single_file(
+            source, dtype=dtype, config_folder=config_folder, prediction_type=prediction_type
         )
-        return pipeline_class.from_single_file(str(source), torch_dtype=dtype)
+    if model_config:
+        raise T2IAdapterError(
+            f"--model-config describes a single-file checkpoint; '{source}' is a diffusers model, which has its own"
+        )
     if isinstance(source, Path) and not (source / "model_index.json").is_file():
         raise InputFileError(source, "not a diffusers model folder (no model_index.json)")
     extra = {}
@@ -105,26 +107,36 @@ def _load_pipeline(source: str | Path, dtype: torch.dtype):
     with warnings.catch_warnings():
         # newer diffusers renamed `torch_dtype` to `dtype`; the old name works in every version
         warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-        return DiffusionPipeline.from_pretrained(str(source), torch_dtype=dtype, **extra)
+        return dict(DiffusionPipeline.from_pretrained(str(source), torch_dtype=dtype, **extra).components)
 
 
-def _single_file_is_sdxl(path: Path) -> bool:
-    if path.suffix != ".safetensors":
-        return False
-
-    with safe_open(str(path), framework="pt") as handle:
-        return any(key.startswith("conditioner.embedders.1") for key in handle.keys())  # noqa: SIM118 (not a dict)
+def with_prediction_type(scheduler: Any, prediction_type: str | None) -> Any:
+    """The model's scheduler, predicting `prediction_type` (`epsilon` / `v_prediction`) when given."""
+    if prediction_type is None or scheduler.config.get("prediction_type") == prediction_type:
+        return scheduler
+    if prediction_type not in PREDICTION_TYPES:
+        raise UnknownNameError("prediction type", prediction_type, PREDICTION_TYPES)
+    return type(scheduler).from_config(scheduler.config, prediction_type=prediction_type)
 
 
 def load_base_model(
-    name_or_path: str, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    name_or_path: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    model_config: str | None = None,
+    prediction_type: str | None = None,
 ) -> BaseModel:
-    """Load a Stable Diffusion model (hub id, diffusers folder, single file, or `demo`), frozen, in eval mode."""
+    """Load a Stable Diffusion model (hub id, diffusers folder, single file, or `demo`), frozen, in eval mode.
+
+    `model_config` (single files only) replaces the shipped configs chosen by architecture;
+    `prediction_type` overrides what the model's scheduler (or the single file's detection) says.
+    """
     source = model_source(name_or_path)
     try:
-        with _quiet_loading():
-            pipeline = _load_pipeline(source, dtype)
-    except (InputFileError, MissingWeightsError):
+        with quiet_loading():
+            components = _load_components(source, dtype, model_config, prediction_type)
+    except T2IAdapterError:
         raise
     except (OSError, ValueError, json.JSONDecodeError) as error:
         reason = first_line(error)
@@ -134,13 +146,12 @@ def load_base_model(
             f"could not get model '{name_or_path}' from the Hugging Face hub ({reason}); download it "
             f"once with network access (kept in the cache under HF_HOME), or pass a local diffusers folder"
         ) from error
-    components = pipeline.components
     model = BaseModel(
         unet=components["unet"],
         vae=components["vae"],
         text_encoder=components["text_encoder"],
         tokenizer=components["tokenizer"],
-        scheduler=components["scheduler"],
+        scheduler=with_prediction_type(components["scheduler"], prediction_type),
         text_encoder_2=components.get("text_encoder_2"),
         tokenizer_2=components.get("tokenizer_2"),
         name=name_or_path,
@@ -154,20 +165,23 @@ def load_base_model(
 
 
 @contextlib.contextmanager
-def _quiet_loading():
-    """No progress bars or import chatter while loading (they would flood the CLI's output)."""
-    # (imported here for the same reason as in `_load_pipeline`)
+def quiet_loading():
+    """No progress bars, import chatter or loader notes while loading (they would flood the CLI's output)."""
+    # (imported here for the same reason as in `_load_components`)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    verbosity = transformers_logging.get_verbosity()
+    verbosities = transformers_logging.get_verbosity(), diffusers_logging.get_verbosity()
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    # importing diffusers' pipelines makes transformers warn about optional image backends
+    # importing diffusers' pipelines makes transformers warn about optional image backends; the
+    # single-file and LoRA loaders note unused keys (EMA copies, markers) and dtype casts
     transformers_logging.set_verbosity_error()
+    diffusers_logging.set_verbosity_error()
     try:
         yield
     finally:
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()
-        transformers_logging.set_verbosity(verbosity)
+        transformers_logging.set_verbosity(verbosities[0])
+        diffusers_logging.set_verbosity(verbosities[1])

@@ -1,23 +1,28 @@
-"""ModelCache: each base model and adapter is loaded once and shared.
+"""ModelCache: each base model, adapter and LoRA is loaded once and shared.
 
 One cache per process (the CLI makes one per run, the web server one for its lifetime). Loading
 is guarded per key, so two threads asking for the same model wait for one load instead of
 loading it twice; different models load in parallel. Base models are the big ones: only the
 `max_base_models` most recently used stay in memory. CLIP vision encoders (style adapters) are
-preprocessor models: `conditions.style.load_clip_vision` keeps them, once per process.
+preprocessor models: `conditions.style.load_clip_vision` keeps them, once per process. LoRAs
+live inside the base model they were loaded into (as peft adapters), so they are cached with it
+and go when it goes; a generation holds its pipeline while its LoRAs are chosen and it samples,
+so two generations never mix LoRAs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import torch
 
 from t2i_adapter.checkpoints.load import load_adapter
 from t2i_adapter.generation.base_model import BaseModel, load_base_model
+from t2i_adapter.generation.loras import LoraSpec, apply_loras
 from t2i_adapter.generation.pipeline import T2IAdapterPipeline
 
 
@@ -31,7 +36,8 @@ class ModelCache:
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self._pipelines: OrderedDict[Hashable, T2IAdapterPipeline] = OrderedDict()
         self._adapters: OrderedDict[Hashable, torch.nn.Module] = OrderedDict()
-        self.loads = 0  # how many models were actually loaded (tests and logs read it)
+        self._pipeline_locks: dict[int, threading.Lock] = {}
+        self.loads = 0  # how many models (LoRAs included) were actually loaded (tests and logs read it)
 
     def _get(self, store: OrderedDict, key: Hashable, limit: int, load: Callable[[], Any]) -> Any:
         with self._lock:
@@ -61,12 +67,22 @@ class ModelCache:
         vae_tiling: bool = False,
         cpu_offload: bool = False,
         clip_vision: str | None = None,
+        model_config: str | None = None,
+        prediction_type: str | None = None,
     ) -> T2IAdapterPipeline:
         """The pipeline over base model `model`, with the memory options applied once."""
-        key = _pipeline_key(model, dtype, device, attention_slicing, vae_tiling, cpu_offload)
+        key = _pipeline_key(
+            model, dtype, device, attention_slicing, vae_tiling, cpu_offload, model_config, prediction_type
+        )
 
         def load() -> T2IAdapterPipeline:
-            base = load_base_model(model, dtype=dtype, device="cpu" if cpu_offload else device)
+            base = load_base_model(
+                model,
+                dtype=dtype,
+                device="cpu" if cpu_offload else device,
+                model_config=model_config,
+                prediction_type=prediction_type,
+            )
             pipeline = T2IAdapterPipeline(base)
             if attention_slicing:
                 pipeline.enable_attention_slicing()
@@ -80,6 +96,17 @@ class ModelCache:
         if clip_vision:
             pipeline.clip_vision = clip_vision
         return pipeline
+
+    @contextlib.contextmanager
+    def loras_applied(self, pipeline: T2IAdapterPipeline, loras: Sequence[LoraSpec]) -> Iterator[None]:
+        """Hold `pipeline` with exactly `loras` active (each file loaded into it once) for one generation."""
+        with self._lock:
+            pipeline_lock = self._pipeline_locks.setdefault(id(pipeline), threading.Lock())
+        with pipeline_lock:
+            loaded = apply_loras(pipeline, loras)
+            with self._lock:
+                self.loads += len(loaded)
+            yield
 
     def base_model(self, model: str, *, dtype: torch.dtype, device: str) -> BaseModel:
         return self.pipeline(model, dtype=dtype, device=device).base
@@ -105,10 +132,13 @@ class ModelCache:
         with self._lock:
             self._pipelines.clear()
             self._adapters.clear()
+            self._pipeline_locks.clear()
 
 
-def _pipeline_key(model: str, dtype, device, slicing=False, tiling=False, offload=False) -> Hashable:
-    return ("pipeline", model, str(dtype), str(device), slicing, tiling, offload)
+def _pipeline_key(model: str, dtype, device, *options: Any) -> Hashable:
+    """Name, dtype, device, then the memory options and single-file choices (all off by default)."""
+    defaults = (False, False, False, None, None)
+    return ("pipeline", model, str(dtype), str(device), *options, *defaults[len(options) :])
 
 
 def _adapter_key(name: str, dtype, device) -> Hashable:

@@ -108,6 +108,34 @@ def _checked_options(adapter: str, options: Any) -> dict[str, str | int | float 
 
 
 @dataclass
+class LoraSpec:
+    """One LoRA: a local file or folder, or a hub id (`owner/repo` or `owner/repo/file.safetensors`),
+    and the scale its weight deltas are applied with (0: off, 1: as trained)."""
+
+    path: str
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise T2IAdapterError("a LoRA needs a file, folder or hub id")
+        try:
+            self.scale = float(self.scale)
+        except (TypeError, ValueError):
+            raise T2IAdapterError(f"LoRA '{self.path}': scale {self.scale!r} is not a number") from None
+
+    @classmethod
+    def parse(cls, text: str) -> LoraSpec:
+        """`PATH_OR_HUB_ID[:SCALE]`: the part after the last ':' is the scale when it is a number."""
+        path, separator, scale = text.rpartition(":")
+        if separator and path:
+            try:
+                return cls(path, float(scale))
+            except ValueError:
+                pass  # a ':' that belongs to the path
+        return cls(text)
+
+
+@dataclass
 class GenerationSettings:
     """All parameters of one generation run (defaults follow the original release's inference).
 
@@ -150,6 +178,27 @@ class GenerationSettings:
     scheduler: str = _option(
         "ddim", "euler, euler_a, dpm++_2m, unipc, ... or a diffusers class", metavar="NAME", group="sampling"
     )
+    loras: list[LoraSpec] = _option(
+        [],
+        "a LoRA (kohya/A1111 or diffusers file, folder or hub id) and its scale (1.0); repeat for several",
+        flag="lora",
+        metavar="PATH_OR_HUB_ID[:SCALE]",
+        group="what to generate",
+    )
+    # Single-file checkpoints: a diffusers config folder instead of the shipped one for the
+    # detected architecture, and the noise prediction when detection cannot tell (SD2.x).
+    model_config: str | None = _option(
+        None,
+        "single-file --model only: diffusers config folder to use instead of the shipped one",
+        metavar="FOLDER",
+        group="what to generate",
+    )
+    prediction_type: str | None = _option(
+        None,
+        "what the model predicts, when detection (SD2.x single files) or its config is wrong",
+        choices=("epsilon", "v_prediction"),
+        group="what to generate",
+    )
     fuser: str | None = _option(None, "CoAdapter fuser that mixes the adapters' features", group="adapters")
     clip_vision: str = _option(
         DEFAULT_CLIP_VISION, "CLIP vision model for style adapters", metavar="MODEL", group="adapters"
@@ -173,6 +222,7 @@ class GenerationSettings:
         self.adapters = [
             spec if isinstance(spec, AdapterSpec) else AdapterSpec(**spec) for spec in self.adapters
         ]
+        self.loras = [spec if isinstance(spec, LoraSpec) else LoraSpec(**spec) for spec in self.loras]
         self.dtype = DTYPE_ALIASES.get(self.dtype, self.dtype)
         if self.dtype not in DTYPES:
             raise UnknownNameError("dtype", self.dtype, [*DTYPES, *DTYPE_ALIASES])
@@ -202,10 +252,16 @@ class GenerationSettings:
             AdapterSpec(**{key: value for key, value in spec.items() if key in spec_fields})
             for spec in data.get("adapters", [])
         ]
+        lora_fields = {f.name for f in fields(LoraSpec)}
+        values["loras"] = [
+            LoraSpec(**{key: value for key, value in spec.items() if key in lora_fields})
+            for spec in data.get("loras", [])
+        ]
         return cls(**values)
 
     def replace(self, **changes: Any) -> GenerationSettings:
         data = asdict(self)
         data.update(changes)
         data["adapters"] = [s if isinstance(s, AdapterSpec) else AdapterSpec(**s) for s in data["adapters"]]
+        data["loras"] = [s if isinstance(s, LoraSpec) else LoraSpec(**s) for s in data["loras"]]
         return GenerationSettings(**data)

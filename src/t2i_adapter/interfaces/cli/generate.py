@@ -24,7 +24,7 @@ from typing import Any
 
 from t2i_adapter.conditions.options import parse_option
 from t2i_adapter.errors import T2IAdapterError
-from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings, check_step_window
+from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings, LoraSpec, check_step_window
 from t2i_adapter.interfaces.cli.dataclass_flags import add_field_flag, default_of, flag_of, help_of
 
 DEFAULT_OUT = "outputs"
@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for field in fields(GenerationSettings):
         if field.name == "adapters":
             _add_adapter_flags(groups["adapters"])
+        elif field.name == "loras":  # repeated, one LoRA each: `--lora a.safetensors:0.8 --lora b`
+            add_field_flag(groups[field.metadata["group"]], field, nargs=None, action="append")
         else:
             add_field_flag(groups[field.metadata["group"]], field)
     groups["what to generate"].add_argument(
@@ -235,6 +237,23 @@ def recorded_adapters(args: argparse.Namespace, specs: list[AdapterSpec]) -> lis
     return [replace(spec, **change) for spec, change in zip(specs, changes, strict=True)]
 
 
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `GenerationSettings` fields given as flags (not per-adapter ones), as settings values.
+
+    Local paths (LoRA files, a config folder) are recorded absolute, so the PNG re-runs anywhere."""
+    given = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
+    if "loras" in given:
+        given["loras"] = [_local_absolute(LoraSpec.parse(text)) for text in given["loras"]]
+    if "model_config" in given:
+        given["model_config"] = str(Path(given["model_config"]).expanduser().absolute())
+    return given
+
+
+def _local_absolute(spec: LoraSpec) -> LoraSpec:
+    path = Path(spec.path).expanduser()
+    return LoraSpec(str(path.absolute()), spec.scale) if path.exists() else spec
+
+
 def settings_from_png(args: argparse.Namespace, given: dict[str, Any]) -> GenerationSettings:
     """The settings recorded in --from-png, with the flags given beside it on top."""
     from t2i_adapter.io.png import read_png_parameters
@@ -251,7 +270,7 @@ def settings_from_png(args: argparse.Namespace, given: dict[str, Any]) -> Genera
 
 def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
     """GenerationSettings from the flags, on top of the PNG's record with --from-png."""
-    given = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
+    given = given_settings(args)
     condition_options(args)  # options before any --adapter fail here, with --from-png too
     if args.from_png:
         return settings_from_png(args, given)
@@ -265,7 +284,9 @@ def settings_from_args(args: argparse.Namespace) -> GenerationSettings:
 
 def batch_defaults(args: argparse.Namespace) -> dict[str, Any]:
     """The settings fields given on the command line: defaults for every line of a --batch file."""
-    given = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
+    given = given_settings(args)
+    if "loras" in given:  # plain data, like a jobs line's fields
+        given["loras"] = [asdict(spec) for spec in given["loras"]]
     if args.adapter:
         given["adapters"] = [asdict(spec) for spec in adapter_specs(args)]
     return given

@@ -206,15 +206,25 @@ def _help_text() -> str:
 def test_every_settings_field_is_a_flag_that_reaches_the_settings():
     from dataclasses import fields
 
-    from t2i_adapter.generation.settings import GenerationSettings
+    from t2i_adapter.generation.settings import GenerationSettings, LoraSpec
 
     values = {"int": "3", "int | None": "96", "float": "2.5", "str": "x", "str | None": "y"}
-    special = {"dtype": ("bf16", "bfloat16"), "model": ("m", "m"), "prompt": ("p", "p")}
+    special = {
+        "dtype": ("bf16", "bfloat16"),
+        "model": ("m", "m"),
+        "prompt": ("p", "p"),
+        "prediction_type": ("v_prediction", "v_prediction"),
+        "model_config": ("cfg", str(Path("cfg").absolute())),  # recorded absolute
+    }
     argv, expected = [], {}
     for field in fields(GenerationSettings):
         if field.name in ("adapters", "resize_short_edge"):  # per-adapter flags; excludes --width
             continue
-        flag = "--" + field.name.replace("_", "-")
+        flag = "--" + field.metadata.get("flag", field.name.replace("_", "-"))
+        if field.name == "loras":
+            argv += [flag, "style.safetensors:0.5", flag, "owner/repo"]
+            expected["loras"] = [LoraSpec("style.safetensors", 0.5), LoraSpec("owner/repo", 1.0)]
+            continue
         if field.type == "bool":
             argv.append(flag)
             expected[field.name] = True
@@ -244,7 +254,7 @@ def test_help_shows_each_fields_dataclass_default_in_its_group():
     for field in fields(GenerationSettings):
         if field.name == "adapters":
             continue
-        flag = "--" + field.name.replace("_", "-")
+        flag = "--" + field.metadata.get("flag", field.name.replace("_", "-"))
         action = next(action for action in groups[field.metadata["group"]] if flag in action.option_strings)
         assert action.help.startswith(field.metadata["help"])
         if field.default not in (MISSING, None, ""):

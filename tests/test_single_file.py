@@ -234,7 +234,10 @@ def test_tiny_single_file_loads_offline_and_generates_like_the_folder(tmp_path, 
     )
     from_file = generate(settings, cache=ModelCache())
     from_folder = generate(settings.replace(model=str(folder), model_config=None), cache=ModelCache())
-    assert np.array_equal(np.asarray(from_file.images[0]), np.asarray(from_folder.images[0]))
+    # Same weights, bit for bit; the float sums may still round one 8-bit level apart on some CPUs
+    # (seen: 1 value of 12288 on SDXL). A wrong key mapping changes every pixel by far more.
+    diff = np.abs(np.asarray(from_file.images[0], dtype=int) - np.asarray(from_folder.images[0], dtype=int))
+    assert diff.max() <= 1 and diff.mean() < 0.01
     assert from_file.settings.model_config == settings.model_config  # recorded for --from-png
 
 

@@ -15,7 +15,13 @@ from typing import Any
 
 import torch
 
-from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, UnknownNameError, first_line
+from t2i_adapter.errors import (
+    InputFileError,
+    MissingWeightsError,
+    T2IAdapterError,
+    UnknownNameError,
+    first_line,
+)
 from t2i_adapter.generation.single_file import PREDICTION_TYPES, SINGLE_FILE_SUFFIXES, load_single_file
 from t2i_adapter.hub import HUB_REPO, fetch, locate
 

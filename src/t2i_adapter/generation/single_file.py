@@ -131,7 +131,6 @@ def open_checkpoint_index(path: Path) -> Iterator[CheckpointIndex]:
     if size == 0:
         raise InputFileError(path, "empty file")
     if path.suffix == ".safetensors":
-
         try:
             handle = safe_open(str(path), framework="pt", device="cpu")
         except Exception as error:  # safetensors raises its own error type for every bad header

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -398,3 +400,78 @@ def test_adapter_keeps_its_dtype_beside_a_half_precision_model(condition):
     assert next(adapter.parameters()).dtype == torch.float32
     assert output.conditions[0].dtype == torch.float32
     assert np.isfinite(output.images).all() and output.images.shape == (1, 64, 64, 3)
+
+
+# ---------------------------------------------------------------- VAE precision (issue 12)
+def _vae_pipeline(base, dtype):
+    base.vae.to(dtype)
+    return T2IAdapterPipeline(base)
+
+
+def _record_decoder_dtypes(vae) -> list[torch.dtype]:
+    """The dtype each decode ran its last convolution in (the hook travels into copies of the VAE)."""
+    seen: list[torch.dtype] = []
+    vae.decoder.conv_out.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    return seen
+
+
+def _latents(seed: int = 3) -> torch.Tensor:
+    return torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_sd_vae_decodes_in_its_own_dtype(dtype):
+    """SD1.x's VAE says force_upcast (diffusers' default) but is fine in half precision: no upcast."""
+    pipe = _vae_pipeline(tiny_sd_base_model(), dtype)
+    assert pipe.base.vae.config.force_upcast
+    seen = _record_decoder_dtypes(pipe.base.vae)
+    image = pipe.decode(_latents(), output_type="pt")
+    assert seen == [dtype]
+    assert image.dtype == dtype and torch.isfinite(image).all()
+    assert {p.dtype for p in pipe.base.vae.parameters()} == {dtype}
+
+
+def test_sdxl_fp16_vae_decodes_in_fp32_as_before_and_stays_upcast():
+    """SDXL's fp16 VAE overflows: decoded in fp32 with the same pixels as a full fp32 VAE; the
+    decoder is upcast once and kept (no move per call), the encoder stays fp16."""
+    pipe = _vae_pipeline(tiny_sdxl_base_model(), torch.float16)
+    vae = pipe.base.vae
+    reference = T2IAdapterPipeline(tiny_sdxl_base_model())
+    reference.base.vae.load_state_dict(vae.state_dict())  # the fp16 weights, in fp32: today's decode
+    seen = _record_decoder_dtypes(vae)
+    first = pipe.decode(_latents(), output_type="pt")
+    decoder = next(vae.decoder.parameters())
+    second = pipe.decode(_latents(), output_type="pt")
+    assert seen == [torch.float32, torch.float32]
+    assert next(vae.decoder.parameters()) is decoder and decoder.dtype == torch.float32  # not moved back
+    assert next(vae.encoder.parameters()).dtype == torch.float16
+    assert torch.equal(first, second)
+    assert torch.equal(first, reference.decode(_latents(), output_type="pt"))
+
+
+def test_sdxl_bf16_vae_keeps_bf16():
+    """bf16 has fp32's range: even SDXL's VAE decodes in its own dtype."""
+    pipe = _vae_pipeline(tiny_sdxl_base_model(), torch.bfloat16)
+    seen = _record_decoder_dtypes(pipe.base.vae)
+    pipe.decode(_latents(), output_type="pt")
+    assert seen == [torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_overflowing_decode_is_redone_in_fp32_and_warned_once(dtype, caplog):
+    pipe = _vae_pipeline(tiny_sd_base_model(), dtype)
+    vae = pipe.base.vae
+    seen = _record_decoder_dtypes(vae)
+
+    def overflow(module, inputs, output):  # what an overflowing fp16 decoder gives: inf, then NaN
+        return output if output.dtype == torch.float32 else torch.full_like(output, float("nan"))
+
+    vae.decoder.conv_out.register_forward_hook(overflow)
+    with caplog.at_level(logging.WARNING, logger="t2i_adapter.generation.pipeline"):
+        image = pipe.decode(_latents(), output_type="pt")
+        again = pipe.decode(_latents(seed=4), output_type="np")
+    assert seen == [dtype, torch.float32, dtype, torch.float32]
+    assert image.dtype == torch.float32 and torch.isfinite(image).all()
+    assert np.isfinite(again).all()
+    assert caplog.text.count("decoded again in float32") == 1
+    assert {p.dtype for p in vae.parameters()} == {dtype}  # the VAE in use was not moved

@@ -13,6 +13,8 @@ This one class does all of that over the same diffusers UNet, VAE, text encoders
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +41,8 @@ from t2i_adapter.generation.sampling import denoise
 from t2i_adapter.generation.schedulers import make_scheduler
 from t2i_adapter.generation.sizes import required_multiple, resolve_size
 from t2i_adapter.generation.units import AdapterUnit, StepConditioning, UnitOutput
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +71,7 @@ class T2IAdapterPipeline:
         self.clip_vision = clip_vision
         self.execution_device = base.device
         self._offload_hooks: list[Any] = []
+        self._warned_vae_overflow = False
 
     # ---------------------------------------------------------------- memory options
     def enable_attention_slicing(self, slice_size: str | int = "auto") -> None:
@@ -320,6 +325,32 @@ class T2IAdapterPipeline:
             return self.style_encoder
         return load_clip_vision(self.clip_vision, device=device, dtype=dtype)
 
+    def _decode_latents(self, vae: Any, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images in [-1, 1], in the dtype `vae_decode_dtype` picks; NaN/inf -> fp32 once."""
+        # (`dtype` of a diffusers model walks every parameter: read one parameter)
+        vae_dtype = next(vae.parameters()).dtype
+        dtype = vae_decode_dtype(
+            vae_dtype, is_sdxl=self.base.is_sdxl, force_upcast=vae.config.get("force_upcast")
+        )
+        if dtype == torch.float32 and _decoder_dtype(vae) != torch.float32:
+            # SDXL's fp16 VAE: upcast its decoder once, in place, and keep it so (no move per
+            # call, today's pixels). It holds the decoder's fp32 size for good (~+100 MB on SDXL),
+            # less than an fp32 copy beside the fp16 one; the encoder (training) stays fp16.
+            _upcast_decoder(vae)
+        image = vae.decode(latents.to(dtype), return_dict=False)[0]
+        if dtype == torch.float32 or torch.isfinite(image).all():
+            return image
+        if not self._warned_vae_overflow:
+            self._warned_vae_overflow = True
+            logger.warning("the VAE decode overflowed in %s (NaN/inf): decoded again in float32", dtype)
+        # A transient fp32 copy of the decoder (the encoder is shared, not copied): the VAE in
+        # use is never moved, so a concurrent caller is not affected.
+        shared = {id(vae.encoder): vae.encoder}
+        if getattr(vae, "quant_conv", None) is not None:
+            shared[id(vae.quant_conv)] = vae.quant_conv
+        fp32_vae = _upcast_decoder(copy.deepcopy(vae, shared))
+        return fp32_vae.decode(latents.to(torch.float32), return_dict=False)[0]
+
     def decode(self, latents: torch.Tensor, output_type: str = "pil"):
         """Latents -> images in [0, 1] (`np`: (N, H, W, 3) float array, `pt`: tensor, `pil`: images)."""
         if output_type == "latent":
@@ -329,15 +360,7 @@ class T2IAdapterPipeline:
         shift = getattr(vae.config, "shift_factor", None)
         if shift:
             latents = latents + shift
-        # SDXL's VAE overflows in fp16 (its config says force_upcast): decode it in fp32.
-        # (`dtype` of a diffusers model walks every parameter: read it once)
-        vae_dtype = next(vae.parameters()).dtype
-        upcast = vae_dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-        if upcast:
-            vae.to(torch.float32)
-        image = vae.decode(latents.to(torch.float32 if upcast else vae_dtype), return_dict=False)[0]
-        if upcast:
-            vae.to(torch.float16)
+        image = self._decode_latents(vae, latents)
         image = (image / 2 + 0.5).clamp(0, 1)  # (N, 3, H, W)
         if output_type == "pt":
             return image
@@ -345,6 +368,30 @@ class T2IAdapterPipeline:
         if output_type == "np":
             return array
         return [Image.fromarray(frame) for frame in (array * 255).round().astype(np.uint8)]
+
+
+def vae_decode_dtype(vae_dtype: torch.dtype, *, is_sdxl: bool, force_upcast: bool | None) -> torch.dtype:
+    """The dtype to decode in: the VAE's own, except SDXL's fp16 VAE, known to overflow: fp32.
+
+    diffusers' `force_upcast` defaults to true for every VAE, so alone it says nothing (SD1.5's
+    VAE is fine in fp16); like diffusers, only the SDXL family upcasts. bf16 has fp32's range.
+    Any other overflow is caught after the decode (NaN/inf) and that decode is redone in fp32.
+    """
+    if vae_dtype == torch.float16 and is_sdxl and force_upcast:
+        return torch.float32
+    return vae_dtype
+
+
+def _decoder_dtype(vae: Any) -> torch.dtype:
+    return next(vae.decoder.parameters()).dtype
+
+
+def _upcast_decoder(vae: Any) -> Any:
+    """Cast the decode path (`post_quant_conv`, `decoder`) of `vae` to fp32 in place."""
+    vae.decoder.to(torch.float32)
+    if getattr(vae, "post_quant_conv", None) is not None:
+        vae.post_quant_conv.to(torch.float32)
+    return vae
 
 
 def _condition_size(condition: Image.Image | torch.Tensor) -> tuple[int, int]:

@@ -574,3 +574,42 @@ def test_each_of_two_processes_opens_only_its_own_shards(tiny_sd, tmp_path):
         "ranks": [{"epoch": 1, "offset": 2}, {"epoch": 1, "offset": 2}],
     }
     assert state["ranks_in_sync"][0] == state["ranks_in_sync"][1]
+
+
+# ---------------------------------------------------------------------------------------------
+# A new adapter is sized from the base model (issue 15, item 1)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_shaped_model(tmp_path_factory) -> Path:
+    """An untrained model of the demo's shape: its VAE divides by 4, not 8."""
+    from t2i_adapter.demo.tiny_model import TinyModelConfig, build_tiny_model, save_tiny_model
+
+    folder = tmp_path_factory.mktemp("models") / "demo-shaped"
+    save_tiny_model(build_tiny_model(TinyModelConfig()), folder, half=False)
+    return folder
+
+
+@pytest.mark.parametrize("model", ["tiny_sd", "demo_shaped_model"])
+def test_a_new_adapter_fits_the_unet_of_every_model(model, meta, tmp_path, request):
+    from t2i_adapter.checkpoints import load_adapter
+    from t2i_adapter.generation.base_model import load_base_model
+    from t2i_adapter.generation.sizes import unet_multiple
+
+    folder = request.getfixturevalue(model)
+    out = train(config(folder, meta, tmp_path / "run", max_steps=1, batch_size=1))
+    base = load_base_model(str(folder))
+    levels = len(base.unet.config.block_out_channels)
+    adapter = load_adapter(out)
+    assert adapter.config.downscale_factor == base.vae_scale_factor
+    assert adapter.total_downscale_factor == unet_multiple(base.vae_scale_factor, levels)
+
+
+def test_an_adapter_of_the_wrong_downscale_is_refused_before_step_one(demo_shaped_model, meta, tmp_path):
+    from diffusers import T2IAdapter
+
+    T2IAdapter(channels=[32, 64, 64], num_res_blocks=1, downscale_factor=8).save_pretrained(tmp_path / "a")
+    with pytest.raises(T2IAdapterError, match="downscale factor is 8; .* needs 4"):
+        train(config(demo_shaped_model, meta, tmp_path / "run", adapter=str(tmp_path / "a")))
+    assert not (tmp_path / "run" / checkpointing.ADAPTER_FILE).exists()

@@ -24,9 +24,17 @@ def unet_feature_channels(unet, kind: str) -> tuple[int, ...]:
 
 
 def spatial_config_for_unet(
-    unet, kind: str = FULL, condition_channels: int = 3, num_res_blocks: int | None = None
+    unet,
+    kind: str = FULL,
+    condition_channels: int = 3,
+    num_res_blocks: int | None = None,
+    downscale_factor: int | None = None,
 ) -> SpatialAdapterConfig:
-    """The `SpatialAdapterConfig` whose feature maps fit `unet` (see the module docstring)."""
+    """The `SpatialAdapterConfig` whose feature maps fit `unet` (see the module docstring).
+
+    `downscale_factor` (image pixels per pixel of the first map) depends on the VAE too; None takes
+    the released adapters' (8, or 16 for XL), which fits SD1.x/2.x and SDXL.
+    """
     if kind not in SPATIAL_KINDS:
         raise UnknownNameError("trainable adapter kind", kind, SPATIAL_KINDS)
     features = unet_feature_channels(unet, kind)
@@ -40,11 +48,17 @@ def spatial_config_for_unet(
     else:
         channels = features
     blocks = num_res_blocks or DEFAULT_NUM_RES_BLOCKS[kind]
-    return SpatialAdapterConfig(kind, condition_channels, channels, blocks, DEFAULT_DOWNSCALE[kind])
+    downscale = downscale_factor or DEFAULT_DOWNSCALE[kind]
+    return SpatialAdapterConfig(kind, condition_channels, channels, blocks, downscale)
 
 
 def new_adapter_for_unet(
-    unet, kind: str = FULL, condition_channels: int = 3, num_res_blocks: int | None = None
+    unet,
+    kind: str = FULL,
+    condition_channels: int = 3,
+    num_res_blocks: int | None = None,
+    downscale_factor: int | None = None,
 ) -> T2IAdapter:
     """A randomly initialised full / light / xl adapter whose features fit `unet`."""
-    return build_spatial_adapter(spatial_config_for_unet(unet, kind, condition_channels, num_res_blocks))
+    config = spatial_config_for_unet(unet, kind, condition_channels, num_res_blocks, downscale_factor)
+    return build_spatial_adapter(config)

@@ -26,6 +26,11 @@ from t2i_adapter.generation.single_file import PREDICTION_TYPES, SINGLE_FILE_SUF
 from t2i_adapter.hub import HUB_REPO, fetch, locate
 
 
+def vae_scale_factor(vae_config) -> int:
+    """Image pixels per latent pixel: the VAE halves the image once per block after the first."""
+    return 2 ** (len(vae_config.block_out_channels) - 1)
+
+
 @dataclass
 class BaseModel:
     """The components of a Stable Diffusion model; `text_encoder_2`/`tokenizer_2` only for SDXL."""
@@ -50,7 +55,7 @@ class BaseModel:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_scale_factor(self.vae.config)
 
     @property
     def native_resolution(self) -> int:

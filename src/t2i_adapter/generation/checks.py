@@ -34,6 +34,14 @@ def unet_feature_shapes(unet_config, latent_height: int, latent_width: int) -> l
     return shapes
 
 
+def adapter_downscale_factor(unet_config, vae_scale_factor: int) -> int:
+    """The downscale factor (image pixels per pixel of its first map) an adapter needs for this UNet:
+    the VAE's factor, doubled where the first down block takes its map after its downsampler (SDXL)."""
+    side = 64
+    first_height = unet_feature_shapes(unet_config, side, side)[0][1]
+    return vae_scale_factor * side // first_height
+
+
 def _model_label(base: BaseModel) -> str:
     family = "SDXL" if base.is_sdxl else "SD1.x/2.x"
     return f"model '{base.name}' ({family})" if base.name else f"the {family} model"

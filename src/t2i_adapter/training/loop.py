@@ -32,7 +32,8 @@ from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.checkpoints import load_adapter
 from t2i_adapter.conditions.options import parse_options
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
-from t2i_adapter.generation.base_model import load_base_model
+from t2i_adapter.generation.base_model import load_base_model, vae_scale_factor
+from t2i_adapter.generation.checks import adapter_downscale_factor
 from t2i_adapter.training import checkpointing
 from t2i_adapter.training.cache import LatentCache, build_cache, cache_fingerprint
 from t2i_adapter.training.check import DataReport, check_dataset, require_usable
@@ -303,17 +304,25 @@ def check_data(config: TrainConfig, source, tokenizer, accelerator: Accelerator)
     return source.keep_only(good) if isinstance(source, IndexedSource) else source
 
 
-def make_adapter(config: TrainConfig, base, condition_channels: int) -> torch.nn.Module:
-    """A new adapter sized for the base model's UNet, or the checkpoint to fine-tune."""
-    if config.adapter:
-        adapter = load_adapter(config.adapter)
-        if getattr(adapter, "adapter_kind", None) not in SPATIAL_KINDS:
-            raise ModelMismatchError(
-                f"{config.adapter}: only spatial adapters ({', '.join(SPATIAL_KINDS)}) can be trained"
-            )
-        return adapter
-    kind = config.adapter_type or ("xl" if base.is_sdxl else "full")
-    return new_adapter_for_unet(base.unet, kind, condition_channels)
+def make_adapter(config: TrainConfig, frozen: FrozenParts, condition_channels: int) -> torch.nn.Module:
+    """A new adapter sized for the base model (UNet levels and VAE factor), or the checkpoint to
+    fine-tune, checked to fit it before step 1."""
+    unet = frozen.base.unet
+    downscale = adapter_downscale_factor(unet.config, vae_scale_factor(frozen.vae_config))
+    if not config.adapter:
+        kind = config.adapter_type or ("xl" if frozen.is_sdxl else "full")
+        return new_adapter_for_unet(unet, kind, condition_channels, downscale_factor=downscale)
+    adapter = load_adapter(config.adapter)
+    if getattr(adapter, "adapter_kind", None) not in SPATIAL_KINDS:
+        raise ModelMismatchError(
+            f"{config.adapter}: only spatial adapters ({', '.join(SPATIAL_KINDS)}) can be trained"
+        )
+    got = getattr(adapter.config, "downscale_factor", downscale)
+    if got != downscale:
+        raise ModelMismatchError(
+            f"{config.adapter}: the adapter's downscale factor is {got}; {config.model} needs {downscale}"
+        )
+    return adapter
 
 
 def make_run(config: TrainConfig, accelerator: Accelerator, source, frozen: FrozenParts) -> TrainingRun:
@@ -328,7 +337,7 @@ def make_run(config: TrainConfig, accelerator: Accelerator, source, frozen: Froz
         base.unet.enable_gradient_checkpointing()
 
     set_seed(config.seed)  # python, numpy and torch: a new adapter's initial weights follow the seed
-    adapter = make_adapter(config, base, source.condition_channels)
+    adapter = make_adapter(config, frozen, source.condition_channels)
     source.condition_channels = adapter.in_condition_channels
     torch.nn.Module.to(adapter, device=accelerator.device, dtype=torch.float32)  # ModelMixin.to would warn
     adapter.requires_grad_(True).train()

@@ -63,6 +63,31 @@ def test_convert_errors_are_one_line_exit_2(tmp_path, capsys):
     assert not (tmp_path / "a.txt").exists()
 
 
+def test_overwrite_replaces_only_an_adapter_folder_or_an_empty_one(tmp_path, capsys):
+    torch.save(ref.random_full(CHANNELS, 2, 64), tmp_path / "a.pth")
+
+    def convert(out) -> int:
+        return main(
+            ["convert", str(tmp_path / "a.pth"), "--to", "diffusers", "--out", str(out), "--overwrite"]
+        )
+
+    mixed = tmp_path / "mixed"
+    assert convert(mixed) == 0 and convert(mixed) == 0  # an adapter's folder is replaced
+    (mixed / "notes.txt").write_text("mine")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "config.json").write_text("{}")  # a config.json alone is no adapter
+    for folder, named in ((mixed, "notes.txt"), (tmp_path / "photos", "no adapter weights")):
+        capsys.readouterr()
+        assert convert(folder) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(folder) in err and named in err and err.count("\n") == 1
+    assert (mixed / "notes.txt").read_text() == "mine" and (mixed / "config.json").is_file()
+    assert (tmp_path / "photos" / "config.json").read_text() == "{}"
+    (tmp_path / "empty").mkdir()
+    assert convert(tmp_path / "empty") == 0
+    assert (tmp_path / "empty" / "diffusion_pytorch_model.safetensors").is_file()
+
+
 def test_console_script_lists_convert():
     result = subprocess.run(
         [sys.executable, "-m", "t2i_adapter.interfaces.cli", "convert", "--help"],

@@ -24,6 +24,7 @@ from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
 from t2i_adapter.checkpoints.layout import LAYOUTS, ORIGINAL, from_module_layout
 from t2i_adapter.checkpoints.load import load_adapter
+from t2i_adapter.checkpoints.read import DIFFUSERS_WEIGHT_FILES
 from t2i_adapter.errors import InputFileError, ModelMismatchError, UnknownNameError
 from t2i_adapter.hub import PICKLE_SUFFIXES, SAFETENSORS_SUFFIX
 from t2i_adapter.io.atomic import atomic_folder, atomic_path
@@ -48,8 +49,26 @@ def original_state_dict(adapter: nn.Module) -> tuple[dict[str, torch.Tensor], di
 
 
 def _check_destination(dest: Path, overwrite: bool) -> None:
-    if dest.exists() and not overwrite:
+    """Overwrite replaces a file, an empty folder or an adapter's folder, never other files."""
+    if not dest.exists():
+        return
+    if not overwrite:
         raise InputFileError(dest, "already exists (pass overwrite=True / --overwrite to replace it)")
+    if not dest.is_dir():
+        return
+    names = {entry.name for entry in dest.iterdir() if entry.is_file()}
+    others = sorted(entry.name for entry in dest.iterdir() if entry.name not in ADAPTER_FOLDER_FILES)
+    if others or (names and not names & set(DIFFUSERS_WEIGHT_FILES)):
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "") or "no adapter weights"
+        raise InputFileError(
+            dest,
+            f"is a folder that does not hold an adapter ({listed}); --overwrite replaces only an "
+            "adapter's folder or an empty one",
+        )
+
+
+# What a diffusers adapter folder holds; a folder with anything else is not replaced.
+ADAPTER_FOLDER_FILES = frozenset(("config.json", *DIFFUSERS_WEIGHT_FILES))
 
 
 def _save_original(adapter: nn.Module, dest: Path) -> None:

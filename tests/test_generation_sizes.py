@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import T2IAdapterError, UnknownNameError
 from t2i_adapter.generation.checks import unet_feature_shapes
 from t2i_adapter.generation.schedulers import SCHEDULER_ALIASES, make_scheduler
-from t2i_adapter.generation.sizes import required_multiple, resolve_size, round_to_multiple
+from t2i_adapter.generation.sizes import required_multiple, resolve_size, round_size, round_to_multiple
 from tiny_models import tiny_scheduler, tiny_sd_components, tiny_sdxl_components
 
 
@@ -34,6 +36,26 @@ def test_resolve_size_rules():
     assert resolve_size(64, width=300, height=301) == (320, 320)
     assert resolve_size(64, width=512, condition_size=(1000, 500)) == (512, 256)  # keeps aspect
     assert resolve_size(64, default_side=512) == (512, 512)
+
+
+def test_rounding_keeps_the_aspect_ratio_of_small_pictures():
+    # 100x37 (2.70) rounded side by side was 112x32 (3.5); 96x32 (3.0) is the closest the multiple allows
+    assert resolve_size(16, condition_size=(100, 37), max_resolution=None) == (96, 32)
+    assert resolve_size(16, width=100, height=37) == (96, 32)
+    assert resolve_size(16, height=32, condition_size=(100, 37)) == (80, 32)  # 86.5 from the rounded 32
+
+    def aspect_error(size, width, height):
+        return abs(math.log(size[0] / size[1]) - math.log(width / height))
+
+    for width in range(17, 200, 7):
+        for height in range(17, 200, 11):
+            chosen = round_size(width, height, 16)
+            nearest = (round_to_multiple(width, 16), round_to_multiple(height, 16))
+            assert aspect_error(chosen, width, height) <= aspect_error(nearest, width, height) + 1e-9
+            assert all(
+                side % 16 == 0 and abs(side - value) < 16
+                for side, value in zip(chosen, (width, height), strict=True)
+            )
 
 
 def test_unet_feature_shapes_follow_the_blocks():

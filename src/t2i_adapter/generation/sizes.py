@@ -29,6 +29,25 @@ def round_to_multiple(value: float, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 
 
+def round_size(width: float, height: float, multiple: int) -> tuple[int, int]:
+    """Both sides to multiples, each rounded down or up: the pair whose aspect ratio is closest to
+    `width / height` (then the one whose area is closest), so small pictures keep their shape."""
+
+    def sides(value: float) -> set[int]:
+        return {
+            max(multiple, math.floor(value / multiple) * multiple),
+            max(multiple, math.ceil(value / multiple) * multiple),
+        }
+
+    aspect = math.log(max(width, 1e-6) / max(height, 1e-6))
+
+    def cost(size: tuple[int, int]) -> tuple[float, float]:
+        aspect_error = round(abs(math.log(size[0] / size[1]) - aspect), 9)  # ties: equal up to float noise
+        return aspect_error, abs(size[0] * size[1] - width * height)
+
+    return min(((w, h) for w in sides(width) for h in sides(height)), key=cost)
+
+
 def resolve_size(
     multiple: int,
     *,
@@ -47,25 +66,23 @@ def resolve_size(
     rounded.
     """
     if width is not None and height is not None:
-        return round_to_multiple(width, multiple), round_to_multiple(height, multiple)
+        return round_size(width, height, multiple)
     if condition_size is None:
         if width is None and height is None:
             return round_to_multiple(default_side, multiple), round_to_multiple(default_side, multiple)
         side = width if width is not None else height
         return round_to_multiple(side, multiple), round_to_multiple(side, multiple)
     cond_width, cond_height = condition_size
-    if width is not None:
-        return round_to_multiple(width, multiple), round_to_multiple(
-            width * cond_height / cond_width, multiple
-        )
+    if width is not None:  # the given side as asked, the other from it as rounded
+        width = round_to_multiple(width, multiple)
+        return width, round_to_multiple(width * cond_height / cond_width, multiple)
     if height is not None:
-        return round_to_multiple(height * cond_width / cond_height, multiple), round_to_multiple(
-            height, multiple
-        )
+        height = round_to_multiple(height, multiple)
+        return round_to_multiple(height * cond_width / cond_height, multiple), height
     if resize_short_edge is not None:
         scale = resize_short_edge / min(cond_width, cond_height)
     elif max_resolution is None:
         scale = 1.0
     else:
         scale = math.sqrt(max_resolution / (cond_width * cond_height))
-    return round_to_multiple(cond_width * scale, multiple), round_to_multiple(cond_height * scale, multiple)
+    return round_size(cond_width * scale, cond_height * scale, multiple)

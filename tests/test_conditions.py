@@ -193,11 +193,23 @@ def test_canny_thresholds_change_the_result():
 def test_color_is_piecewise_constant_in_64_pixel_blocks():
     rng = np.random.default_rng(2)
     image = Image.fromarray(rng.integers(0, 256, (192, 256, 3), dtype=np.uint8), "RGB")
-    palette = array(preprocess("color", image))
+    palette = array(preprocess("color", image, block_size=64))
     assert palette.shape == (192, 256, 3)
     blocks = palette.reshape(3, 64, 4, 64, 3)
     assert (blocks == blocks[:, :1, :, :1, :]).all()
     assert len({tuple(blocks[i, 0, j, 0]) for i in range(3) for j in range(4)}) > 1
+
+
+@pytest.mark.parametrize("size", [(64, 64), (512, 384), (40, 100)])
+def test_color_default_block_follows_the_picture_and_keeps_several_colours(size):
+    rng = np.random.default_rng(4)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+    palette = array(preprocess("color", image))
+    block = max(size) // 8  # 64 at 512 px, as the original
+    assert (palette == array(preprocess("color", image, block_size=block))).all()
+    assert len({tuple(pixel) for pixel in palette.reshape(-1, 3)}) >= 8
+    one_colour = array(preprocess("color", image, block_size=4096))  # an explicit block still wins
+    assert len({tuple(pixel) for pixel in one_colour.reshape(-1, 3)}) == 1
 
 
 def test_color_of_a_flat_image_keeps_its_colour():
@@ -230,6 +242,35 @@ def test_sketch_draws_white_lines_on_black_near_edges():
     assert lines[~ring].max() == 0
     soft = array(preprocess("sketch", white_square(), threshold=0))
     assert len(np.unique(soft)) > 2
+
+
+def white_on_black_drawing() -> Image.Image:
+    drawing = Image.new("RGB", (96, 96), (0, 0, 0))
+    pen = ImageDraw.Draw(drawing)
+    pen.ellipse((20, 20, 76, 76), outline=(255, 255, 255), width=2)
+    pen.line((10, 85, 85, 10), fill=(255, 255, 255), width=2)
+    return drawing
+
+
+def test_sketch_passes_a_white_on_black_drawing_through_once_noted(monkeypatch, caplog):
+    from t2i_adapter.conditions import basic
+
+    monkeypatch.setattr(basic, "_noted", set())
+    drawing = white_on_black_drawing()
+    with caplog.at_level("WARNING"):
+        first = array(preprocess("sketch", drawing))
+        preprocess("sketch", drawing)
+    assert np.array_equal(first, np.where(array(drawing.convert("L")) >= 128, 255, 0))
+    notes = [record.getMessage() for record in caplog.records if "sketch" in record.getMessage()]
+    assert len(notes) == 1 and "none" in notes[0] and "\n" not in notes[0]
+    traced = array(preprocess("sketch", drawing, keep_drawings=False))
+    assert (traced > 0).sum() > 1.5 * (first > 0).sum()  # XDoG draws both sides of each stroke
+
+
+def test_sketch_still_traces_photos_and_filled_shapes():
+    square = white_square(128, (50, 50, 77, 77))  # > 85 % black, but a filled shape, not strokes
+    lines = array(preprocess("sketch", square))
+    assert lines[55:72, 55:72].max() == 0  # the filled inside is not kept white
 
 
 def test_scribble_handles_both_polarities():

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 import original_adapter_reference as ref
 from t2i_adapter import load_adapter, save_adapter
+from t2i_adapter.adapters import CoAdapterFuser, SpatialAdapterConfig, StyleAdapter, build_spatial_adapter
 from t2i_adapter.checkpoints import convert_adapter, original_state_dict, read_checkpoint
 from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, UnknownNameError
 
@@ -201,6 +202,69 @@ def test_round_trip_original_diffusers_original_keeps_every_tensor(tmp_path):
         again = torch.load(back, weights_only=True)
         assert sorted(again) == sorted(sd), kind
         assert all(torch.equal(again[k], sd[k]) for k in sd), kind
+
+
+def _config(adapter) -> dict:
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in adapter.config.items() if not k.startswith("_")
+    }
+
+
+def _written_kinds():
+    """One adapter of every kind this package writes, with the sizes a file cannot always show:
+    the demo adapters' downscale 4 and non-default attention heads next to the released sizes."""
+    spatial = {
+        "full": SpatialAdapterConfig("full", 1, (8, 16), 2, 8),
+        "full-downscale-4": SpatialAdapterConfig("full", 1, (8, 16), 2, 4),
+        "full-3ch-downscale-4": SpatialAdapterConfig("full", 3, (8, 16), 2, 4),
+        "full-1-block": SpatialAdapterConfig("full", 3, (8, 16), 1, 8),
+        "xl": SpatialAdapterConfig("xl", 3, (8, 16), 2, 16),
+        "light": SpatialAdapterConfig("light", 3, (8, 16), 4, 8),
+        "light-downscale-4": SpatialAdapterConfig("light", 3, (8, 16), 4, 4),
+    }
+    cases = {name: build_spatial_adapter(config) for name, config in spatial.items()}
+    cases["style"] = StyleAdapter(width=16, context_dim=8, num_heads=8, num_layers=1, num_tokens=2)
+    cases["style-4-heads"] = StyleAdapter(width=16, context_dim=8, num_heads=4, num_layers=1, num_tokens=2)
+    cases["fuser"] = CoAdapterFuser(feature_channels=(8, 16), width=16, num_heads=8, num_layers=1)
+    cases["fuser-2-heads"] = CoAdapterFuser(feature_channels=(8, 16), width=16, num_heads=2, num_layers=1)
+    return cases
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_original_layout_loads_back_or_is_refused_before_writing(tmp_path, suffix):
+    refused = set()
+    for name, adapter in _written_kinds().items():
+        dest = tmp_path / f"{name}{suffix}"
+        try:
+            save_adapter(adapter, dest, "original")
+        except InputFileError as error:
+            assert str(error).startswith(f"{dest}: not written") and "\n" not in str(error)
+            assert ".safetensors" in str(error) and not dest.exists() and not list(tmp_path.glob(".*"))
+            refused.add(name)
+            continue
+        back = load_adapter(dest)
+        assert back.adapter_kind == adapter.adapter_kind, name
+        assert _config(back) == _config(adapter), name
+        ours = adapter.state_dict()
+        assert all(torch.equal(back.state_dict()[k], v) for k, v in ours.items()), name
+    if suffix == ".safetensors":
+        assert refused == set()  # the metadata keeps every config
+    else:  # a .pth holds only tensors: what the shapes cannot show is refused, with the reason
+        assert refused == {
+            "full-downscale-4",
+            "full-3ch-downscale-4",
+            "light-downscale-4",
+            "style-4-heads",
+            "fuser-2-heads",
+        }
+
+
+def test_convert_demo_adapter_to_original_pth_is_refused_and_safetensors_round_trips(tmp_path):
+    with pytest.raises(InputFileError, match="sketch.pth: not written.*8x8.*safetensors"):
+        convert_adapter("demo:sketch", tmp_path / "sketch.pth", to="original")
+    assert not (tmp_path / "sketch.pth").exists()
+    dest, adapter = convert_adapter("demo:sketch", tmp_path / "sketch.safetensors", to="original")
+    assert _config(load_adapter(dest)) == _config(adapter)
 
 
 def test_our_diffusers_folder_loads_in_diffusers(tmp_path, condition):

@@ -107,3 +107,12 @@ def test_convert_takes_the_dtype_names_generate_takes():
     for name in (*DTYPES, *DTYPE_ALIASES):  # bf16 and half were refused by convert before
         args = parser.parse_args(["convert", "a.pth", "--to", "original", "--out", "b.pth", "--dtype", name])
         assert args.dtype == name
+
+
+def test_convert_demo_adapter_to_original_pth_says_why_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "x.pth"
+    assert main(["convert", "demo:color", "--to", "original", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: not written") and err.count("\n") == 1
+    assert ".safetensors" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ write is atomic: a failure leaves the destination as it was.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from os import PathLike
 from pathlib import Path
@@ -19,10 +20,10 @@ from diffusers import T2IAdapter
 from safetensors.torch import save_file
 from torch import nn
 
-from t2i_adapter.adapters import describe_spatial_adapter
+from t2i_adapter.adapters import SpatialAdapterConfig, describe_spatial_adapter
 from t2i_adapter.adapters.kinds import SPATIAL_KINDS
-from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
-from t2i_adapter.checkpoints.layout import LAYOUTS, ORIGINAL, from_module_layout
+from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND, detect_adapter
+from t2i_adapter.checkpoints.layout import LAYOUTS, ORIGINAL, LayoutError, from_module_layout
 from t2i_adapter.checkpoints.load import load_adapter
 from t2i_adapter.checkpoints.read import DIFFUSERS_WEIGHT_FILES
 from t2i_adapter.errors import InputFileError, ModelMismatchError, UnknownNameError
@@ -46,6 +47,33 @@ def original_state_dict(adapter: nn.Module) -> tuple[dict[str, torch.Tensor], di
     converted = from_module_layout(tensors, kind, ORIGINAL, int(config.get("num_res_blocks", 0)))
     metadata = {"format": "pt", META_KIND: kind, META_CONFIG: json.dumps(config)}
     return converted, metadata
+
+
+def _plain(value: object) -> object:
+    """Tuples as lists, so a config read back compares equal to the one written."""
+    return json.loads(json.dumps(value))
+
+
+def _read_back_problem(kind: str, config: dict, state_dict: dict, metadata: dict | None) -> str | None:
+    """What reading `state_dict` back (as `load_adapter` does) would get wrong, or None."""
+    try:
+        detected = detect_adapter(state_dict, metadata=metadata)
+    except LayoutError as error:
+        return str(error).split("; ")[0]
+    if detected.kind != kind:
+        return f"it would read back as a {detected.kind} adapter"
+    if kind in SPATIAL_KINDS:
+        wanted = dataclasses.asdict(SpatialAdapterConfig.from_diffusers(config))
+        got = dataclasses.asdict(detected.config)
+    else:
+        got = dict(detected.config)
+        wanted = {key: config.get(key) for key in got}
+    wrong = [
+        f"{key} {wanted[key]} (read back as {got[key]})"
+        for key in got
+        if _plain(got[key]) != _plain(wanted[key])
+    ]
+    return ", ".join(wrong) or None
 
 
 def _check_destination(dest: Path, overwrite: bool) -> None:
@@ -78,6 +106,14 @@ def _save_original(adapter: nn.Module, dest: Path) -> None:
     if dest.is_dir():
         raise InputFileError(dest, "is a folder; the original layout is one .safetensors or .pth file")
     state_dict, metadata = original_state_dict(adapter)
+    kind, config = _kind_and_config(adapter)
+    problem = _read_back_problem(kind, config, state_dict, metadata if suffix == SAFETENSORS_SUFFIX else None)
+    if problem:
+        raise InputFileError(
+            dest,
+            f"not written: a {suffix} file in the original layout would not load back as this {kind} "
+            f"adapter ({problem}); write a .safetensors file (it keeps the config) or --to diffusers",
+        )
     with atomic_path(dest) as temp:
         if suffix == SAFETENSORS_SUFFIX:
             save_file(state_dict, str(temp), metadata=metadata)

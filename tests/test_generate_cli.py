@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.generation.settings import GenerationSettings
 from t2i_adapter.interfaces.cli.main import main
 from t2i_adapter.io.png import read_png_parameters
 from tiny_models import save_tiny_sd, tiny_adapter
@@ -321,3 +323,86 @@ def test_per_adapter_flags_beside_from_png_change_the_recorded_adapters(tmp_path
         (0, 0.25, 0.9),
         (0.5, 1, 1.0),
     ]
+
+
+def _record(files) -> dict:
+    """A valid record (what `generate` embeds), to spoil one field at a time."""
+    adapter = {"adapter": str(files / "adapter"), "cond": str(files / "cond.png")}
+    return GenerationSettings(
+        model=str(files / "model"), prompt="a box", adapters=[adapter], steps=2, device="cpu"
+    ).to_dict()
+
+
+HOSTILE_RECORDS = {
+    "adapters-not-list": {"adapters": "demo:sketch"},
+    "adapters-of-numbers": {"adapters": [1, 2]},
+    "adapter-without-name": {"adapters": [{"cond": "x.png"}]},
+    "adapter-name-number": {"adapters": [{"adapter": 5}]},
+    "model-number": {"model": 123},
+    "model-list": {"model": ["a", "b"]},
+    "steps-text": {"steps": "abc"},
+    "steps-fraction": {"steps": 1.5},
+    "steps-null": {"steps": None},
+    "steps-huge": {"steps": 1e9},
+    "steps-bool": {"steps": True},
+    "width-text": {"width": "64"},
+    "width-huge": {"width": 100000},
+    "size-over-limit": {"width": 8192, "height": 8192, "num_images": 4},
+    "seed-2-80": {"seed": 2**80},
+    "seed-negative": {"seed": -1},
+    "guidance-text": {"guidance_scale": "x"},
+    "guidance-nan": {"guidance_scale": float("nan")},
+    "weight-text": {"adapters": [{"adapter": "demo:sketch", "weight": "heavy"}]},
+    "prompt-number": {"prompt": 123},
+    "prompt-list": {"prompt": ["a", "b"]},
+    "scheduler-number": {"scheduler": 123},
+    "device-meta": {"device": "meta"},
+    "loras-not-list": {"loras": {"path": "x"}},
+    "max-resolution-huge": {"max_resolution": 10**12},
+    "attention-slicing-text": {"attention_slicing": "yes"},
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_pngs(files, tmp_path_factory):
+    """The hostile corpus: a PNG per bad record, plus JSON nested 200,000 deep."""
+    from PIL import PngImagePlugin
+
+    from t2i_adapter.io.png import PARAMETERS_KEY, save_png
+
+    folder = tmp_path_factory.mktemp("hostile")
+    for name, change in HOSTILE_RECORDS.items():
+        save_png(Image.new("RGB", (8, 8)), folder / f"{name}.png", {**_record(files), **change})
+    info = PngImagePlugin.PngInfo()
+    deep = "[" * 200_000 + "]" * 200_000
+    info.add_itxt(PARAMETERS_KEY, f'{{"model": "demo", "prompt": {deep}}}')
+    Image.new("RGB", (8, 8)).save(folder / "deep-json.png", pnginfo=info)
+    return folder
+
+
+@pytest.mark.parametrize("name", [*HOSTILE_RECORDS, "deep-json"])
+def test_from_png_hostile_record_is_one_error_line_and_writes_nothing(
+    files, hostile_pngs, tmp_path, name, capsys
+):
+    png = hostile_pngs / f"{name}.png"
+    out = tmp_path / "out"
+    assert main(["generate", "--from-png", str(png), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {png}: ") and "Traceback" not in captured.err
+    assert captured.out == "" and not out.exists() and sorted(tmp_path.iterdir()) == []
+
+
+def test_settings_check_types_and_ranges_in_one_place(files):
+    """The same checks hold for a jobs line or the web UI (both build settings with from_dict)."""
+    with pytest.raises(T2IAdapterError, match=r"^steps must be a whole number from 1 to 1000, not 'abc'$"):
+        GenerationSettings.from_dict({**_record(files), "steps": "abc"})
+    with pytest.raises(T2IAdapterError, match=r"^seed must be a whole number from 0 to 18446744073709551615"):
+        GenerationSettings.from_dict({**_record(files), "seed": 2**80})
+    with pytest.raises(T2IAdapterError, match="weight must be a number, not 'heavy'"):
+        GenerationSettings.from_dict({**_record(files), "adapters": [{"adapter": "a", "weight": "heavy"}]})
+    with pytest.raises(T2IAdapterError, match="over the limit of 16777216 pixels"):
+        GenerationSettings.from_dict({**_record(files), "width": 4096, "height": 4096, "num_images": 2})
+    settings = GenerationSettings.from_dict({**_record(files), "steps": 3.0, "seed": 2**64 - 1})
+    assert settings.steps == 3 and isinstance(settings.steps, int) and settings.seed == 2**64 - 1
+    assert GenerationSettings.from_dict({**_record(files), "width": 4096, "height": 4096}).width == 4096

@@ -7,22 +7,40 @@ does not is a one-line error naming it, never a fallback to another device.
 
 from __future__ import annotations
 
-import torch
+import re
+from typing import TYPE_CHECKING
 
 from t2i_adapter.errors import T2IAdapterError, UnknownNameError
 
+if TYPE_CHECKING:
+    import torch
+
 AUTO = "auto"
 DEVICE_NAMES = (AUTO, "cpu", "cuda", "cuda:N", "mps")
+_DEVICE_NAME = re.compile(r"(auto|cpu|cuda(:[0-9]{1,4})?|mps(:0)?)")
+
+
+def check_device_name(device: str | None) -> None:
+    """The one rule for a device's name (no torch needed, so settings check it before anything
+    loads): `auto`, `cpu`, `cuda`, `cuda:N` or `mps`; anything else (`meta`, `xla`) is refused."""
+    if device is not None and str(device).strip() and not _DEVICE_NAME.fullmatch(str(device).strip()):
+        raise UnknownNameError("device", str(device), DEVICE_NAMES)
 
 
 def mps_available() -> bool:
     """True when this torch build can use Apple's Metal GPU."""
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return backend is not None and backend.is_available()
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """`None`/`auto` -> CUDA, else MPS, else CPU; a named device is checked to exist here."""
+    import torch
+
+    if not isinstance(device, torch.device):
+        check_device_name(device)
     if device is None or str(device).strip() in ("", AUTO):
         if torch.cuda.is_available():
             return torch.device("cuda")

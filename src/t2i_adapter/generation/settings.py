@@ -3,10 +3,12 @@ PNG records, so an image can be made again from the file alone (`generate --from
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+import math
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any
 
 from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
+from t2i_adapter.devices import check_device_name
 from t2i_adapter.errors import T2IAdapterError, UnknownNameError
 
 # The original release's negative prompt (its inference scripts' default).
@@ -17,6 +19,15 @@ ORIGINAL_NEGATIVE_PROMPT = (
 DTYPES = ("float32", "float16", "bfloat16")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 SETTINGS_VERSION = 1
+# Bounds that keep one run finite: the schedulers' 1000 training timesteps, what
+# `torch.Generator.manual_seed` takes, and an output size (width x height x images) that a
+# typo such as width=100000 cannot turn into minutes of work and gigabytes of memory.
+MAX_STEPS = 1000
+MAX_SEED = 2**64 - 1
+MAX_SIDE = 8192
+MAX_IMAGES = 64
+MAX_OUTPUT_PIXELS = 16 * 1024 * 1024
+_KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
 
 
 def check_step_window(start: float, end: float, who: str) -> None:
@@ -33,7 +44,8 @@ def check_step_window(start: float, end: float, who: str) -> None:
 
 def _option(default: Any = MISSING, help: str = "", **cli: Any) -> Any:
     """A dataclass field whose help text (and, for `generate`, flag name, metavar and help group)
-    travels with it: the CLI's flags are made from these fields (see `interfaces/cli/generate.py`)."""
+    travels with it: the CLI's flags are made from these fields (see `interfaces/cli/generate.py`).
+    `minimum`/`maximum` bound a number field; `check_fields` enforces them and the field's type."""
     metadata = {"help": help, **cli}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
@@ -82,11 +94,59 @@ class AdapterSpec:
     )
 
     def __post_init__(self) -> None:
+        if not isinstance(self.adapter, str) or not self.adapter.strip():
+            raise T2IAdapterError(
+                f"an adapter must be named by text (hub id, folder, file), not {_shown(self.adapter)}"
+            )
+        check_fields(self, f"adapter '{self.adapter}': ")
         self.cond_options = _checked_options(self.adapter, self.cond_options)
-        self.weight = float(self.weight)
-        self.start = float(self.start)
-        self.end = float(self.end)
         check_step_window(self.start, self.end, f"adapter '{self.adapter}'")
+
+
+def check_fields(settings: Any, prefix: str = "") -> None:
+    """The one type-and-range check of a settings dataclass (`GenerationSettings`, `AdapterSpec`):
+    every plain field must hold its annotated type (`int`, `float`, `str`, `bool`, `| None`) within
+    its metadata's `minimum`/`maximum`; whole-number floats become ints and ints floats. Values read
+    from a PNG or a jobs line are untrusted, so a wrong one is one line naming the field."""
+    for spec in fields(settings):
+        kind = str(spec.type)
+        if kind.removesuffix(" | None") in _KINDS:
+            setattr(settings, spec.name, _checked_value(spec, getattr(settings, spec.name), prefix))
+
+
+def _checked_value(spec: Field, value: Any, prefix: str) -> Any:
+    base = str(spec.type).removesuffix(" | None")
+    if value is None and base != str(spec.type):
+        return None
+    low, high = spec.metadata.get("minimum"), spec.metadata.get("maximum")
+    checked = _as_kind(base, value)
+    if checked is None or (low is not None and checked < low) or (high is not None and checked > high):
+        bounds = f" from {low} to {high}" if low is not None and high is not None else ""
+        bounds = bounds or (f" of at least {low}" if low is not None else "")
+        raise T2IAdapterError(f"{prefix}{spec.name} must be {_KINDS[base]}{bounds}, not {_shown(value)}")
+    choices = spec.metadata.get("choices")
+    if choices and checked not in choices:
+        raise UnknownNameError(spec.name, checked, choices)
+    return checked
+
+
+def _as_kind(kind: str, value: Any) -> Any:
+    """`value` as `kind` (a whole-number float as an int, an int as a float), None if it is not one."""
+    if isinstance(value, bool) or kind == "bool":
+        return value if kind == "bool" and isinstance(value, bool) else None
+    if kind == "str":
+        return value if isinstance(value, str) else None
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    if kind == "float":
+        return float(value)
+    return int(value) if isinstance(value, int) or value.is_integer() else None
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it: its repr, cut short (a record may hold a huge one)."""
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _checked_options(adapter: str, options: Any) -> dict[str, str | int | float | bool]:
@@ -152,19 +212,31 @@ class GenerationSettings:
         "", "what to steer away from (empty: nothing)", metavar="TEXT", group="what to generate"
     )
 
-    steps: int = _option(50, "denoising steps", metavar="N", group="sampling")
+    steps: int = _option(50, "denoising steps", metavar="N", group="sampling", minimum=1, maximum=MAX_STEPS)
     guidance_scale: float = _option(7.5, "classifier-free guidance scale", metavar="SCALE", group="sampling")
-    seed: int = _option(42, "random seed", metavar="N", group="sampling")
-    num_images: int = _option(1, "images to generate", metavar="N", group="sampling")
+    seed: int = _option(42, "random seed", metavar="N", group="sampling", minimum=0, maximum=MAX_SEED)
+    num_images: int = _option(
+        1, "images to generate", metavar="N", group="sampling", minimum=1, maximum=MAX_IMAGES
+    )
 
     width: int | None = _option(
-        None, "output width (rounded to what the model needs)", metavar="PIXELS", group="size"
+        None,
+        "output width (rounded to what the model needs)",
+        metavar="PIXELS",
+        group="size",
+        minimum=1,
+        maximum=MAX_SIDE,
     )
     height: int | None = _option(
-        None, "output height (rounded to what the model needs)", metavar="PIXELS", group="size"
+        None,
+        "output height (rounded to what the model needs)",
+        metavar="PIXELS",
+        group="size",
+        minimum=1,
+        maximum=MAX_SIDE,
     )
     resize_short_edge: int | None = _option(
-        None, "scale the condition's short edge to N", metavar="N", group="size"
+        None, "scale the condition's short edge to N", metavar="N", group="size", minimum=1, maximum=MAX_SIDE
     )
     # The original scripts always used 512*512, which suits SD1.x only.
     max_resolution: int | None = _option(
@@ -173,6 +245,8 @@ class GenerationSettings:
         "64*64 for the demo)",
         metavar="PIXELS",
         group="size",
+        minimum=1,
+        maximum=MAX_OUTPUT_PIXELS,
     )
 
     scheduler: str = _option(
@@ -219,6 +293,9 @@ class GenerationSettings:
     )
 
     def __post_init__(self) -> None:
+        for name in ("adapters", "loras"):
+            if not isinstance(getattr(self, name), list | tuple):
+                raise T2IAdapterError(f"{name} must be a list of objects, not {_shown(getattr(self, name))}")
         self.adapters = [
             spec if isinstance(spec, AdapterSpec) else AdapterSpec(**spec) for spec in self.adapters
         ]
@@ -226,13 +303,14 @@ class GenerationSettings:
         self.dtype = DTYPE_ALIASES.get(self.dtype, self.dtype)
         if self.dtype not in DTYPES:
             raise UnknownNameError("dtype", self.dtype, [*DTYPES, *DTYPE_ALIASES])
-        for name in ("steps", "num_images"):
-            if int(getattr(self, name)) < 1:
-                raise T2IAdapterError(f"{name} must be at least 1, not {getattr(self, name)}")
-        for name in ("width", "height", "resize_short_edge", "max_resolution"):
-            value = getattr(self, name)
-            if value is not None and int(value) < 1:
-                raise T2IAdapterError(f"{name} must be at least 1, not {value}")
+        check_fields(self)
+        check_device_name(self.device)
+        # A side left out follows the condition's aspect within max_resolution: counted as 1 here.
+        if (self.width or 1) * (self.height or 1) * self.num_images > MAX_OUTPUT_PIXELS:
+            raise T2IAdapterError(
+                f"width x height x num_images = {self.width} x {self.height} x {self.num_images} is over the "
+                f"limit of {MAX_OUTPUT_PIXELS} pixels per run; make fewer or smaller images"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data, with a format version so later releases can read old PNGs."""
@@ -247,16 +325,8 @@ class GenerationSettings:
             raise T2IAdapterError("generation parameters need at least 'model' and 'prompt'")
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
-        spec_fields = {f.name for f in fields(AdapterSpec)}
-        values["adapters"] = [
-            AdapterSpec(**{key: value for key, value in spec.items() if key in spec_fields})
-            for spec in data.get("adapters", [])
-        ]
-        lora_fields = {f.name for f in fields(LoraSpec)}
-        values["loras"] = [
-            LoraSpec(**{key: value for key, value in spec.items() if key in lora_fields})
-            for spec in data.get("loras", [])
-        ]
+        values["adapters"] = _specs(AdapterSpec, data.get("adapters", []), "adapters")
+        values["loras"] = _specs(LoraSpec, data.get("loras", []), "loras")
         return cls(**values)
 
     def replace(self, **changes: Any) -> GenerationSettings:
@@ -265,3 +335,17 @@ class GenerationSettings:
         data["adapters"] = [s if isinstance(s, AdapterSpec) else AdapterSpec(**s) for s in data["adapters"]]
         data["loras"] = [s if isinstance(s, LoraSpec) else LoraSpec(**s) for s in data["loras"]]
         return GenerationSettings(**data)
+
+
+def _specs(kind: type, entries: Any, name: str) -> list:
+    """`AdapterSpec`s or `LoraSpec`s from a record's list of objects (unknown keys ignored)."""
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise T2IAdapterError(f"{name} must be a list of objects, not {_shown(entries)}")
+    known = {spec.name for spec in fields(kind)}
+    required = [
+        spec.name for spec in fields(kind) if spec.default is MISSING and spec.default_factory is MISSING
+    ]
+    for entry in entries:
+        if any(key not in entry for key in required):
+            raise T2IAdapterError(f"each of {name} needs {', '.join(repr(key) for key in required)}")
+    return [kind(**{key: value for key, value in entry.items() if key in known}) for entry in entries]

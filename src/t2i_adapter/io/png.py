@@ -94,6 +94,8 @@ def _parse(raw: str | None, name: str) -> dict[str, Any] | None:
         parameters = json.loads(raw)
     except json.JSONDecodeError:
         raise InputFileError(name, f"the '{PARAMETERS_KEY}' text chunk is not valid JSON") from None
+    except RecursionError:  # the decoder recurses once per nesting level
+        raise InputFileError(name, f"the '{PARAMETERS_KEY}' text chunk is nested too deeply") from None
     if not isinstance(parameters, dict):
         raise InputFileError(name, f"the '{PARAMETERS_KEY}' text chunk is not a JSON object")
     return parameters

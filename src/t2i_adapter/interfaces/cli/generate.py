@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from t2i_adapter.conditions.options import parse_option
-from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.errors import InputFileError, T2IAdapterError
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings, LoraSpec, check_step_window
 from t2i_adapter.interfaces.cli.dataclass_flags import add_field_flag, default_of, flag_of, help_of
 
@@ -261,7 +261,10 @@ def settings_from_png(args: argparse.Namespace, given: dict[str, Any]) -> Genera
     recorded = read_png_parameters(args.from_png)
     if recorded is None:
         raise T2IAdapterError(f"{args.from_png}: has no generation parameters (not made by t2i-adapter)")
-    settings = GenerationSettings.from_dict(recorded)
+    try:
+        settings = GenerationSettings.from_dict(recorded)
+    except T2IAdapterError as error:
+        raise InputFileError(args.from_png, f"recorded parameters cannot be used: {error}") from None
     given["adapters"] = adapter_specs(args) if args.adapter else recorded_adapters(args, settings.adapters)
     if args.resize_short_edge is not None and args.width is None and args.height is None:
         given.update(width=None, height=None)  # the recorded size would win over the short edge

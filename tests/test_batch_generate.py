@@ -104,7 +104,7 @@ def test_bad_lines_are_reported_by_number_and_the_rest_go_on(files, tmp_path):
     assert "not valid JSON" in problems[2]
     assert "unknown field 'promt'" in problems[3]
     assert "not a file name" in problems[4]
-    assert "steps must be at least 1" in problems[5]
+    assert "steps must be a whole number from 1 to 1000, not 0" in problems[5]
     assert "already used by line 6" in problems[7]
     assert "not a JSON object" in problems[9]
     report = run_jobs(jobs, tmp_path / "out")

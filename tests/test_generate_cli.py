@@ -217,6 +217,7 @@ def test_every_settings_field_is_a_flag_that_reaches_the_settings():
         "prompt": ("p", "p"),
         "prediction_type": ("v_prediction", "v_prediction"),
         "model_config": ("cfg", str(Path("cfg").absolute())),  # recorded absolute
+        "device": ("cuda:1", "cuda:1"),  # a device name, checked before anything loads
     }
     argv, expected = [], {}
     for field in fields(GenerationSettings):

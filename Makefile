@@ -29,7 +29,7 @@ demo: install
 test: install install-browser
 	$(PYTHON) -m ruff check src tests benchmarks
 	$(PYTHON) -m ruff format --check src tests benchmarks
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile  # a file per worker: the browser tests share one page
 
 lint: install
 	$(PYTHON) -m ruff check src tests benchmarks

@@ -295,7 +295,7 @@ def style_files(files):
     torch.manual_seed(0)
     save_tiny_clip_vision(files / "clip")
     style = StyleAdapter(width=16, context_dim=TINY_TEXT_DIM, num_heads=2, num_layers=1, num_tokens=4)
-    save_adapter(style, files / "style.pth", layout="original")
+    save_adapter(style, files / "style.safetensors", layout="original")  # a .pth would lose num_heads=2
     fuser = CoAdapterFuser(feature_channels=(32, 64), width=32, num_heads=2, num_layers=1)
     with torch.no_grad():
         for projection in fuser.spatial_ch_projs:
@@ -317,7 +317,7 @@ def test_style_adapter_alone_from_the_cli(style_files, tmp_path, capsys):
     files = style_files
     style = [
         "--adapter",
-        str(files / "style.pth"),
+        str(files / "style.safetensors"),
         "--cond-type",
         "style",
         "--cond",
@@ -347,7 +347,7 @@ def test_style_adapter_alone_from_the_cli(style_files, tmp_path, capsys):
 def test_style_adapter_with_a_spatial_adapter_and_a_fuser_from_the_cli(style_files, tmp_path, capsys):
     files = style_files
     spatial = ["--adapter", str(files / "adapter"), "--cond", str(files / "cond.png")]
-    style = ["--adapter", str(files / "style.pth"), "--cond", str(files / "photo.png")]
+    style = ["--adapter", str(files / "style.safetensors"), "--cond", str(files / "photo.png")]
     both = [
         *spatial,
         *style,

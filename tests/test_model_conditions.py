@@ -636,28 +636,11 @@ def test_pidinet_missing_hub_file_is_a_clear_error_offline():
 
 
 def test_seg_also_takes_semantic_segmentation_models(tmp_path):
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
-
     from t2i_adapter.conditions.segmentation import coco_stuff_palette
+    from tiny_models import save_tiny_segformer
 
-    torch.manual_seed(0)
     labels = {0: "grass", 1: "road", 2: "lamp"}  # lamp: no COCO-Stuff class, stays black
-    config = SegformerConfig(
-        num_encoder_blocks=2,
-        depths=[1, 1],
-        sr_ratios=[2, 1],
-        hidden_sizes=[8, 16],
-        patch_sizes=[7, 3],
-        strides=[4, 2],
-        num_attention_heads=[1, 2],
-        mlp_ratios=[2, 2],
-        decoder_hidden_size=16,
-        num_labels=3,
-        id2label=labels,
-        label2id={name: i for i, name in labels.items()},
-    )
-    SegformerForSemanticSegmentation(config).save_pretrained(tmp_path)
-    SegformerImageProcessor(size={"height": 64, "width": 64}).save_pretrained(tmp_path)
+    save_tiny_segformer(tmp_path, labels)
     palette = coco_stuff_palette()
     allowed = {tuple(int(v) for v in palette[i]) for i in (0, 124, 149)}  # unlabeled, grass, road
     result = preprocess("seg", _photo(80, 60), model=str(tmp_path))

@@ -210,7 +210,14 @@ def test_every_settings_field_is_a_flag_that_reaches_the_settings():
 
     from t2i_adapter.generation.settings import GenerationSettings, LoraSpec
 
-    values = {"int": "3", "int | None": "96", "float": "2.5", "str": "x", "str | None": "y"}
+    values = {
+        "int": "3",
+        "int | None": "96",
+        "float": "2.5",
+        "float | None": "0.5",
+        "str": "x",
+        "str | None": "y",
+    }
     special = {
         "dtype": ("bf16", "bfloat16"),
         "model": ("m", "m"),

@@ -183,6 +183,7 @@ def generate(
             resize_short_edge=settings.resize_short_edge,
             max_resolution=settings.max_resolution or pipeline.base.native_resolution**2,
             scheduler=settings.scheduler,
+            eta=settings.eta,
             fuser=fuser,
             callback=progress,
         )

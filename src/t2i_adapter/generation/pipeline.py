@@ -38,9 +38,9 @@ from t2i_adapter.generation.checks import (
 )
 from t2i_adapter.generation.prompts import check_time_ids_fit, encode_prompt, sdxl_add_time_ids
 from t2i_adapter.generation.sampling import denoise
-from t2i_adapter.generation.schedulers import make_scheduler
+from t2i_adapter.generation.schedulers import make_scheduler, set_steps
 from t2i_adapter.generation.sizes import required_multiple, resolve_size
-from t2i_adapter.generation.units import AdapterUnit, StepConditioning, UnitOutput
+from t2i_adapter.generation.units import AdapterUnit, StepConditioning, UnitOutput, warn_idle_units
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class T2IAdapterPipeline:
         max_resolution: int | None = None,
         scheduler: str | Any | None = None,
         fuser: torch.nn.Module | None = None,
-        eta: float = 0.0,
+        eta: float | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
         output_type: str = "pil",
     ) -> PipelineOutput:
@@ -127,6 +127,7 @@ class T2IAdapterPipeline:
         CPU so a seed gives the same noise on every device. `scheduler`: a name
         (`schedulers.make_scheduler`), a scheduler instance, or None for the model's own kind.
         `fuser`: a CoAdapter fuser mixing the active units (their `task` names the condition).
+        `eta`: the scheduler's step noise (DDIM's eta, TCD's gamma); None: the scheduler's default.
         `callback(info)` gets `step` (steps completed, 1..total), `total`, `timestep`, `latents`,
         `adapters_active` after each step. `output_type`: `pil`, `np` (float (N, H, W, 3) in [0, 1]), `pt` or `latent`.
         Raises `ModelMismatchError` before any sampling when an adapter does not fit the model.
@@ -157,6 +158,7 @@ class T2IAdapterPipeline:
         )
         scheduler = self._scheduler(scheduler, steps)
         conditioning.at(0, len(scheduler.timesteps))  # the fuser (if any) fails here, not mid-run
+        warn_idle_units(units, len(scheduler.timesteps))
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(int(seed if seed is not None else 42))
         latents = self._initial_latents(conditioning.batch_size, width, height, scheduler, generator)
@@ -277,7 +279,7 @@ class T2IAdapterPipeline:
         """A fresh scheduler (no state shared between calls) set to `steps` steps."""
         if scheduler is None or isinstance(scheduler, str):
             scheduler = make_scheduler(scheduler or type(self.base.scheduler).__name__, self.base.scheduler)
-        scheduler.set_timesteps(steps, device=self.execution_device)
+        set_steps(scheduler, steps, self.execution_device)
         return scheduler
 
     def _initial_latents(

@@ -12,14 +12,23 @@ from typing import Any
 
 import torch
 
+from t2i_adapter.errors import T2IAdapterError
 from t2i_adapter.generation.units import StepConditioning
 
 
-def step_kwargs(scheduler, generator: torch.Generator | None, eta: float = 0.0) -> dict[str, Any]:
-    """The optional arguments this scheduler's `step` accepts (DDIM's eta, ancestral noise)."""
+def step_kwargs(scheduler, generator: torch.Generator | None, eta: float | None = None) -> dict[str, Any]:
+    """The optional arguments this scheduler's `step` accepts (DDIM's eta, TCD's gamma, noise).
+
+    `eta=None` leaves the scheduler's own default (DDIM 0, TCD 0.3); an eta given to a scheduler
+    whose step has none is refused rather than silently ignored.
+    """
     accepted = set(inspect.signature(scheduler.step).parameters)
     kwargs: dict[str, Any] = {}
-    if "eta" in accepted:
+    if eta is not None:
+        if "eta" not in accepted:
+            raise T2IAdapterError(
+                f"eta applies to schedulers whose step takes it (ddim, tcd, ...), not {type(scheduler).__name__}"
+            )
         kwargs["eta"] = eta
     if "generator" in accepted:
         kwargs["generator"] = generator
@@ -35,7 +44,7 @@ def denoise(
     *,
     guidance_scale: float,
     generator: torch.Generator | None = None,
-    eta: float = 0.0,
+    eta: float | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> torch.Tensor:
     """Run the scheduler's timesteps from noise `latents` (B, 4, h, w) to clean latents.

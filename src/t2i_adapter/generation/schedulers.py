@@ -1,7 +1,12 @@
 """Schedulers by name: short names users know (`ddim`, `euler_a`, `dpm++_2m_karras`, ...) or any
 diffusers scheduler class that works with Stable Diffusion's noise schedule (the base
 scheduler's `compatibles`). Each generation gets a fresh scheduler built from the model's own
-scheduler config, so concurrent generations never share step state."""
+scheduler config, so concurrent generations never share step state.
+
+Few-step LoRAs come with their samplers: `lcm` (LCM-LoRA), `tcd` (TCD, Hyper-SD's one-step
+LoRA; its `eta` is TCD's gamma), `ddim_trailing` / `euler_trailing` (Hyper-SD's N-step and
+SDXL-Lightning LoRAs: the schedule starts at the last training timestep). See
+docs/workflows.md, "Few-step sampling"."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Any
 
 import diffusers
 
-from t2i_adapter.errors import UnknownNameError
+from t2i_adapter.errors import T2IAdapterError, UnknownNameError
 
 # short name -> (diffusers class name, config overrides)
 SCHEDULER_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -30,6 +35,9 @@ SCHEDULER_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "unipc": ("UniPCMultistepScheduler", {}),
     "deis": ("DEISMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
+    "tcd": ("TCDScheduler", {}),
+    "ddim_trailing": ("DDIMScheduler", {"timestep_spacing": "trailing"}),
+    "euler_trailing": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
 }
 
 
@@ -59,3 +67,15 @@ def make_scheduler(name: str, base_scheduler):
             raise UnknownNameError("scheduler", name, available_schedulers(base_scheduler))
         scheduler_class = candidate
     return scheduler_class.from_config(base_scheduler.config, **overrides)
+
+
+def set_steps(scheduler, steps: int, device=None) -> None:
+    """`scheduler.set_timesteps(steps)`, with the one limit a scheduler may have as one line: LCM
+    and TCD pick their steps among `original_inference_steps` (50) and take no more than that."""
+    limit = scheduler.config.get("original_inference_steps")
+    if limit is not None and steps > limit:
+        raise T2IAdapterError(
+            f"the {type(scheduler).__name__} takes at most {limit} steps (its original_inference_steps), "
+            f"not {steps}; few-step schedulers are meant for 2-8"
+        )
+    scheduler.set_timesteps(steps, device=device)

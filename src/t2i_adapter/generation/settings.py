@@ -250,7 +250,18 @@ class GenerationSettings:
     )
 
     scheduler: str = _option(
-        "ddim", "euler, euler_a, dpm++_2m, unipc, ... or a diffusers class", metavar="NAME", group="sampling"
+        "ddim",
+        "euler, euler_a, dpm++_2m, unipc, lcm, tcd, ddim_trailing, euler_trailing, ... or a diffusers class",
+        metavar="NAME",
+        group="sampling",
+    )
+    eta: float | None = _option(
+        None,
+        "the scheduler's step noise: DDIM's eta, TCD's gamma (default: the scheduler's own, DDIM 0, TCD 0.3)",
+        metavar="ETA",
+        group="sampling",
+        minimum=0.0,
+        maximum=1.0,
     )
     loras: list[LoraSpec] = _option(
         [],

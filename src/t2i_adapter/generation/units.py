@@ -12,6 +12,7 @@ active units: the extra cost per step is a dictionary look-up.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.adapters.spatial import describe_spatial_adapter
 from t2i_adapter.errors import ModelMismatchError
 from t2i_adapter.generation.settings import check_step_window
+
+logger = logging.getLogger(__name__)
 
 
 def describe_adapter(adapter: torch.nn.Module) -> torch.nn.Module:
@@ -76,6 +79,28 @@ class AdapterUnit:
         """The original `cond_tau` rule, generalised: active while start <= step/total < end."""
         fraction = step / total_steps
         return self.start <= fraction < self.end
+
+
+def warn_idle_units(units: list[AdapterUnit], total_steps: int) -> None:
+    """One warning per adapter whose window holds none of this run's steps.
+
+    With few steps (LCM/TCD: 2-8) the steps sit at coarse fractions (4 steps: 0, .25, .5, .75),
+    so a window such as 0.3:0.45 that acts on 50 steps acts on none of 4; the run goes on (it is
+    the no-adapter picture for that adapter), but not silently.
+    """
+    for unit in units:
+        if not any(unit.is_active(step, total_steps) for step in range(total_steps)):
+            fractions = ", ".join(f"{step / total_steps:g}" for step in range(min(total_steps, 8)))
+            more = ", ..." if total_steps > 8 else ""
+            logger.warning(
+                "%s: its step range %g:%g holds none of the %d steps (at fractions %s%s); it does not act",
+                unit.label,
+                unit.start,
+                unit.end,
+                total_steps,
+                fractions,
+                more,
+            )
 
 
 @dataclass

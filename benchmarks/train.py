@@ -9,6 +9,8 @@ data, each in its own child process (so peak memory is per mode), one after the 
     python benchmarks/train.py --full-size            # SD1.5 architecture, random weights, GPU:
                                                       # 512 px, batch 8, bf16, gradient checkpointing
     python benchmarks/train.py --write-docs           # also put the table into docs/benchmarks.md
+    python benchmarks/train.py --compile              # + a row: plain with `train --compile`
+    python benchmarks/train.py --checkpointing-cost   # plain with gradient checkpointing off and on
 
 Not a test: numbers go to docs/benchmarks.md ("Training").
 """
@@ -100,6 +102,7 @@ def run_child(args: argparse.Namespace) -> None:
         cache_latents=cached,
         mixed_precision=args.mixed_precision,
         gradient_checkpointing=args.gradient_checkpointing,
+        compile=args.compile,
         progress=False,
     )
     if torch.cuda.is_available():
@@ -118,7 +121,7 @@ def run_child(args: argparse.Namespace) -> None:
     ]
     step_seconds = statistics.median(durations)
     result = {
-        "mode": args.child,
+        "mode": args.label or args.child,
         "samples_per_second": args.batch_size / step_seconds,
         "seconds_before_loop": total - seconds[-1],  # loading, data check, (caching)
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -133,19 +136,36 @@ def run_child(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_mode(mode: str, args: argparse.Namespace, model: Path, data: Path, work: Path) -> dict:
+def modes(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
+    """The rows: (label, child mode, extra child flags); the first row is the 1.00x reference."""
+    checkpointing = ["--gradient-checkpointing", args.gradient_checkpointing]
+    if args.checkpointing_cost:
+        return [
+            ("plain, checkpointing off", "plain", ["--gradient-checkpointing", "off"]),
+            ("plain, checkpointing on", "plain", ["--gradient-checkpointing", "on"]),
+        ]
+    rows = [("plain", "plain", checkpointing), ("cached", "cached", checkpointing)]
+    if args.compile:
+        rows.insert(1, ("plain, --compile", "plain", [*checkpointing, "--compile"]))
+    return rows
+
+
+def run_mode(
+    mode: tuple[str, str, list[str]], args: argparse.Namespace, model: Path, data: Path, work: Path
+) -> dict:
+    label, child, extra = mode
     command = [
-        sys.executable, __file__, "--child", mode, "--model-dir", str(model), "--data-dir", str(data),
-        "--work", str(work), "--resolution", str(args.resolution), "--batch-size", str(args.batch_size),
+        sys.executable, __file__, "--child", child, "--label", label, "--model-dir", str(model),
+        "--data-dir", str(data), "--work", str(work / label.replace(" ", "_").replace(",", "")),
+        "--resolution", str(args.resolution), "--batch-size", str(args.batch_size),
         "--steps", str(args.steps), "--warmup", str(args.warmup), "--mixed-precision", args.mixed_precision,
+        *extra,
     ]  # fmt: skip
-    if args.gradient_checkpointing:
-        command.append("--gradient-checkpointing")
     completed = subprocess.run(command, capture_output=True, text=True)
     for line in completed.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"{mode} run failed:\n{completed.stderr[-3000:]}")
+    raise RuntimeError(f"{label} run failed:\n{completed.stderr[-3000:]}")
 
 
 def describe_machine() -> str:
@@ -162,7 +182,8 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"Model: {model}; {args.resolution}x{args.resolution}, batch {args.batch_size}, "
         f"{args.steps} timed steps after {args.warmup} warmup steps, mixed precision {args.mixed_precision}, "
-        f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; {describe_machine()}; "
+        f"gradient checkpointing {'as in each row' if args.checkpointing_cost else args.gradient_checkpointing}; "
+        f"{describe_machine()}; "
         f"torch {torch.__version__}.",
         "",
         "| mode | samples/s | speed-up | set-up before the loop (s) | peak RSS (GiB) |"
@@ -226,10 +247,19 @@ def main() -> None:
     parser.add_argument(
         "--mixed-precision", choices=("no", "fp16", "bf16"), help="default: no tiny, bf16 full"
     )
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="default on for --full-size")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        choices=("auto", "on", "off"),
+        help="default: on for --full-size, else off",
+    )
+    parser.add_argument("--compile", action="store_true", help="add a row: plain with train --compile")
+    parser.add_argument(
+        "--checkpointing-cost", action="store_true", help="only plain, gradient checkpointing off and on"
+    )
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     # child-process arguments (internal)
     parser.add_argument("--child", choices=("plain", "cached"), help=argparse.SUPPRESS)
+    parser.add_argument("--label", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -240,19 +270,21 @@ def main() -> None:
     args.resolution = args.resolution or (512 if args.full_size else 64)
     args.batch_size = args.batch_size or (8 if args.full_size else 4)
     args.mixed_precision = args.mixed_precision or ("bf16" if args.full_size else "no")
-    args.gradient_checkpointing = args.gradient_checkpointing or args.full_size
+    args.gradient_checkpointing = args.gradient_checkpointing or ("on" if args.full_size else "off")
     samples = args.samples or args.batch_size * (args.steps + args.warmup)
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
         model = write_model(work / "model", args.full_size)
         data = write_data(work / "data", samples, args.resolution)
-        results = [run_mode(mode, args, model, data, work) for mode in ("plain", "cached")]
+        results = [run_mode(mode, args, model, data, work) for mode in modes(args)]
     text = table(results, args)
     print(text)
     if args.write_docs:
         device = "GPU" if torch.cuda.is_available() else "CPU"
         model = "SD1.5 architecture" if args.full_size else "Tiny model"
         label = f"{model}, {device}, {args.resolution} px"
+        label += ", gradient checkpointing off vs on" if args.checkpointing_cost else ""
+        label += ", --compile" if args.compile and not args.checkpointing_cost else ""
         write_docs(text, label)
 
 

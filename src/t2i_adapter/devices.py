@@ -58,3 +58,31 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if chosen.type == "mps" and not mps_available():
         raise T2IAdapterError(f"device '{device}' asked for, but this torch build sees no Apple MPS GPU")
     return chosen
+
+
+COMPILERS = ("g++", "c++", "clang++")  # what torch.compile's inductor needs on the CPU
+
+
+def compile_supported(device: torch.device) -> tuple[bool, str]:
+    """Whether `torch.compile` (inductor) can run on `device` here, and if not why (cheap checks,
+    nothing compiled): not on MPS, not without a C++ compiler on the CPU, not without Triton on
+    CUDA. The one probe for `train --compile` and `generate --compile`."""
+    import os
+    import shutil
+
+    import torch
+
+    if device.type == "mps":
+        return False, "torch.compile is not supported on MPS"
+    if not torch._dynamo.is_dynamo_supported():
+        return False, "torch.compile does not support this Python"
+    if device.type == "cpu":
+        names = [os.environ["CXX"]] if os.environ.get("CXX") else list(COMPILERS)
+        if not any(shutil.which(name) for name in names):
+            return False, "no C++ compiler (g++ or clang++) for torch.compile on the CPU"
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return False, "torch.compile on CUDA needs Triton (pip install triton)"
+    return True, ""

@@ -24,6 +24,7 @@ DATA_FORMATS = ("auto", "meta", "folder", "jsonl", "webdataset", "hf")
 TIMESTEP_SAMPLINGS = ("auto", "uniform", "cubic")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 OPTIMIZERS = ("auto", "adamw", "adamw8bit")
+CHECKPOINTING = ("auto", "on", "off")
 LR_SCHEDULERS = (
     "constant",
     "constant_with_warmup",
@@ -104,8 +105,15 @@ class TrainConfig:
     mixed_precision: str = _option(
         "no", "no, fp16 or bf16 (frozen models in that dtype, autocast)", choices=MIXED_PRECISIONS
     )
-    gradient_checkpointing: bool = _option(
-        False, "recompute UNet activations in the backward pass (less memory)"
+    gradient_checkpointing: str = _option(
+        "auto",
+        "recompute UNet activations in the backward pass: less memory, a slower step; auto: on only "
+        "when the batch would not fit without it (off on the CPU)",
+        choices=CHECKPOINTING,
+        const="on",  # a bare --gradient-checkpointing (and true in a config file) is on
+    )
+    compile: bool = _option(
+        False, "torch.compile the frozen UNet and the adapter (eager, with a warning, where unsupported)"
     )
 
     # --- data loading and caching ------------------------------------------------------------
@@ -146,6 +154,7 @@ class TrainConfig:
                 raise T2IAdapterError(
                     f"training needs '{name}' (--{name.replace('_', '-')} or the config file)"
                 )
+        self.gradient_checkpointing = _to_switch(self.gradient_checkpointing)
         choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(self)}
         for name, valid in choices.items():
             value = getattr(self, name)
@@ -250,6 +259,14 @@ def _to_bool(value: Any) -> bool:
         return parse_bool(value)
     if not isinstance(value, bool):
         raise ValueError(value)
+    return value
+
+
+def _to_switch(value: Any) -> Any:
+    """`auto|on|off` settings that were booleans (older config files, `gradient_checkpointing=True`)."""
+    word = parse_bool(value) if isinstance(value, str) else value
+    if isinstance(word, bool):
+        return "on" if word else "off"
     return value
 
 

@@ -62,6 +62,7 @@ from t2i_adapter.training.evaluation import TrainingEvaluator
 from t2i_adapter.training.logs import TrainingLog
 from t2i_adapter.training.objective import FrozenParts, check_prediction_type, compute_loss
 from t2i_adapter.training.optim import make_lr_scheduler, make_optimizer
+from t2i_adapter.training.speed import compile_for_training, set_gradient_checkpointing
 from t2i_adapter.training.validation import ValidationSet, choose_validation_set, make_validation_images
 
 logger = logging.getLogger("t2i_adapter.training")
@@ -333,14 +334,23 @@ def make_run(config: TrainConfig, accelerator: Accelerator, source, frozen: Froz
     timestep_sampling = config.timestep_sampling
     if timestep_sampling == "auto":
         timestep_sampling = "cubic" if base.is_sdxl else "uniform"
-    if config.gradient_checkpointing:
-        base.unet.enable_gradient_checkpointing()
 
     set_seed(config.seed)  # python, numpy and torch: a new adapter's initial weights follow the seed
     adapter = make_adapter(config, frozen, source.condition_channels)
     source.condition_channels = adapter.in_condition_channels
     torch.nn.Module.to(adapter, device=accelerator.device, dtype=torch.float32)  # ModelMixin.to would warn
     adapter.requires_grad_(True).train()
+    set_gradient_checkpointing(
+        config.gradient_checkpointing,
+        frozen,
+        adapter,
+        batch_size=config.batch_size,
+        resolution=config.resolution,
+        device=accelerator.device,
+        autocast=accelerator.autocast,
+    )
+    if config.compile:
+        compile_for_training(frozen, adapter, accelerator.device)
     optimizer = make_optimizer(adapter.parameters(), config, accelerator.device)
     return TrainingRun(
         config=config,

@@ -106,6 +106,12 @@ class FrozenParts:
     weight_dtype: torch.dtype
     empty_embeds: torch.Tensor | None = None  # (77, D) cached empty caption, for caption dropout
     empty_pooled: torch.Tensor | None = None  # (P,) its SDXL pooled embedding
+    train_unet: Any = None  # with --compile: the compiled UNet the loss calls (else base.unet)
+
+    @property
+    def unet(self) -> Any:
+        """The UNet the loss calls: compiled with --compile, else the base model's."""
+        return self.train_unet if self.train_unet is not None else self.base.unet
 
 
 def _latent_posterior(batch: TrainingBatch, frozen: FrozenParts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +170,7 @@ def compute_loss(
         added_conditions = {"text_embeds": pooled.to(dtype), "time_ids": batch.time_ids.to(dtype)}
 
     features = adapter(batch.conditions)  # list of (B, C_i, H_i, W_i)
-    prediction = frozen.base.unet(
+    prediction = frozen.unet(
         noisy_latents,
         timesteps,
         encoder_hidden_states=embeds.to(dtype),

@@ -50,6 +50,8 @@ def add_field_flag(
     else:
         options["type"] = _TYPES.get(kind, str)
         options["choices"] = field.metadata.get("choices")
+        if "const" in field.metadata:  # the flag alone means this value (`--gradient-checkpointing`: on)
+            options.update(nargs="?", const=field.metadata["const"])
     if "metavar" in field.metadata:
         options["metavar"] = field.metadata["metavar"]
     options.update(overrides)

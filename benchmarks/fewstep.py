@@ -2,7 +2,8 @@
 
 The settings run alternately in one process (`--repeats` rounds, each setting once per round, the
 same scene and seed), so a busy machine slows them alike; reported per setting: UNet calls per
-image, median wall-clock and process CPU seconds per image, and the speed-up over the first row.
+image, median wall-clock and process CPU seconds per image, and the speed-ups over the first row
+(CPU time is the steadier one on a shared machine).
 
     python benchmarks/fewstep.py                        # the demo model + demo:sketch, CPU, 64 px
     python benchmarks/fewstep.py --model stable-diffusion-v1-5/stable-diffusion-v1-5 \
@@ -73,16 +74,19 @@ def main() -> None:
                 runs[label].append((time.perf_counter() - wall, time.process_time() - cpu))
 
     base_wall = statistics.median(w for w, _ in runs[SETTINGS[0][0]])
+    base_cpu = statistics.median(c for _, c in runs[SETTINGS[0][0]])
     print(
         f"{args.model} + {args.adapter}, {args.device}, {args.dtype}, median of {args.repeats}, torch {torch.__version__}"
     )
-    print("| sampler | UNet calls (batch) | s / image | CPU s / image | speed-up |")
-    print("|---|---|---|---|---|")
+    print("| sampler | UNet calls (batch) | s / image | CPU s / image | speed-up (wall) | speed-up (CPU) |")
+    print("|---|---|---|---|---|---|")
     for label, _, steps, guidance in SETTINGS:
         wall = statistics.median(w for w, _ in runs[label])
         cpu = statistics.median(c for _, c in runs[label])
         calls = f"{steps} x {2 if guidance > 1 else 1}"
-        print(f"| {label} | {calls} | {wall:.3f} | {cpu:.3f} | {base_wall / wall:.1f}x |")
+        print(
+            f"| {label} | {calls} | {wall:.3f} | {cpu:.3f} | {base_wall / wall:.1f}x | {base_cpu / cpu:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

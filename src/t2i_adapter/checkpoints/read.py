@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,9 @@ def read_pickle(path: Path, *, mmap: bool = False) -> object:
 
     `mmap=True` maps a zip-format file instead of reading it (large base-model checkpoints)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         message = str(error)
         unsafe = re.search(r"GLOBAL (\S+)", message)  # "Unsupported global: GLOBAL mod.Name ..."
@@ -114,6 +117,8 @@ def read_pickle(path: Path, *, mmap: bool = False) -> object:
             else "not a PyTorch checkpoint"
         )
         raise InputFileError(path, f"cannot read it as a PyTorch checkpoint ({detail})") from None
+    except Exception:  # the safe unpickler fails on arbitrary bytes in many ways (IndexError, ...)
+        raise InputFileError(path, "not a PyTorch checkpoint (cannot unpickle it)") from None
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

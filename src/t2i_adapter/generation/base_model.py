@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from t2i_adapter.checkpoints.read import read_pickle
 from t2i_adapter.errors import (
     InputFileError,
     MissingWeightsError,
@@ -23,7 +25,11 @@ from t2i_adapter.errors import (
     first_line,
 )
 from t2i_adapter.generation.single_file import PREDICTION_TYPES, SINGLE_FILE_SUFFIXES, load_single_file
-from t2i_adapter.hub import HUB_REPO, fetch, locate
+from t2i_adapter.hub import HUB_REPO, PICKLE_SUFFIXES, fetch, locate
+
+
+# what diffusers and transformers raise for a model's files they cannot read
+LOAD_ERRORS = (OSError, ValueError, json.JSONDecodeError, pickle.UnpicklingError)
 
 
 def vae_scale_factor(vae_config) -> int:
@@ -121,6 +127,43 @@ def _load_components(
         return dict(DiffusionPipeline.from_pretrained(str(source), torch_dtype=dtype, **extra).components)
 
 
+def _refused_pickle(folder: Path) -> InputFileError | None:
+    """Why a pickled weights file of a model folder cannot be read safely (None: all can).
+
+    diffusers and transformers unpickle `.bin` files with `weights_only=True`, which refuses (never
+    runs) a pickle that calls code, but their error names neither the file nor the reason; this
+    reads each pickled file with our own safe reader to say which one it is."""
+    for path in sorted(folder.glob("*/*")):
+        if path.suffix in PICKLE_SUFFIXES and path.is_file():
+            try:
+                read_pickle(path, mmap=True)
+            except InputFileError as error:
+                return error
+    return None
+
+
+def _load_error(source: str | Path, name: str, error: Exception) -> T2IAdapterError | None:
+    """One line for a model diffusers could not load: the refused file, the folder, or the hub
+    (None: not a problem with the model's files, a bug to show as it is)."""
+    reason = first_line(error)
+    if isinstance(source, Path):
+        refused = _refused_pickle(source)
+        if refused is None and not isinstance(error, LOAD_ERRORS):
+            return None
+        return refused or InputFileError(source, f"cannot load the model: {reason}")
+    if not isinstance(error, LOAD_ERRORS):
+        return None
+    if isinstance(error, pickle.UnpicklingError):
+        return T2IAdapterError(
+            f"model '{name}': a pickled weights file was refused by the safe loader (it could run code); "
+            "use the model's .safetensors files"
+        )
+    return MissingWeightsError(
+        f"could not get model '{name}' from the Hugging Face hub ({reason}); download it "
+        f"once with network access (kept in the cache under HF_HOME), or pass a local diffusers folder"
+    )
+
+
 def with_prediction_type(scheduler: Any, prediction_type: str | None) -> Any:
     """The model's scheduler, predicting `prediction_type` (`epsilon` / `v_prediction`) when given."""
     if prediction_type is None or scheduler.config.get("prediction_type") == prediction_type:
@@ -149,14 +192,11 @@ def load_base_model(
             components = _load_components(source, dtype, model_config, prediction_type)
     except T2IAdapterError:
         raise
-    except (OSError, ValueError, json.JSONDecodeError) as error:
-        reason = first_line(error)
-        if isinstance(source, Path):
-            raise InputFileError(source, f"cannot load the model: {reason}") from error
-        raise MissingWeightsError(
-            f"could not get model '{name_or_path}' from the Hugging Face hub ({reason}); download it "
-            f"once with network access (kept in the cache under HF_HOME), or pass a local diffusers folder"
-        ) from error
+    except Exception as error:  # the safe unpickler under diffusers/transformers fails in many ways
+        failure = _load_error(source, name_or_path, error)
+        if failure is None:
+            raise
+        raise failure from None
     model = BaseModel(
         unet=components["unet"],
         vae=components["vae"],
@@ -190,7 +230,10 @@ def quiet_loading():
     transformers_logging.set_verbosity_error()
     diffusers_logging.set_verbosity_error()
     try:
-        yield
+        with warnings.catch_warnings():
+            # torch's safe unpickler on a refused .bin: the error we raise says it in one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            yield
     finally:
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()

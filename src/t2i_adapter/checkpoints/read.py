@@ -94,7 +94,9 @@ def read_pickle(path: Path, *, mmap: bool = False) -> object:
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal below says it all
             warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+            return torch.load(
+                path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path)
+            )
     except pickle.UnpicklingError as error:
         message = str(error)
         unsafe = re.search(r"GLOBAL (\S+)", message)  # "Unsupported global: GLOBAL mod.Name ..."

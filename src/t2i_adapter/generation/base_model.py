@@ -27,7 +27,6 @@ from t2i_adapter.errors import (
 from t2i_adapter.generation.single_file import PREDICTION_TYPES, SINGLE_FILE_SUFFIXES, load_single_file
 from t2i_adapter.hub import HUB_REPO, PICKLE_SUFFIXES, fetch, locate
 
-
 # what diffusers and transformers raise for a model's files they cannot read
 LOAD_ERRORS = (OSError, ValueError, json.JSONDecodeError, pickle.UnpicklingError)
 

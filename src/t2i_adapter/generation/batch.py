@@ -18,8 +18,8 @@ line is reported with its number and the others go on. Process `rank` of `world_
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -31,6 +31,7 @@ from t2i_adapter.generation.api import generate
 from t2i_adapter.generation.cache import ModelCache
 from t2i_adapter.generation.settings import GenerationSettings
 from t2i_adapter.io.png import save_png
+from t2i_adapter.io.text import MANIFEST_MAX_BYTES, parse_json, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +78,9 @@ def read_jobs(
 ) -> tuple[list[BatchJob], list[BatchFailure]]:
     """The jobs of a JSONL file, and the lines that are not jobs (with the reason)."""
     file = Path(path)
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputFileError(file, "no such jobs file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputFileError(file, f"cannot read the jobs file: {error}") from None
+    if not os.path.lexists(file):
+        raise InputFileError(file, "no such jobs file")
+    lines = read_text(file, max_bytes=MANIFEST_MAX_BYTES, what="the jobs file").splitlines()
     jobs, failures, names = [], [], {}
     for number, text in enumerate(lines, start=1):
         if not text.strip():
@@ -107,9 +105,9 @@ def read_jobs(
 def parse_job(text: str, line: int, folder: Path, defaults: dict[str, Any]) -> BatchJob:
     """One line as a job; a `T2IAdapterError` saying what is wrong with it."""
     try:
-        entry = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise T2IAdapterError(f"not valid JSON ({error.msg})") from None
+        entry = parse_json(text, f"line {line}", what="the line")
+    except InputFileError as error:
+        raise T2IAdapterError(error.problem) from None
     if not isinstance(entry, dict):
         raise T2IAdapterError("not a JSON object")
     unknown = sorted(set(entry) - set(SETTINGS_FIELDS) - set(EXTRA_FIELDS))

@@ -29,6 +29,7 @@ Pillow's global.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from os import PathLike
 from pathlib import Path
@@ -38,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from t2i_adapter.errors import InputFileError, first_line
+from t2i_adapter.io.text import open_regular_file
 
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 WHITE = (255, 255, 255)
@@ -88,11 +90,8 @@ def load_image(
     except OSError as error:
         raise InputFileError(file, f"cannot read: {error.strerror or error}") from None
     _check_byte_size(file, size, max_bytes)
-    try:
-        handle = open(file, "rb")  # noqa: SIM115 - closed below; Pillow must not own the path
-    except OSError as error:
-        raise InputFileError(file, f"cannot read: {error.strerror or error}") from None
-    with handle:
+    # a regular file only: a FIFO would block, a link to /dev/zero read without end
+    with os.fdopen(open_regular_file(file, "the image"), "rb") as handle:
         return _decode(handle, str(file), mode=mode, max_pixels=max_pixels, background=background)
 
 

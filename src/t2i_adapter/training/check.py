@@ -187,9 +187,11 @@ def check_dataset(
             continue
         report.good.append(index)
         _examine(report, example, count_tokens)
+    # unreadable lines and shards, truncated shards' last samples: each counts as one checked sample
+    extra = source.errors if isinstance(source, StreamSource) else source.unreadable
     if isinstance(source, StreamSource):
-        report.problems.extend(source.errors)
-    report.checked += len(getattr(source, "unreadable", []))
+        report.problems.extend(extra)
+    report.checked += len(extra)
     return report
 
 

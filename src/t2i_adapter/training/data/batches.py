@@ -235,21 +235,33 @@ class StreamBatches:
             for position in micro_batch_positions(
                 self.start, micro_batch, self.batch_size, self.world_size, self.rank
             ):
-                raw = next(raw_samples)
-                self.offset += 1
-                samples.append(self._decode(raw, position))
+                samples.append(self._next_sample(raw_samples, position))
             yield collate(samples)
 
-    def _decode(self, raw: RawSample, position: int) -> TrainingSample:
+    def _next_sample(self, raw_samples: Iterator[RawSample], position: int) -> TrainingSample:
+        """The sample at `position`: an unreadable one is replaced by the previous good one, or
+        (before the first good one) skipped for the next raw sample."""
+        for _ in range(MAX_REPLACEMENTS):
+            raw = next(raw_samples)
+            self.offset += 1
+            sample = self._decode(raw, position)
+            if sample is not None:
+                return sample
+        raise InputFileError(self.source.path, f"{MAX_REPLACEMENTS} unreadable samples in a row")
+
+    def _decode(self, raw: RawSample, position: int) -> TrainingSample | None:
         try:
             example = self.source.decode(raw)
             rng = random.Random(mix_seed(self.seed, position))
             sample = prepared_to_item(self.prepare(example, rng=rng), position, self.resolution)
         except InputFileError as error:
-            if self.strict or self._last_good is None:
+            if self.strict:
                 raise
-            logger.warning("replacing an unreadable sample by the previous one: %s", error)
             self.replaced += 1
+            if self._last_good is None:
+                logger.warning("skipping an unreadable sample: %s", error)
+                return None
+            logger.warning("replacing an unreadable sample by the previous one: %s", error)
             return self._last_good
         self._last_good = sample
         return sample

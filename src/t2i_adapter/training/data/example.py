@@ -8,6 +8,7 @@ check reports with the record's line and the trainer skips (or, with `--strict`,
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from PIL import Image
 
 from t2i_adapter.errors import InputFileError
 from t2i_adapter.io.images import load_image
+from t2i_adapter.io.text import CAPTION_MAX_BYTES, read_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -42,15 +44,12 @@ class Example:
 
 
 def read_caption(path: Path) -> str:
-    """The first line of a caption file (the original datasets' convention), stripped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputFileError(path, "missing caption file") from None
-    except UnicodeDecodeError:
-        raise InputFileError(path, "caption file is not UTF-8 text") from None
-    except OSError as error:
-        raise InputFileError(path, f"cannot read: {error.strerror or error}") from None
+    """The first line of a caption file (the original datasets' convention), stripped.
+
+    Only a regular file of at most `CAPTION_MAX_BYTES` is read (no FIFO, no link to /dev/zero)."""
+    if not os.path.lexists(path):
+        raise InputFileError(path, "missing caption file")
+    text = read_text(path, max_bytes=CAPTION_MAX_BYTES, what="the caption file")
     lines = text.strip().splitlines()
     return lines[0].strip() if lines else ""
 

@@ -12,10 +12,10 @@ accepted as other names for `condition` and `text`. A line that is not a JSON ob
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from t2i_adapter.errors import InputFileError
+from t2i_adapter.io.text import MANIFEST_MAX_BYTES, parse_json, read_text
 from t2i_adapter.training.data.example import Record, load_file_record
 from t2i_adapter.training.data.source import IndexedSource, settle_conditions
 
@@ -29,19 +29,16 @@ def _first(entry: dict, keys: tuple[str, ...]):
 
 def open_jsonl(path: Path, cond_type: str | None) -> IndexedSource:
     """Records of a JSONL manifest."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputFileError(path, f"cannot read the manifest: {error}") from None
+    lines = read_text(path, max_bytes=MANIFEST_MAX_BYTES, what="the manifest").splitlines()
     records, unreadable = [], []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            unreadable.append((where, f"not valid JSON ({error.msg})"))
+            entry = parse_json(line, where, what="the line")
+        except InputFileError as error:
+            unreadable.append((where, error.problem))
             continue
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
             unreadable.append((where, 'not an object with an "image" path'))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.io.text import MANIFEST_MAX_BYTES, read_text
 from t2i_adapter.training.data.example import Record, condition_path_beside, load_file_record
 from t2i_adapter.training.data.source import IndexedSource, settle_conditions
 
@@ -31,10 +32,7 @@ def open_meta_file(path: Path, cond_type: str | None) -> IndexedSource:
     """Records of a meta file; `cond_type` names the `<stem>.<cond_type>.png` condition files."""
     if not cond_type:
         raise T2IAdapterError(f"{path}: a meta file needs --cond-type (the <stem>.<cond_type>.png files)")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputFileError(path, f"cannot read the meta file: {error}") from None
+    lines = read_text(path, max_bytes=MANIFEST_MAX_BYTES, what="the meta file").splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()

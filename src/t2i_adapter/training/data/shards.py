@@ -22,7 +22,7 @@ order is fixed for a given number of processes (and, for one process, the same a
 from __future__ import annotations
 
 import io
-import json
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,12 +32,14 @@ from PIL import Image
 
 from t2i_adapter.errors import InputFileError, T2IAdapterError
 from t2i_adapter.io.images import load_image_from_bytes
+from t2i_adapter.io.text import CAPTION_MAX_BYTES, parse_json
 from t2i_adapter.training.data.example import Example
 from t2i_adapter.training.data.source import is_grey_mode, registered_preprocessor
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CONDITION_TAGS = ("cond", "condition", "conditioning")
 SHUFFLE_BUFFER = 256
+TAR_BLOCK = 512
 
 
 def list_shards(location: str) -> list[str]:
@@ -59,6 +61,23 @@ def list_shards(location: str) -> list[str]:
     if not path.is_file():
         raise InputFileError(path, "no such file or folder")
     return [str(path)]
+
+
+def ends_cleanly(shard: str) -> bool:
+    """Whether a tar file ends with its end-of-archive marker (two zero blocks), as a complete one does."""
+    try:
+        with open(shard, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size < 2 * TAR_BLOCK or size % TAR_BLOCK:
+                return False
+            handle.seek(size - 2 * TAR_BLOCK)
+            return handle.read(2 * TAR_BLOCK) == bytes(2 * TAR_BLOCK)
+    except OSError:
+        return True  # unreadable: reading its samples reports it
+
+
+def has_image(sample: RawSample) -> bool:
+    return any(extension in sample.members for extension in IMAGE_EXTENSIONS)
 
 
 def shard_share(shards: list[str], world_size: int, rank: int) -> tuple[list[str], int, int]:
@@ -119,16 +138,26 @@ class StreamSource:
         return "L" if self.condition_channels == 1 else "RGB"
 
     def read_shard(self, shard: str) -> Iterator[RawSample]:
-        """The samples of one shard in stored order; a broken shard is recorded in `errors`."""
+        """The samples of one shard in stored order; a broken shard is recorded in `errors`.
+
+        A shard cut off in the middle (no end-of-archive marker; tar readers stop there without a
+        word) loses its last sample, which may miss members: it is recorded in `errors` instead."""
         from webdataset.tariterators import tarfile_samples  # optional: only for .tar shards
 
         def keep_going(error: Exception) -> bool:
             self.errors.append((shard, f"cannot read the shard ({error})"))
             return False  # stop this shard, go on with the next
 
+        last = None
         for sample in tarfile_samples([{"url": shard}], handler=keep_going):
+            if last is not None:
+                yield last
             members = {k: v for k, v in sample.items() if not k.startswith("__")}
-            yield RawSample(key=sample["__key__"], shard=shard, members=members)
+            last = RawSample(key=sample["__key__"], shard=shard, members=members)
+        if last is not None and not ends_cleanly(shard):
+            self.errors.append((last.where, "incomplete: the shard is truncated (cut off in this sample)"))
+        elif last is not None:
+            yield last
 
     def raw_samples(self, epoch: int, seed: int) -> Iterator[RawSample]:
         """One epoch of this process's raw samples: its shards shuffled, then a shuffle buffer, both seeded."""
@@ -172,13 +201,15 @@ class StreamSource:
 
 
 def _caption(sample: RawSample) -> str:
+    for extension in ("txt", "json"):
+        if len(sample.members.get(extension, b"")) > CAPTION_MAX_BYTES:
+            raise InputFileError(
+                sample.where, f"the .{extension} member is larger than {CAPTION_MAX_BYTES >> 20} MiB"
+            )
     if "txt" in sample.members:
         return sample.members["txt"].decode("utf-8", errors="replace").strip().split("\n")[0]
     if "json" in sample.members:
-        try:
-            entry = json.loads(sample.members["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputFileError(sample.where, "the .json member is not valid JSON") from None
+        entry = parse_json(sample.members["json"], sample.where, what="the .json member")
         if isinstance(entry, dict):
             return str(entry.get("text") or entry.get("caption") or "")
     return ""
@@ -204,9 +235,9 @@ def open_shards(
         sample_stride=stride,
         sample_offset=offset,
     )
-    first = next(iter(source.read_shard(source.shards[0])), None)
+    first = next((sample for sample in source.read_shard(source.shards[0]) if has_image(sample)), None)
     if first is None:
-        raise InputFileError(source.shards[0], "the shard holds no samples")
+        raise InputFileError(source.shards[0], "the shard holds no samples with an image")
     if source.condition_bytes(first) is None:
         spec = registered_preprocessor(cond_type)
         if spec is None:

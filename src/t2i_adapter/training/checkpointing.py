@@ -34,7 +34,8 @@ from safetensors.torch import load_file, save_file
 
 from t2i_adapter.checkpoints import save_adapter
 from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
-from t2i_adapter.errors import T2IAdapterError, first_line
+from t2i_adapter.checkpoints.read import read_pickle
+from t2i_adapter.errors import InputFileError, T2IAdapterError, first_line
 from t2i_adapter.io.atomic import atomic_folder, atomic_path
 
 CHECKPOINTS = "checkpoints"
@@ -180,11 +181,60 @@ def remove_unfinished(output_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+# what a training state holds, and the type of each entry (then what it may hold)
+STATE_TYPES = {"step": int, "optimizer": dict, "lr_scheduler": dict, "rng": dict}
+OPTIONAL_STATE_TYPES = {"samples_seen": int, "world_size": int, "stream": dict}
+
+
 def load_checkpoint(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(adapter state dict, training state) of a checkpoint folder."""
+    """(adapter state dict, training state) of a checkpoint folder.
+
+    Anything unusable (an empty, corrupt or refused file, a state of the wrong shape) is one
+    `CheckpointError` naming the file and offering the checkpoint before it."""
     try:
-        adapter_state = load_file(str(checkpoint / ADAPTER_FILE))
-        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint}: cannot read the checkpoint ({first_line(error)})") from None
+        state = _read_state(checkpoint / STATE_FILE)
+        adapter_state = _read_adapter(checkpoint / ADAPTER_FILE)
+    except InputFileError as error:
+        raise unusable(Path(error.path), error.problem) from None
     return adapter_state, state
+
+
+def unusable(path: Path, problem: str) -> CheckpointError:
+    """The error for a file of a checkpoint that cannot be resumed from, offering the one before."""
+    return CheckpointError(f"{path}: {problem}; {_previous_offer(path.parent)}")
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputFileError(path, "is not a training state (empty file)")
+    state = read_pickle(path)
+    if not isinstance(state, dict):
+        raise InputFileError(path, f"is not a training state (it holds a {type(state).__name__})")
+    missing = next((key for key in STATE_TYPES if key not in state), None)
+    if missing:
+        raise InputFileError(path, f"is not a training state (no '{missing}')")
+    for key, kind in {**STATE_TYPES, **OPTIONAL_STATE_TYPES}.items():
+        value = state.get(key, kind())
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise InputFileError(path, f"is not a training state ('{key}' is a {type(value).__name__})")
+    if state["step"] < 0:
+        raise InputFileError(path, f"is not a training state (step {state['step']})")
+    return state
+
+
+def _read_adapter(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types, plus OSError
+        raise InputFileError(path, f"not a valid safetensors file ({first_line(error)})") from None
+
+
+def _previous_offer(checkpoint: Path) -> str:
+    """What to do about an unreadable checkpoint: resume from the one before it, or start afresh."""
+    earlier = [path for path in list_checkpoints(checkpoint.parent.parent) if path.name < checkpoint.name]
+    if earlier:
+        return (
+            f"to resume from the previous checkpoint {earlier[-1].name}, move {checkpoint} out of "
+            f"{checkpoint.parent} and run again with --resume"
+        )
+    return "there is no earlier checkpoint: start afresh with another --output-dir (or without --resume)"

@@ -31,7 +31,7 @@ from t2i_adapter.adapters.factory import new_adapter_for_unet
 from t2i_adapter.adapters.kinds import SPATIAL_KINDS
 from t2i_adapter.checkpoints import load_adapter
 from t2i_adapter.conditions.options import parse_options
-from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
+from t2i_adapter.errors import ModelMismatchError, T2IAdapterError, first_line
 from t2i_adapter.generation.base_model import load_base_model, vae_scale_factor
 from t2i_adapter.generation.checks import adapter_downscale_factor
 from t2i_adapter.training import checkpointing
@@ -141,6 +141,7 @@ def train(config: TrainConfig) -> Path:
     config = config.validate()
     accelerator = start_accelerator(config.mixed_precision)
     resume_from = prepare_output_dir(config, accelerator)
+    saved = checkpointing.load_checkpoint(resume_from) if resume_from else None  # before any model loads
 
     # Data and models: the dataset, the frozen base model, the data check, the adapter
     source = open_data(config, accelerator)
@@ -149,7 +150,7 @@ def train(config: TrainConfig) -> Path:
     run = make_run(config, accelerator, source, frozen)
 
     # Resume: adapter weights, optimizer, schedule, step, data position, RNG states
-    stream_position = resume(run, resume_from)
+    stream_position = resume(run, resume_from, saved)
 
     # Batches: from the latent cache, from the files, or from the stream
     prepare = example_preparer(config, run.source)
@@ -370,25 +371,42 @@ def make_run(config: TrainConfig, accelerator: Accelerator, source, frozen: Froz
 # ---------------------------------------------------------------------------------------------
 
 
-def resume(run: TrainingRun, checkpoint: Path | None) -> dict[str, Any]:
-    """Continue from `checkpoint` (None: a fresh run); wraps the adapter for DDP.
+def resume(run: TrainingRun, checkpoint: Path | None, saved: tuple | None) -> dict[str, Any]:
+    """Continue from `checkpoint` (None: a fresh run), whose `load_checkpoint` is `saved`; wraps
+    the adapter for DDP.
 
     Returns the saved stream positions (every process's; empty unless the data streams).
     """
     state: dict[str, Any] = {}
-    if checkpoint is not None:
-        adapter_state, state = checkpointing.load_checkpoint(checkpoint)
-        run.adapter.load_state_dict(adapter_state)
+    if checkpoint is not None and saved is not None:
+        adapter_state, state = saved
+        try:
+            run.adapter.load_state_dict(adapter_state)
+        except RuntimeError as error:
+            raise checkpointing.unusable(
+                checkpoint / checkpointing.ADAPTER_FILE, f"does not fit the adapter ({first_line(error)})"
+            ) from None
         logger.info("resuming from %s (step %d)", checkpoint, state["step"])
     run.adapter, run.optimizer = run.accelerator.prepare(run.adapter, run.optimizer)
     if state:
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        checkpointing.restore_rng_states(state["rng"])
+        restore_training_state(run, checkpoint, state)
     run.step = int(state.get("step", 0))
     run.samples_seen = int(state.get("samples_seen", 0))
     run.last_checkpoint = checkpoint
     return state.get("stream", {})
+
+
+def restore_training_state(run: TrainingRun, checkpoint: Path, state: dict[str, Any]) -> None:
+    """Optimizer, LR schedule and RNG states; a state that does not fit is one error line."""
+    try:
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        checkpointing.restore_rng_states(state["rng"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as error:
+        raise checkpointing.unusable(
+            checkpoint / checkpointing.STATE_FILE,
+            f"is not a usable training state ({type(error).__name__}: {first_line(error)})",
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------

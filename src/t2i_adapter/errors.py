@@ -39,6 +39,15 @@ class ModelMismatchError(T2IAdapterError):
     """Two models that cannot work together (an SDXL adapter on an SD1.5 UNet, wrong channels)."""
 
 
+class DiskFullError(T2IAdapterError):
+    """A write failed because the disk (or the user's quota) is full; nothing half-written is left."""
+
+    def __init__(self, path: str | PathLike, device: str):
+        self.path = str(path)
+        self.device = device
+        super().__init__(f"no space left on {device} while writing {self.path}")
+
+
 class MissingWeightsError(T2IAdapterError):
     """Weights that are neither on disk nor downloadable right now (offline, no cache, no access)."""
 

@@ -9,6 +9,7 @@ the destination is left untouched. `atomic_path`/`atomic_write` are for one file
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -17,7 +18,11 @@ from os import PathLike
 from pathlib import Path
 from typing import IO, Any
 
-from t2i_adapter.errors import InputFileError
+from t2i_adapter.errors import DiskFullError, InputFileError, T2IAdapterError
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# how libraries that wrap the OS error (safetensors' Rust writer) still say it
+_DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
 
 
 def _current_umask() -> int:
@@ -30,6 +35,66 @@ def _current_umask() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0o022
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk: one line naming the device and the file, whatever the writer raised
+# ---------------------------------------------------------------------------------------------
+
+
+def is_disk_full(error: BaseException, folder: str | PathLike | None = None) -> bool:
+    """Whether `error` (raised while writing into `folder`) means the disk or quota is full.
+
+    An `OSError` says it with its errno; safetensors wraps it in its own error's text; torch's zip
+    writer says only "file write failed", so then the folder's free space decides."""
+    if isinstance(error, T2IAdapterError) or not isinstance(error, Exception):
+        return False
+    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+        return True
+    if any(words in str(error) for words in _DISK_FULL_WORDS):
+        return True
+    return folder is not None and _no_free_space(Path(folder))
+
+
+def _no_free_space(folder: Path) -> bool:
+    try:
+        return os.statvfs(_existing(folder)).f_bavail == 0
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+
+
+def _existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def device_of(path: str | PathLike) -> str:
+    """The device holding `path` as a user knows it: `/dev/sda1 (mounted on /home)`, or the mount point."""
+    mount = _existing(Path(path))
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts,
+    ):
+        for line in mounts:
+            source, point = line.split()[:2]
+            if point == str(mount) and source.startswith("/"):
+                return f"{source} (mounted on {mount})"
+    return str(mount)
+
+
+def disk_full_error(path: str | PathLike) -> DiskFullError:
+    return DiskFullError(path, device_of(path))
+
+
+def _write_failure(error: BaseException, target: Path) -> T2IAdapterError | None:
+    """The one-line error for a failed write into `target` (None: not the disk's fault, re-raise)."""
+    if is_disk_full(error, target.parent):
+        return disk_full_error(target)
+    return None
 
 
 def _prepare_folder(path: Path) -> None:
@@ -75,7 +140,9 @@ def _commit(temp: str, path: Path, mode: int) -> None:
         os.chmod(temp, mode)
         os.replace(temp, path)
     except OSError as error:
-        raise InputFileError(path, f"cannot write: {error.strerror or error}") from None
+        raise _write_failure(error, path) or InputFileError(
+            path, f"cannot write: {error.strerror or error}"
+        ) from None
     fsync_folder(path.parent)
 
 
@@ -99,15 +166,20 @@ def atomic_path(path: str | PathLike) -> Iterator[Path]:
             prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
         )
     except OSError as error:
-        raise InputFileError(target, f"cannot write: {error.strerror or error}") from None
+        raise _write_failure(error, target) or InputFileError(
+            target, f"cannot write: {error.strerror or error}"
+        ) from None
     os.close(fd)
     try:
         yield Path(temp)
         with open(temp, "rb+") as written:
             os.fsync(written.fileno())
-    except BaseException:
+    except BaseException as error:
         _discard(temp)
-        raise
+        failure = _write_failure(error, target)
+        if failure is None:
+            raise
+        raise failure from None
     try:
         _commit(temp, target, mode)
     except BaseException:
@@ -140,11 +212,18 @@ def atomic_folder(path: str | PathLike) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as error:
-        raise InputFileError(target, f"cannot write: {error.strerror or error}") from None
+        raise _write_failure(error, target) or InputFileError(
+            target, f"cannot write: {error.strerror or error}"
+        ) from None
     try:
         yield temp
         fsync_tree(temp)
         _swap_folder(temp, target)
+    except Exception as error:
+        failure = _write_failure(error, target)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         shutil.rmtree(temp, ignore_errors=True)  # already gone after a successful swap
 
@@ -159,7 +238,9 @@ def _swap_folder(temp: Path, target: Path) -> None:
     except OSError as error:
         if old is not None and not target.exists():
             os.replace(old / target.name, target)
-        raise InputFileError(target, f"cannot write: {error.strerror or error}") from None
+        raise _write_failure(error, target) or InputFileError(
+            target, f"cannot write: {error.strerror or error}"
+        ) from None
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from t2i_adapter.checkpoints import save_adapter
 from t2i_adapter.checkpoints.detect import META_CONFIG, META_KIND
 from t2i_adapter.checkpoints.read import read_pickle
-from t2i_adapter.errors import InputFileError, T2IAdapterError, first_line
+from t2i_adapter.errors import DiskFullError, InputFileError, T2IAdapterError, first_line
 from t2i_adapter.io.atomic import atomic_folder, atomic_path
 
 CHECKPOINTS = "checkpoints"
@@ -127,6 +127,8 @@ def save_checkpoint(
     except (OSError, T2IAdapterError) as error:
         previous = latest_checkpoint(output_dir)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        if isinstance(error, DiskFullError):
+            raise CheckpointError(f"{error}; checkpoint {final.name} not saved, {kept}") from None
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise CheckpointError(f"{final}: could not save the checkpoint ({reason}); {kept}") from None
     for old in list_checkpoints(output_dir)[:-keep]:
@@ -144,9 +146,10 @@ def publish_final_adapter(checkpoint: Path, output_dir: Path, *, original_layout
         for source, destination in copies:
             with atomic_path(destination) as temp:
                 shutil.copyfile(source, temp)
-    except OSError as error:
+    except (OSError, DiskFullError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise CheckpointError(
-            f"{output_dir}: could not write the final adapter ({error.strerror or error}); it is in {checkpoint}"
+            f"{output_dir}: could not write the final adapter ({reason}); it is in {checkpoint}"
         ) from None
 
 

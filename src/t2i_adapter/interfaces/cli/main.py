@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.io.atomic import disk_full_error, is_disk_full
 
 # Order is the order `t2i-adapter --help` lists them.
 COMMAND_MODULES = [
@@ -60,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except T2IAdapterError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:  # a write outside the atomic writers (logs, TensorBoard) on a full disk
+        if not is_disk_full(error):
+            raise
+        print(f"error: {disk_full_error(error.filename or Path.cwd())}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from t2i_adapter.errors import InputFileError, T2IAdapterError
+from t2i_adapter.errors import DiskFullError, InputFileError, T2IAdapterError
 from t2i_adapter.io.atomic import _current_umask, atomic_folder, atomic_path, atomic_write
 from t2i_adapter.io.images import load_image, load_image_from_bytes, normalize_image
 from t2i_adapter.io.png import parameters_summary, read_png_parameters, save_png
@@ -401,7 +401,10 @@ def test_atomic_folder_swaps_in_a_complete_folder_or_nothing(tmp_path, monkeypat
         real_replace(source, destination)
 
     monkeypatch.setattr(os, "replace", second_rename_fails)
-    with pytest.raises(InputFileError, match="No space left"), atomic_folder(target) as temp:
+    with (
+        pytest.raises(DiskFullError, match=r"no space left on .+ while writing .+model$"),
+        atomic_folder(target) as temp,
+    ):
         (temp / "c.json").write_text("new")
     monkeypatch.setattr(os, "replace", real_replace)
     assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -85,13 +85,9 @@ def load_image(
         raise InputFileError(file, "no such file")
     if file.is_dir():
         raise InputFileError(file, "is a folder, not an image file")
-    try:
-        size = file.stat().st_size
-    except OSError as error:
-        raise InputFileError(file, f"cannot read: {error.strerror or error}") from None
-    _check_byte_size(file, size, max_bytes)
     # a regular file only: a FIFO would block, a link to /dev/zero read without end
     with os.fdopen(open_regular_file(file, "the image"), "rb") as handle:
+        _check_byte_size(file, os.fstat(handle.fileno()).st_size, max_bytes)
         return _decode(handle, str(file), mode=mode, max_pixels=max_pixels, background=background)
 
 

@@ -74,7 +74,7 @@ def read_text(path: str | PathLike, *, max_bytes: int, what: str = "the file") -
         raise InputFileError(path, f"cannot read {what}: not UTF-8 text") from None
 
 
-def parse_json(text: str | bytes, name: str | PathLike, *, what: str = "JSON") -> Any:
+def parse_json(text: str | bytes, name: str | PathLike, *, what: str = "the file") -> Any:
     """`json.loads` whose failures (bad syntax, bad bytes, nesting deep enough to exhaust the
     stack) are one `InputFileError` naming `name`."""
     try:

@@ -22,7 +22,7 @@ from and how its condition was made: `{"source": ..., "caption": ..., "size": [w
 from __future__ import annotations
 
 import io
-import json
+import os
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +35,7 @@ from safetensors.torch import load, load_file
 from t2i_adapter.conditions.tensor import condition_to_tensor
 from t2i_adapter.errors import InputFileError
 from t2i_adapter.io.images import load_image_from_bytes
+from t2i_adapter.io.text import MANIFEST_MAX_BYTES, parse_json, read_text
 from t2i_adapter.training.data.batches import TrainingSample
 from t2i_adapter.training.data.example import Example, Record
 from t2i_adapter.training.data.shards import IMAGE_EXTENSIONS
@@ -54,12 +55,9 @@ SHARD_PATTERN = "shard-{:06d}.tar"
 
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object from `path`, None when the file does not exist; a clear error when it is broken."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputFileError(path, f"cannot read: {error}") from None
+    data = parse_json(read_text(path, max_bytes=MANIFEST_MAX_BYTES), path)  # regular files only, capped
     if not isinstance(data, dict):
         raise InputFileError(path, "not a JSON object")
     return data

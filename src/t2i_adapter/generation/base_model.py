@@ -23,7 +23,7 @@ from t2i_adapter.errors import (
     first_line,
 )
 from t2i_adapter.generation.single_file import PREDICTION_TYPES, SINGLE_FILE_SUFFIXES, load_single_file
-from t2i_adapter.hub import HUB_REPO, fetch, locate
+from t2i_adapter.hub import HUB_REPO, fetch, hub_failure_reason, locate, quiet_hub
 
 
 def vae_scale_factor(vae_config) -> int:
@@ -145,17 +145,17 @@ def load_base_model(
     """
     source = model_source(name_or_path)
     try:
-        with quiet_loading():
+        with quiet_loading(), quiet_hub():
             components = _load_components(source, dtype, model_config, prediction_type)
     except T2IAdapterError:
         raise
     except (OSError, ValueError, json.JSONDecodeError) as error:
-        reason = first_line(error)
         if isinstance(source, Path):
-            raise InputFileError(source, f"cannot load the model: {reason}") from error
+            raise InputFileError(source, f"cannot load the model: {first_line(error)}") from error
         raise MissingWeightsError(
-            f"could not get model '{name_or_path}' from the Hugging Face hub ({reason}); download it "
-            f"once with network access (kept in the cache under HF_HOME), or pass a local diffusers folder"
+            f"could not get model '{name_or_path}' from the Hugging Face hub: {hub_failure_reason(error)}; "
+            f"download it once with network access (kept in the cache under HF_HOME), or pass a local "
+            f"diffusers folder"
         ) from error
     model = BaseModel(
         unet=components["unet"],

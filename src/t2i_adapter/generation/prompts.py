@@ -83,10 +83,12 @@ def _tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
             if dropped.strip():
                 # one short line, however long the prompt (a 5000-word prompt made a 27 KB line)
                 logger.warning(
-                    "prompt '%.40s...' is longer than %d tokens; its last %d word(s) are ignored",
+                    "prompt '%.40s...' is longer than %d tokens; its last %d word(s) are ignored: '%.40s'%s",
                     prompt,
                     max_length,
                     len(dropped.split()),
+                    dropped.strip(),
+                    "..." if len(dropped.strip()) > 40 else "",
                 )
     return ids
 

@@ -491,7 +491,8 @@ def test_cli_config_file_with_flag_overrides(tiny_sd, meta, tmp_path, capsys):
     assert cli(["train", "--config", str(settings), "--max-steps", "1"]) == 0
     saved = (tmp_path / "run" / "train_config.yaml").read_text()
     assert "max_steps: 1" in saved and "lr: 0.001" in saved and "batch_size: 2" in saved
-    assert "adapter written to" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "adapter written to" in out and "try it: t2i-adapter generate --model" in out
     # errors are one line, exit 2
     settings.write_text('model = "x"\nbatch_sise = 2\n')
     assert cli(["train", "--config", str(settings)]) == 2

@@ -15,16 +15,30 @@ is its own business; the decision is made here once.
 
 Downloads go through huggingface_hub, so its cache (`HF_HOME`) and offline mode
 (`HF_HUB_OFFLINE=1`) apply. A failed download becomes a `MissingWeightsError` that says which
-model and how to provide it, never a traceback.
+model and how to provide it, never a traceback. `quiet_hub()` keeps huggingface_hub's own retry
+notes ("Retrying in 1s [Retry 1/5]" five times, each naming the URL) off the user's terminal, and
+`hub_failure_reason` turns any hub failure into a few words (offline, no such repository, no such
+file) without the library's advice meant for Python callers (`local_files_only`, "the stacktrace
+above").
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
 from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+)
 
 from t2i_adapter.demo_weights import DEMO_NAME, demo_adapter_path, demo_model_path, is_demo_name
 from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, first_line
@@ -95,17 +109,70 @@ def locate(name: str | PathLike, *, what: str) -> Location:
 # ---------------------------------------------------------------------------------------------
 
 
+OFFLINE = "not in the local cache, and the hub could not be reached (offline)"
+# What the libraries say when the network is off or unreachable (diffusers and transformers
+# rewrap huggingface_hub's errors into an OSError of their own words).
+_OFFLINE_WORDS = (
+    "outgoing traffic has been disabled",
+    "local_files_only",
+    "cannot find the requested files in the local cache",
+    "name or service not known",
+    "failed to resolve",
+    "connection",
+    "network is unreachable",
+    "timed out",
+)
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def hub_failure_reason(error: BaseException) -> str:
+    """A few words for why a hub download failed, for one `error:` line."""
+    causes = list(_causes(error))
+    if any(isinstance(cause, GatedRepoError) for cause in causes):
+        return "a gated repository: accept its terms on huggingface.co and log in with `hf auth login`"
+    if any(isinstance(cause, RepositoryNotFoundError) for cause in causes):
+        return "no such repository on the hub (or a private one: log in with `hf auth login`)"
+    if any(isinstance(cause, (LocalEntryNotFoundError, OfflineModeIsEnabled)) for cause in causes):
+        return OFFLINE
+    text = " ".join(str(cause) for cause in causes).lower()
+    if any(words in text for words in _OFFLINE_WORDS):
+        return OFFLINE
+    if any(isinstance(cause, EntryNotFoundError) for cause in causes):
+        return "no such file in the hub repository"
+    return first_line(error)
+
+
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """huggingface_hub's retry notes off the terminal while it downloads (the failure says it once)."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _missing(what: str, name: str, cause: Exception) -> MissingWeightsError:
     return MissingWeightsError(
-        f"could not get {what} '{name}' from the Hugging Face hub ({first_line(cause)}); download it once "
-        f"with network access (it is kept in the cache under HF_HOME), or pass a local path instead"
+        f"could not get {what} '{name}' from the Hugging Face hub: {hub_failure_reason(cause)}; download "
+        f"it once with network access (it is kept in the cache under HF_HOME), or pass a local path instead"
     )
 
 
 def download_file(repo_id: str, filename: str, *, what: str) -> Path:
     """One file of a hub repository, through the huggingface_hub cache."""
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+        with quiet_hub():
+            return Path(hf_hub_download(repo_id=repo_id, filename=filename))
     except Exception as error:  # network, auth, missing file, offline mode: all the same to the user
         raise _missing(what, f"{repo_id}/{filename}", error) from error
 
@@ -113,7 +180,8 @@ def download_file(repo_id: str, filename: str, *, what: str) -> Path:
 def download_snapshot(repo_id: str, *, what: str, allow_patterns: list[str] | None = None) -> Path:
     """A whole hub repository (or the files matching `allow_patterns`), through the cache."""
     try:
-        return Path(snapshot_download(repo_id=repo_id, allow_patterns=allow_patterns))
+        with quiet_hub():
+            return Path(snapshot_download(repo_id=repo_id, allow_patterns=allow_patterns))
     except Exception as error:
         raise _missing(what, repo_id, error) from error
 

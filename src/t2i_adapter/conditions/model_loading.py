@@ -27,7 +27,7 @@ from PIL import Image
 
 from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, first_line
-from t2i_adapter.hub import HUB_FILE, HUB_REPO, Location, fetch, locate
+from t2i_adapter.hub import HUB_FILE, HUB_REPO, Location, fetch, hub_failure_reason, locate
 
 T = TypeVar("T")
 
@@ -149,7 +149,7 @@ def _fetch(location: Location, what: str, how: str, patterns: list[str] | None =
     try:
         return fetch(location, what=f"{what} model", allow_patterns=patterns)
     except MissingWeightsError as error:
-        reason = first_line(error.__cause__ or error)
+        reason = hub_failure_reason(error.__cause__ or error)
         raise MissingWeightsError(_missing_message(what, location.name, reason, how)) from error
 
 

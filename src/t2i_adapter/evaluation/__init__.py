@@ -2,18 +2,30 @@
 
 `run_evaluation(EvalSettings, samples)` -> `EvalResult`; `write_report(result, out_dir)`.
 Sits above `generation` (it generates through `generate()`) and below `training`, `demo` and the
-interfaces, which supply the samples (a dataset, shapes-world scenes).
+interfaces, which supply the samples (a dataset, shapes-world scenes). The names here are
+imported on first use, so that one module of this package (`evaluation.grid` for the demo) does
+not load the runner and every re-extracting preprocessor with it.
 """
 
-from t2i_adapter.evaluation.runner import EvalResult, EvalSettings, run_evaluation
-from t2i_adapter.evaluation.samples import BASELINE_LABEL, EvalSample, Variant, baseline
+from __future__ import annotations
 
-__all__ = [
-    "BASELINE_LABEL",
-    "EvalResult",
-    "EvalSample",
-    "EvalSettings",
-    "Variant",
-    "baseline",
-    "run_evaluation",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BASELINE_LABEL": "t2i_adapter.evaluation.samples",
+    "EvalResult": "t2i_adapter.evaluation.runner",
+    "EvalSample": "t2i_adapter.evaluation.samples",
+    "EvalSettings": "t2i_adapter.evaluation.runner",
+    "Variant": "t2i_adapter.evaluation.samples",
+    "baseline": "t2i_adapter.evaluation.samples",
+    "run_evaluation": "t2i_adapter.evaluation.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

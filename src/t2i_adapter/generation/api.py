@@ -7,20 +7,20 @@ and the pipeline runs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import diffusers
 import torch
 from PIL import Image
 
 from t2i_adapter.conditions.registry import get_preprocessor
 from t2i_adapter.devices import resolve_device
-from t2i_adapter.errors import ModelMismatchError, T2IAdapterError, UnknownNameError
+from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
 from t2i_adapter.generation.cache import ModelCache
 from t2i_adapter.generation.loras import lora_file
-from t2i_adapter.generation.schedulers import SCHEDULER_ALIASES
+from t2i_adapter.generation.schedulers import check_scheduler_name
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 from t2i_adapter.generation.units import AdapterUnit
 from t2i_adapter.io.images import load_image
@@ -28,6 +28,10 @@ from t2i_adapter.io.images import load_image
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 __all__ = ["GenerationResult", "ModelCache", "generate"]
+
+logger = logging.getLogger(__name__)
+
+SMALL_CONDITION = 16  # a condition with a side under this many pixels steers almost nothing: noted
 
 
 @dataclass
@@ -49,13 +53,7 @@ def _check_names(settings: GenerationSettings) -> list[dict[str, Any]]:
 
     Returns each adapter's condition options as the preprocessor takes them (text converted).
     """
-    name = settings.scheduler.strip()
-    if name.lower() not in SCHEDULER_ALIASES and not (
-        name.endswith("Scheduler") and hasattr(diffusers, name)
-    ):
-        raise UnknownNameError(
-            "scheduler", settings.scheduler, list(SCHEDULER_ALIASES) + ["<diffusers class>"]
-        )
+    check_scheduler_name(settings.scheduler)
     options = []
     for spec in settings.adapters:
         preprocessor = get_preprocessor(spec.cond_type)
@@ -85,6 +83,42 @@ def _condition_images(
         else:
             raise T2IAdapterError(f"adapter '{spec.adapter}' has no condition image")
     return images
+
+
+def _note_small_conditions(settings: GenerationSettings, images: list[Image.Image]) -> None:
+    for spec, image in zip(settings.adapters, images, strict=True):
+        if min(image.size) < SMALL_CONDITION and get_preprocessor(spec.cond_type).name != "style":
+            where = spec.cond or f"adapter '{spec.adapter}'"
+            logger.warning(
+                "note: the condition %s is %dx%d pixels: stretched to the picture's size, it steers little",
+                where,
+                *image.size,
+            )
+
+
+def _note_channel_mismatch(spec: AdapterSpec, adapter: torch.nn.Module) -> None:
+    """A 1-channel map fed to a 3-channel adapter (or back) is converted; say so, the type may be wrong."""
+    wanted = getattr(adapter, "in_condition_channels", None)
+    preprocessor = get_preprocessor(spec.cond_type)
+    if preprocessor.name == "none":  # a ready map passes through as it is: no type to doubt
+        return
+    if wanted in (1, 3) and preprocessor.channels in (1, 3) and wanted != preprocessor.channels:
+        logger.warning(
+            "note: adapter '%s' reads %d-channel maps but --cond-type %s makes %d-channel ones "
+            "(converted); is the condition type right?",
+            spec.adapter,
+            wanted,
+            spec.cond_type,
+            preprocessor.channels,
+        )
+
+
+def _note_rounded_size(settings: GenerationSettings, width: int, height: int) -> None:
+    for flag, asked, got in (("--width", settings.width, width), ("--height", settings.height, height)):
+        if asked is not None and asked != got:
+            logger.warning(
+                "note: %s %d is rounded to %d (a multiple this model and its adapters need)", flag, asked, got
+            )
 
 
 def _preprocess(
@@ -128,6 +162,7 @@ def generate(
     for lora in settings.loras:
         lora_file(lora)  # a missing LoRA fails now, not after the base model has loaded
     images = _condition_images(settings, condition_images)
+    _note_small_conditions(settings, images)
     prepared = [
         _preprocess(spec, image, spec_options, device)
         for spec, image, spec_options in zip(settings.adapters, images, options, strict=True)
@@ -152,6 +187,7 @@ def generate(
             raise ModelMismatchError(
                 f"'{spec.adapter}' is a CoAdapter fuser; pass it with --fuser, not --adapter"
             )
+        _note_channel_mismatch(spec, adapter)
         units.append(
             AdapterUnit(
                 adapter=adapter,
@@ -187,6 +223,7 @@ def generate(
             fuser=fuser,
             callback=progress,
         )
+    _note_rounded_size(settings, output.width, output.height)
     conditions = [
         prepared[index] if unit.kind == "style" else _condition_picture(output.conditions[index])
         for index, unit in enumerate(units)

@@ -25,7 +25,7 @@ from t2i_adapter.errors import (
     first_line,
 )
 from t2i_adapter.generation.single_file import PREDICTION_TYPES, SINGLE_FILE_SUFFIXES, load_single_file
-from t2i_adapter.hub import HUB_REPO, PICKLE_SUFFIXES, fetch, locate
+from t2i_adapter.hub import HUB_REPO, PICKLE_SUFFIXES, fetch, hub_failure_reason, locate, quiet_hub
 
 # what diffusers and transformers raise for a model's files they cannot read
 LOAD_ERRORS = (OSError, ValueError, json.JSONDecodeError, pickle.UnpicklingError)
@@ -158,8 +158,8 @@ def _load_error(source: str | Path, name: str, error: Exception) -> T2IAdapterEr
             "use the model's .safetensors files"
         )
     return MissingWeightsError(
-        f"could not get model '{name}' from the Hugging Face hub ({reason}); download it "
-        f"once with network access (kept in the cache under HF_HOME), or pass a local diffusers folder"
+        f"could not get model '{name}' from the Hugging Face hub: {hub_failure_reason(error)}; download "
+        f"it once with network access (kept in the cache under HF_HOME), or pass a local diffusers folder"
     )
 
 
@@ -187,7 +187,7 @@ def load_base_model(
     """
     source = model_source(name_or_path)
     try:
-        with quiet_loading():
+        with quiet_loading(), quiet_hub():
             components = _load_components(source, dtype, model_config, prediction_type)
     except T2IAdapterError:
         raise

@@ -14,6 +14,7 @@ plain tensors it can extend, negative half first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -73,19 +74,34 @@ def _tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
     ids = tokenizer(
         prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
     ).input_ids
-    untruncated = tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
+    with _quiet_tokenizer():  # transformers would add its own "longer than ... indexing errors" line
+        untruncated = tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
     if untruncated.shape[-1] > ids.shape[-1]:
         for prompt, row in zip(prompts, untruncated, strict=True):
             # strip the start token; keep the (max_length - 2) tokens that fit between start and end
             dropped = tokenizer.batch_decode(row[None, max_length - 1 : -1], skip_special_tokens=True)[0]
             if dropped.strip():
+                # one short line, however long the prompt (a 5000-word prompt made a 27 KB line)
                 logger.warning(
-                    "prompt '%.40s...' is longer than %d tokens; this part is ignored: %s",
+                    "prompt '%.40s...' is longer than %d tokens; its last %d word(s) are ignored: '%.40s'%s",
                     prompt,
                     max_length,
+                    len(dropped.split()),
                     dropped.strip(),
+                    "..." if len(dropped.strip()) > 40 else "",
                 )
     return ids
+
+
+@contextlib.contextmanager
+def _quiet_tokenizer():
+    tokenizer_logger = logging.getLogger("transformers.tokenization_utils_base")
+    level = tokenizer_logger.level
+    tokenizer_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        tokenizer_logger.setLevel(level)
 
 
 def _encode_sd(base: BaseModel, prompts: list[str]) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import diffusers
+from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers
 
 from t2i_adapter.errors import T2IAdapterError, UnknownNameError
 
@@ -41,6 +42,22 @@ SCHEDULER_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+# diffusers classes that sample Stable Diffusion's noise schedule: diffusers' own list of them
+# and the classes behind the short names. Others (flow matching, Amused, ...) fail mid-run, so
+# they are refused by name before any model loads.
+SD_SCHEDULER_CLASSES = frozenset(
+    [member.name for member in KarrasDiffusionSchedulers]
+    + [class_name for class_name, _ in SCHEDULER_ALIASES.values()]
+)
+
+
+def check_scheduler_name(name: str) -> None:
+    """Refuse a scheduler name no Stable Diffusion model can use (no model needed)."""
+    key = name.strip()
+    if key.lower() not in SCHEDULER_ALIASES and key not in SD_SCHEDULER_CLASSES:
+        raise UnknownNameError("scheduler", name, list(SCHEDULER_ALIASES) + sorted(SD_SCHEDULER_CLASSES))
+
+
 def _compatible_classes(base_scheduler) -> dict[str, type]:
     classes = {cls.__name__: cls for cls in getattr(base_scheduler, "compatibles", [])}
     classes[type(base_scheduler).__name__] = type(base_scheduler)
@@ -63,7 +80,7 @@ def make_scheduler(name: str, base_scheduler):
     scheduler_class = classes.get(class_name)
     if scheduler_class is None:
         candidate = getattr(diffusers, class_name, None)
-        if candidate is None or not class_name.endswith("Scheduler"):
+        if candidate is None or class_name not in SD_SCHEDULER_CLASSES:
             raise UnknownNameError("scheduler", name, available_schedulers(base_scheduler))
         scheduler_class = candidate
     return scheduler_class.from_config(base_scheduler.config, **overrides)

@@ -41,7 +41,7 @@ class DataReport:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (where, problem): sample skipped
     size_mismatches: list[tuple[str, tuple[int, int], tuple[int, int]]] = field(default_factory=list)
     long_captions: list[tuple[str, int]] = field(default_factory=list)  # (where, tokens)
-    empty_captions: int = 0
+    empty_captions: list[str] = field(default_factory=list)  # where: trained on the empty prompt
     smaller_than_resolution: int = 0
     widths: list[int] = field(default_factory=list, repr=False)
     heights: list[int] = field(default_factory=list, repr=False)
@@ -57,7 +57,16 @@ class DataReport:
     def is_usable(self) -> bool:
         return self.usable > 0
 
-    def summary(self) -> str:
+    def verdict(self, *, strict: bool = False) -> str:
+        """The last line of the summary; with `strict`, any problem refuses the dataset."""
+        if not self.is_usable:
+            return "verdict: UNUSABLE: no sample can be trained on"
+        if strict and self.problems:
+            return f"verdict: REFUSED under --strict: {len(self.problems)} sample(s) with problems"
+        skipped = f" ({len(self.problems)} sample(s) with problems are skipped)" if self.problems else ""
+        return f"verdict: usable{skipped}"
+
+    def summary(self, *, strict: bool = False) -> str:
         """A human-readable multi-line report."""
         lines = [
             f"dataset: {self.path} ({self.format}{', first samples only' if self.limited else ''})",
@@ -77,8 +86,7 @@ class DataReport:
             lines.append(
                 f"upscaled: {self.smaller_than_resolution} image(s) have a side shorter than {self.resolution}"
             )
-        if self.empty_captions:
-            lines.append(f"empty captions: {self.empty_captions}")
+        lines += _listed("empty caption (trained on the empty prompt)", self.empty_captions)
         lines += _listed("problem", [f"{where}: {problem}" for where, problem in self.problems])
         lines += _listed(
             "size mismatch (condition resized to the image)",
@@ -91,7 +99,7 @@ class DataReport:
             )
         else:
             lines.append("caption length: not checked (pass --model to count tokens)")
-        lines.append("verdict: " + ("usable" if self.is_usable else "UNUSABLE: no sample can be trained on"))
+        lines.append(self.verdict(strict=strict))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -105,7 +113,7 @@ class DataReport:
                 {"where": w, "image": list(i), "condition": list(c)} for w, i, c in self.size_mismatches
             ],
             "long_captions": [{"where": w, "tokens": t} for w, t in self.long_captions],
-            "empty_captions": self.empty_captions,
+            "empty_captions": self.empty_captions,  # where each one is
             "computes_condition": self.computes_condition,
             "condition_channels": self.condition_channels,
         }
@@ -136,7 +144,7 @@ def _examine(report: DataReport, example: Example, count_tokens) -> None:
     if example.condition is not None and example.condition.size != example.image.size:
         report.size_mismatches.append((example.where, example.image.size, example.condition.size))
     if not example.caption.strip():
-        report.empty_captions += 1
+        report.empty_captions.append(example.where)
     elif count_tokens is not None:
         tokens = count_tokens(example.caption)
         if tokens > report.max_tokens:

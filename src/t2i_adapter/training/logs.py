@@ -1,7 +1,8 @@
 """Training logs: `metrics.csv` (always) and TensorBoard event files (when tensorboard is installed).
 
 On resume, CSV rows past the resumed step (written by the killed run after its last checkpoint)
-are dropped, so the file reads as one uninterrupted run.
+are dropped, so the file reads as one uninterrupted run; its `seconds` go on from the last row
+kept (`seconds_before`) instead of starting again at 0.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class TrainingLog:
         self.enabled = enabled
         self.csv_path = Path(output_dir) / CSV_FILE
         self.writer = None
+        self.seconds_before = 0.0  # training seconds the kept rows already account for
         if not enabled:
             return
         self._truncate_after(resume_step)
@@ -52,6 +54,11 @@ class TrainingLog:
                 for row in csv.DictReader(handle)
                 if row.get("step", "").isdigit() and int(row["step"]) <= step
             ]
+        if rows:
+            try:
+                self.seconds_before = float(rows[-1].get("seconds") or 0.0)
+            except ValueError:
+                self.seconds_before = 0.0
         with open(self.csv_path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS)
             writer.writeheader()

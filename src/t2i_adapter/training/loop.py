@@ -293,7 +293,7 @@ def check_data(config: TrainConfig, source, tokenizer, accelerator: Accelerator)
         report = check_dataset(
             source, tokenizer=tokenizer, resolution=config.resolution, limit=limit, progress=config.progress
         )
-        summary = report.summary()
+        summary = report.summary(strict=config.strict)
         logger.info("%s", summary)
         Path(config.output_dir, DATA_REPORT).write_text(summary + "\n", encoding="utf-8")
         verdict = (report.good, report.is_usable, report.problems)
@@ -587,7 +587,7 @@ def start_logs(run: TrainingRun) -> StepLog:
         desc="training",
         disable=not (run.is_main and config.progress),
     )
-    return StepLog(log=log, progress=progress)
+    return StepLog(log=log, progress=progress, run_start=time.perf_counter() - log.seconds_before)
 
 
 def log_step(run: TrainingRun, losses: torch.Tensor) -> None:

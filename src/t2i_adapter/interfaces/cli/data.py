@@ -120,7 +120,7 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_dataset(
         source, tokenizer=tokenizer, resolution=args.resolution, limit=args.limit, progress=not args.json
     )
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary(strict=args.strict))
     if not report.is_usable or (args.strict and report.problems):
         return EXIT_UNUSABLE
     return 0

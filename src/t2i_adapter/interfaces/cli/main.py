@@ -3,6 +3,10 @@
 Each module in `COMMAND_MODULES` exposes `register(subparsers)`, which adds its parser and sets
 `func` to a function taking the parsed arguments and returning an exit status. Errors the user
 caused (`T2IAdapterError`) become one line `error: ...` on stderr and exit status 2.
+
+Start-up: a command line that names a subcommand imports that module only (and each module
+imports torch, diffusers and the like inside `run`, when the work starts); `t2i-adapter --help`
+or an unknown command imports the light `register` halves of all of them.
 """
 
 from __future__ import annotations
@@ -30,14 +34,15 @@ COMMAND_MODULES = [
 EXIT_USER_ERROR = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `command` (a name in `COMMAND_MODULES`) only that subcommand's."""
     parser = argparse.ArgumentParser(
         prog="t2i-adapter",
         description="Controllable text-to-image generation with T2I-Adapters.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in [command] if command in COMMAND_MODULES else COMMAND_MODULES:
         module = importlib.import_module(f"t2i_adapter.interfaces.cli.{name}")
         module.register(subparsers)
     return parser
@@ -52,8 +57,15 @@ def _version() -> str:
         return "unknown"
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand a command line names (its first word that is not an option), if any."""
+    words = [word for word in argv if not word.startswith("-")]
+    return words[0] if words else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

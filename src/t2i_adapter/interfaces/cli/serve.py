@@ -73,5 +73,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: anyone who can reach this address can use the page")
-    launch_app(app, host=args.host, port=args.port)
+    # quiet: Gradio's own start-up lines suggest share=True (a public link), which serve never makes
+    _, url, _ = launch_app(app, host=args.host, port=args.port, prevent_thread_lock=True, quiet=True)
+    print(f"web UI: {url} (Ctrl+C stops it)", flush=True)
+    app.block_thread()
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 
 from t2i_adapter.interfaces.cli.dataclass_flags import add_field_flag
 from t2i_adapter.training.config import TrainConfig
@@ -44,7 +45,23 @@ def run(args: argparse.Namespace) -> int:
 
     main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch, only rank 0 talks
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
-    output_dir = train(config_from_args(args))
+    config = config_from_args(args)
+    output_dir = train(config)
     if main_process:
-        print(f"adapter written to {output_dir} (load it with load_adapter('{output_dir}'))")
+        print(f"adapter written to {output_dir}")
+        print(f"try it: {try_command(config, output_dir)}")
     return 0
+
+
+def try_command(config: TrainConfig, output_dir) -> str:
+    """The `t2i-adapter generate` command that uses the adapter just trained.
+
+    A condition the dataset brought as files (not a preprocessor's name) is given ready: `none`.
+    """
+    from t2i_adapter.conditions.registry import available_conditions
+
+    cond_type = config.cond_type if config.cond_type in available_conditions() else "none"
+    return shlex.join(
+        ["t2i-adapter", "generate", "--model", config.model, "--adapter", str(output_dir)]
+        + ["--cond", "CONDITION.png", "--cond-type", cond_type, "--prompt", "PROMPT", "--out", "out.png"]
+    )

@@ -39,6 +39,9 @@ GROUPS = {
     "adapters": "Each per-adapter flag repeats and pairs up with the --adapter flags in order (the first "
     "--cond goes with the first --adapter); given once, it applies to every adapter. --cond-option and "
     "--cond-model belong to the --adapter before them.",
+    "img2img and inpainting": "Rework a picture (--init-image), or only its white part (--mask); "
+    "adapters act by their --adapter-range measured on the whole schedule.",
+    "hires fix": "Generate, upscale by --hires-scale, then repaint at that size with the adapters.",
     "sampling": None,
     "size": "Default: the condition's size, scaled to --max-resolution pixels.",
     "machine and memory": None,
@@ -240,12 +243,14 @@ def recorded_adapters(args: argparse.Namespace, specs: list[AdapterSpec]) -> lis
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The `GenerationSettings` fields given as flags (not per-adapter ones), as settings values.
 
-    Local paths (LoRA files, a config folder) are recorded absolute, so the PNG re-runs anywhere."""
+    Local paths (LoRA files, a config folder, the init picture and mask) are recorded absolute, so
+    the PNG re-runs from any folder."""
     given = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
     if "loras" in given:
         given["loras"] = [_local_absolute(LoraSpec.parse(text)) for text in given["loras"]]
-    if "model_config" in given:
-        given["model_config"] = str(Path(given["model_config"]).expanduser().absolute())
+    for name in ("model_config", "init_image", "mask"):
+        if given.get(name):
+            given[name] = str(Path(given[name]).expanduser().absolute())
     return given
 
 

@@ -570,14 +570,17 @@ class T2IAdapterPipeline:
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pictures (N, 3, H, W) in [-1, 1] -> scaled latents (the distribution's mode: no
         randomness drawn, so a seed's noise is the same as text-to-image's). SDXL's fp16 VAE
-        encodes in fp32 (its encoder upcast once, kept), as it decodes."""
+        encodes through a transient fp32 copy of its encoder (the VAE in use is never changed)."""
         vae = self.base.vae
+        vae_dtype = next(vae.parameters()).dtype
         dtype = vae_decode_dtype(
-            next(vae.parameters()).dtype,
-            is_sdxl=self.base.is_sdxl,
-            force_upcast=vae.config.get("force_upcast"),
+            vae_dtype, is_sdxl=self.base.is_sdxl, force_upcast=vae.config.get("force_upcast")
         )
-        if dtype == torch.float32 and next(vae.encoder.parameters()).dtype != torch.float32:
+        if dtype != vae_dtype:
+            shared = {id(vae.decoder): vae.decoder}
+            if getattr(vae, "post_quant_conv", None) is not None:
+                shared[id(vae.post_quant_conv)] = vae.post_quant_conv
+            vae = copy.deepcopy(vae, shared)
             vae.encoder.to(torch.float32)
             if getattr(vae, "quant_conv", None) is not None:
                 vae.quant_conv.to(torch.float32)

@@ -225,10 +225,16 @@ def test_every_settings_field_is_a_flag_that_reaches_the_settings():
         "prediction_type": ("v_prediction", "v_prediction"),
         "model_config": ("cfg", str(Path("cfg").absolute())),  # recorded absolute
         "device": ("cuda:1", "cuda:1"),  # a device name, checked before anything loads
+        "init_image": ("pic.png", str(Path("pic.png").absolute())),  # recorded absolute
+        "mask": ("mask.png", str(Path("mask.png").absolute())),
+        "strength": ("0.5", 0.5),  # 0 < S <= 1
+        "hires_strength": ("0.25", 0.25),
+        "hires_upscaler": ("lanczos", "lanczos"),
     }
     argv, expected = [], {}
     for field in fields(GenerationSettings):
-        if field.name in ("adapters", "resize_short_edge"):  # per-adapter flags; excludes --width
+        # per-adapter flags; --resize-short-edge excludes --width, --hires-scale --mask
+        if field.name in ("adapters", "resize_short_edge", "hires_scale"):
             continue
         flag = "--" + field.metadata.get("flag", field.name.replace("_", "-"))
         if field.name == "loras":
@@ -245,9 +251,10 @@ def test_every_settings_field_is_a_flag_that_reaches_the_settings():
         expected[field.name] = wanted if wanted is not None else kind(given)
     settings = _parse(argv)
     assert {name: getattr(settings, name) for name in expected} == expected
-    assert len(expected) == len(fields(GenerationSettings)) - 2
+    assert len(expected) == len(fields(GenerationSettings)) - 3
     short = _parse(["--model", "m", "--prompt", "p", "--resize-short-edge", "80", "--no-vae-tiling"])
     assert short.resize_short_edge == 80 and short.vae_tiling is False
+    assert _parse(["--model", "m", "--prompt", "p", "--hires-scale", "1.5"]).hires_scale == 1.5
 
 
 def test_help_shows_each_fields_dataclass_default_in_its_group():
@@ -257,7 +264,8 @@ def test_help_shows_each_fields_dataclass_default_in_its_group():
 
     parser = _generate_parser()
     groups = {group.title: group._group_actions for group in parser._action_groups}
-    titles = ["what to generate", "adapters", "sampling", "size", "machine and memory", "output"]
+    titles = ["what to generate", "adapters", "img2img and inpainting", "hires fix", "sampling", "size"]
+    titles += ["machine and memory", "output"]
     text = _help_text()
     assert [text.index(f" {title}:") for title in titles] == sorted(text.index(f" {t}:") for t in titles)
     shown = 0
@@ -270,7 +278,9 @@ def test_help_shows_each_fields_dataclass_default_in_its_group():
         if field.default not in (MISSING, None, ""):
             assert action.help.endswith(f"(default: {field.default})"), flag
             shown += 1
-    assert shown == 10  # steps, guidance, seed, images, scheduler, clip vision, dtype, 3 switches
+    # steps, guidance, seed, images, scheduler, clip vision, dtype, 3 switches; strength, mask blur,
+    # full-res switch and padding, hires strength and upscaler
+    assert shown == 16
     spec = {field.name: field for field in fields(AdapterSpec)}
     assert f"--adapter-weight W {spec['weight'].metadata['help']} (default: {spec['weight'].default})" in text
     assert f"(default: {spec['start'].default:g}:{spec['end'].default:g})" in text

@@ -108,8 +108,9 @@ def tiny_scheduler():
     )
 
 
-def tiny_sd_components(seed: int = 0) -> dict:
-    """UNet, VAE, text encoder, tokenizer, DDIM scheduler of a tiny SD1.x-shaped model."""
+def tiny_sd_components(seed: int = 0, in_channels: int = 4) -> dict:
+    """UNet, VAE, text encoder, tokenizer, DDIM scheduler of a tiny SD1.x-shaped model
+    (`in_channels=9`: an inpainting UNet, latents + mask + masked picture's latents)."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -118,7 +119,7 @@ def tiny_sd_components(seed: int = 0) -> dict:
         block_out_channels=TINY_SD_BLOCK_CHANNELS,
         layers_per_block=2,
         sample_size=TINY_IMAGE_SIZE // 8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -274,12 +275,12 @@ def save_tiny_dpt(folder: str | Path, *, full_size: bool = False) -> Path:
     return Path(folder)
 
 
-def save_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
+def save_tiny_sd(folder: str | Path, seed: int = 0, in_channels: int = 4) -> Path:
     """Write the tiny SD model as a diffusers folder (model_index.json + components)."""
     from diffusers import StableDiffusionPipeline
 
     pipeline = StableDiffusionPipeline(
-        **tiny_sd_components(seed),
+        **tiny_sd_components(seed, in_channels=in_channels),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -297,11 +298,11 @@ def save_tiny_sdxl(folder: str | Path, seed: int = 0, text_dim_2: int = TINY_TEX
     return Path(folder)
 
 
-def tiny_sd_base_model(seed: int = 0):
+def tiny_sd_base_model(seed: int = 0, in_channels: int = 4):
     """The tiny SD components as a `BaseModel`, frozen, on CPU."""
     from t2i_adapter.generation.base_model import BaseModel
 
-    model = BaseModel(**tiny_sd_components(seed), name="tiny-sd")
+    model = BaseModel(**tiny_sd_components(seed, in_channels=in_channels), name="tiny-sd")
     for module in model.frozen_modules():
         module.requires_grad_(False)
     return model

@@ -19,6 +19,7 @@ from t2i_adapter.conditions.registry import get_preprocessor
 from t2i_adapter.devices import resolve_device
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
 from t2i_adapter.generation.cache import ModelCache
+from t2i_adapter.generation.img2img import HiresFix, ImageToImage
 from t2i_adapter.generation.loras import lora_file
 from t2i_adapter.generation.schedulers import check_scheduler_name
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
@@ -121,6 +122,42 @@ def _note_rounded_size(settings: GenerationSettings, width: int, height: int) ->
             )
 
 
+def _img2img(
+    settings: GenerationSettings, init_image: Image.Image | None, mask_image: Image.Image | None
+) -> ImageToImage | None:
+    """The init picture and mask: the ones given in memory, else read from the settings' paths
+    (safely: size cap, bombs refused); None without an init picture."""
+    if mask_image is not None and init_image is None and settings.init_image is None:
+        raise T2IAdapterError("a mask needs an init picture: the picture whose white part is repainted")
+    if init_image is None and settings.init_image is None:
+        return None
+    picture = init_image if init_image is not None else load_image(settings.init_image)
+    mask = mask_image
+    if mask is None and settings.mask is not None:
+        mask = load_image(settings.mask, mode="L")
+    return ImageToImage(
+        image=picture,
+        strength=settings.strength,
+        mask=mask,
+        mask_blur=settings.mask_blur,
+        full_res=settings.inpaint_full_res,
+        full_res_padding=settings.inpaint_full_res_padding,
+        name=settings.init_image or "the init picture",
+        mask_name=settings.mask or "the mask",
+    )
+
+
+def _hires(settings: GenerationSettings) -> HiresFix | None:
+    if settings.hires_scale is None:
+        return None
+    return HiresFix(
+        scale=settings.hires_scale,
+        strength=settings.hires_strength,
+        steps=settings.hires_steps,
+        upscaler=settings.hires_upscaler,
+    )
+
+
 def _preprocess(
     spec: AdapterSpec, image: Image.Image, options: dict[str, Any], device: torch.device
 ) -> Image.Image:
@@ -144,12 +181,16 @@ def generate(
     settings: GenerationSettings,
     *,
     condition_images: Sequence[Image.Image | None] | None = None,
+    init_image: Image.Image | None = None,
+    mask_image: Image.Image | None = None,
     cache: ModelCache | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> GenerationResult:
     """Run one generation: load (or reuse) the models, preprocess conditions, sample, decode.
 
-    `condition_images[i]`, when given, replaces reading `settings.adapters[i].cond` from disk.
+    `condition_images[i]`, when given, replaces reading `settings.adapters[i].cond` from disk;
+    `init_image` and `mask_image` likewise replace reading `settings.init_image` / `settings.mask`
+    (img2img with `settings.strength`; inpainting: white repainted, black kept).
     `progress` receives the sampler's report after each denoising step, as it is: `step`
     (steps completed, 1..n), `total` (n), `timestep`, `latents`, `adapters_active`.
     """
@@ -163,6 +204,7 @@ def generate(
         lora_file(lora)  # a missing LoRA fails now, not after the base model has loaded
     images = _condition_images(settings, condition_images)
     _note_small_conditions(settings, images)
+    img2img = _img2img(settings, init_image, mask_image)
     prepared = [
         _preprocess(spec, image, spec_options, device)
         for spec, image, spec_options in zip(settings.adapters, images, options, strict=True)
@@ -221,6 +263,8 @@ def generate(
             scheduler=settings.scheduler,
             eta=settings.eta,
             fuser=fuser,
+            img2img=img2img,
+            hires=_hires(settings),
             callback=progress,
         )
     _note_rounded_size(settings, output.width, output.height)

@@ -119,6 +119,9 @@ def parse_job(text: str, line: int, folder: Path, defaults: dict[str, Any]) -> B
     if not isinstance(values.get("adapters", []), list):
         raise T2IAdapterError("'adapters' must be a list of objects")
     values["adapters"] = [_adapter_entry(spec, folder) for spec in values.get("adapters", [])]
+    for name in ("init_image", "mask"):  # relative to the jobs file, like conditions
+        if isinstance(values.get(name), str) and values[name]:
+            values[name] = _beside(values[name], folder)
     try:
         settings = GenerationSettings.from_dict(values)
     except (TypeError, ValueError) as error:
@@ -130,9 +133,14 @@ def _adapter_entry(spec: Any, folder: Path) -> Any:
     if not isinstance(spec, dict):
         raise T2IAdapterError("each entry of 'adapters' must be an object with 'adapter' and 'cond'")
     cond = spec.get("cond")
-    if isinstance(cond, str) and cond and not Path(cond).expanduser().is_absolute():
-        spec = {**spec, "cond": str((folder / cond).absolute())}
+    if isinstance(cond, str) and cond:
+        spec = {**spec, "cond": _beside(cond, folder)}
     return spec
+
+
+def _beside(path: str, folder: Path) -> str:
+    """A relative path in a jobs line is relative to the jobs file's folder."""
+    return path if Path(path).expanduser().is_absolute() else str((folder / path).absolute())
 
 
 def _output_name(given: Any, line: int) -> str:

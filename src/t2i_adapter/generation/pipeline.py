@@ -30,19 +30,37 @@ from PIL import Image
 from t2i_adapter.conditions.clip_vision import StyleImageEncoder, load_clip_vision
 from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
 from t2i_adapter.conditions.tensor import condition_to_tensor
+from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
 from t2i_adapter.generation.base_model import BaseModel
 from t2i_adapter.generation.checks import (
     check_feature_shapes,
     check_fuser_fits,
     check_unit_fits,
 )
+from t2i_adapter.generation.img2img import (
+    Box,
+    HiresFix,
+    ImageToImage,
+    LatentInpaint,
+    PreparedPicture,
+    first_step,
+    latent_mask,
+    mask_tensor,
+    paste_back,
+    picture_tensor,
+    prepare_picture,
+    resample_pictures,
+    upscaled_size,
+)
 from t2i_adapter.generation.prompts import check_time_ids_fit, encode_prompt, sdxl_add_time_ids
 from t2i_adapter.generation.sampling import denoise
 from t2i_adapter.generation.schedulers import make_scheduler, set_steps
+from t2i_adapter.generation.settings import MAX_OUTPUT_PIXELS, MAX_SIDE
 from t2i_adapter.generation.sizes import required_multiple, resolve_size
 from t2i_adapter.generation.units import AdapterUnit, StepConditioning, UnitOutput, warn_idle_units
 
 logger = logging.getLogger(__name__)
+INPAINT_UNET_CHANNELS = 9  # latents + mask + masked picture's latents (SD/SDXL inpainting models)
 
 
 @dataclass
@@ -54,6 +72,34 @@ class PipelineOutput:
     height: int
     conditions: list[torch.Tensor] = field(default_factory=list)  # adapter inputs, (1, C, H, W)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Request:
+    """What every pass of one call shares (the first pass and the hires fix's)."""
+
+    prompts: list[str]
+    negative_prompts: list[str] | None
+    units: list[AdapterUnit]
+    fuser: torch.nn.Module | None
+    num_images: int
+    guidance_scale: float
+    scheduler: str | Any | None
+    generator: torch.Generator
+    eta: float | None
+    callback: Callable[[dict[str, Any]], None] | None
+    adapter_seconds: float = 0.0
+
+
+@dataclass
+class _Start:
+    """How a pass starts: pure noise (`latents` None), or clean `latents` noised to the step
+    `strength` selects; `mask` (1, 1, h, w) inpaints, `masked_latents` for a 9-channel UNet."""
+
+    latents: torch.Tensor | None = None
+    strength: float = 1.0
+    mask: torch.Tensor | None = None
+    masked_latents: torch.Tensor | None = None
 
 
 class T2IAdapterPipeline:
@@ -115,78 +161,183 @@ class T2IAdapterPipeline:
         max_resolution: int | None = None,
         scheduler: str | Any | None = None,
         fuser: torch.nn.Module | None = None,
+        img2img: ImageToImage | None = None,
+        hires: HiresFix | None = None,
         eta: float | None = None,
         callback: Callable[[dict[str, Any]], None] | None = None,
         output_type: str = "pil",
     ) -> PipelineOutput:
         """Generate `num_images` images per prompt, steered by `units`.
 
-        Size: explicit `width`/`height`, else the first spatial condition's size (scaled by
-        `resize_short_edge` or to `max_resolution` pixels when given), rounded to what the UNet
-        and every adapter need. `seed` (or `generator`) fixes the starting noise, drawn on the
-        CPU so a seed gives the same noise on every device. `scheduler`: a name
-        (`schedulers.make_scheduler`), a scheduler instance, or None for the model's own kind.
-        `fuser`: a CoAdapter fuser mixing the active units (their `task` names the condition).
+        Size: explicit `width`/`height`, else the init picture's size (img2img) or the first
+        spatial condition's (scaled by `resize_short_edge` or to `max_resolution` pixels when
+        given), rounded to what the UNet and every adapter need. `seed` (or `generator`) fixes
+        the starting noise, drawn on the CPU so a seed gives the same noise on every device.
+        `scheduler`: a name (`schedulers.make_scheduler`), a scheduler instance, or None for the
+        model's own kind. `fuser`: a CoAdapter fuser mixing the active units (their `task` names
+        the condition). `img2img`: rework a picture, or inpaint its masked part
+        (`img2img.ImageToImage`); `hires`: upscale and repaint the result (`img2img.HiresFix`).
         `eta`: the scheduler's step noise (DDIM's eta, TCD's gamma); None: the scheduler's default.
         `callback(info)` gets `step` (steps completed, 1..total), `total`, `timestep`, `latents`,
-        `adapters_active` after each step. `output_type`: `pil`, `np` (float (N, H, W, 3) in [0, 1]), `pt` or `latent`.
+        `adapters_active` after each step (once per pass). `output_type`: `pil`, `np` (float
+        (N, H, W, 3) in [0, 1]), `pt` or `latent`. The output's `width`/`height` are the first
+        pass's (what settings record); the hires fix makes the images larger.
         Raises `ModelMismatchError` before any sampling when an adapter does not fit the model.
         """
         started = time.perf_counter()
-        units = list(units)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if isinstance(negative_prompt, str):
             negative_prompt = [negative_prompt] * len(prompts)
-
-        self._check_fits(units, fuser)  # everything must fit before any sampling
-        width, height = self._output_size(
-            units, width, height, resize_short_edge=resize_short_edge, max_resolution=max_resolution
-        )
-        adapter_started = time.perf_counter()
-        outputs, conditions = self._run_adapters(units, fuser, width, height)
-        adapter_seconds = time.perf_counter() - adapter_started
-        conditioning = self._conditioning(
-            units,
-            outputs,
-            fuser,
-            prompts,
-            negative_prompt,
-            num_images=num_images,
-            guidance_scale=guidance_scale,
-            width=width,
-            height=height,
-        )
-        scheduler = self._scheduler(scheduler, steps)
-        conditioning.at(0, len(scheduler.timesteps))  # the fuser (if any) fails here, not mid-run
-        warn_idle_units(units, len(scheduler.timesteps))
         if generator is None:
             generator = torch.Generator("cpu").manual_seed(int(seed if seed is not None else 42))
-        latents = self._initial_latents(conditioning.batch_size, width, height, scheduler, generator)
-        latents = denoise(
-            self.base.unet,
-            scheduler,
-            latents,
-            conditioning,
+        request = _Request(
+            prompts=prompts,
+            negative_prompts=negative_prompt,
+            units=list(units),
+            fuser=fuser,
+            num_images=num_images,
             guidance_scale=guidance_scale,
+            scheduler=scheduler,
             generator=generator,
             eta=eta,
             callback=callback,
         )
-        images = self.decode(latents, output_type)
+
+        self._check_fits(request.units, fuser, img2img)  # everything must fit before any sampling
+        width, height = self._output_size(
+            request.units,
+            width,
+            height,
+            resize_short_edge=resize_short_edge,
+            max_resolution=max_resolution,
+            picture=None if img2img is None else img2img.image,
+        )
+        prepared = None if img2img is None else prepare_picture(img2img, width, height)
+        start = self._picture_start(prepared, img2img)
+        latents, conditions = self._pass(
+            request, width, height, steps, start, crop=None if prepared is None else prepared.crop
+        )
+        if hires is not None:
+            latents = self._hires_pass(request, latents, width, height, steps, hires)
+        images = self._finish(latents, prepared, output_type)
         self._offload_all()
         _synchronize(self.execution_device)
-        total_seconds = time.perf_counter() - started
         return PipelineOutput(
             images=images,
             width=width,
             height=height,
             conditions=conditions,
-            timings={"adapter_seconds": adapter_seconds, "total_seconds": total_seconds},
+            timings={
+                "adapter_seconds": request.adapter_seconds,
+                "total_seconds": time.perf_counter() - started,
+            },
         )
 
+    def _pass(
+        self,
+        request: _Request,
+        width: int,
+        height: int,
+        steps: int,
+        start: _Start,
+        *,
+        crop: Box | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One denoising pass at (width, height): adapters, prompts, scheduler, starting latents,
+        the loop. Returns the clean latents and the adapter inputs."""
+        adapter_started = time.perf_counter()
+        outputs, conditions = self._run_adapters(request.units, request.fuser, width, height, crop)
+        request.adapter_seconds += time.perf_counter() - adapter_started
+        conditioning = self._conditioning(
+            request.units,
+            outputs,
+            request.fuser,
+            request.prompts,
+            request.negative_prompts,
+            num_images=request.num_images,
+            guidance_scale=request.guidance_scale,
+            width=width,
+            height=height,
+        )
+        scheduler = self._scheduler(request.scheduler, steps)
+        conditioning.at(0, len(scheduler.timesteps))  # the fuser (if any) fails here, not mid-run
+        warn_idle_units(request.units, len(scheduler.timesteps))
+        latents, first, inpaint = self._start_latents(
+            conditioning.batch_size, width, height, scheduler, steps, request.generator, start
+        )
+        latents = denoise(
+            self.base.unet,
+            scheduler,
+            latents,
+            conditioning,
+            guidance_scale=request.guidance_scale,
+            generator=request.generator,
+            eta=request.eta,
+            callback=request.callback,
+            start=first,
+            inpaint=inpaint,
+        )
+        return latents, conditions
+
+    def _picture_start(self, prepared: PreparedPicture | None, img2img: ImageToImage | None) -> _Start:
+        """How the first pass starts: from noise, or from the encoded (crop of the) init picture."""
+        if prepared is None or img2img is None:
+            return _Start()
+        start = _Start(latents=self.encode(picture_tensor(prepared.work)), strength=img2img.strength)
+        if prepared.work_mask is not None:
+            latent_size = start.latents.shape[-2:]
+            start.mask = latent_mask(prepared.work_mask, tuple(latent_size))
+            if self.base.unet.config.in_channels == INPAINT_UNET_CHANNELS:
+                pixel_mask = mask_tensor(prepared.work_mask)
+                masked = picture_tensor(prepared.work) * (pixel_mask < 0.5)
+                start.masked_latents = self.encode(masked)
+                start.mask = F.interpolate(pixel_mask, size=tuple(latent_size))  # as diffusers does
+        return start
+
+    def _hires_pass(
+        self, request: _Request, latents: torch.Tensor, width: int, height: int, steps: int, hires: HiresFix
+    ) -> torch.Tensor:
+        """Upscale the first pass's result (latents, or the picture through a resampler) and
+        repaint it at the larger size: an img2img pass with the conditions resized to it."""
+        multiple = self._multiple(request.units)
+        new_width, new_height = upscaled_size(width, height, hires.scale, multiple)
+        if max(new_width, new_height) > MAX_SIDE or new_width * new_height > MAX_OUTPUT_PIXELS:
+            raise T2IAdapterError(
+                f"--hires-scale {hires.scale:g}: {new_width}x{new_height} is over the size limit "
+                f"({MAX_SIDE} per side, {MAX_OUTPUT_PIXELS} pixels)"
+            )
+        factor = self.base.vae_scale_factor
+        if hires.upscaler == "latent":
+            size = (new_height // factor, new_width // factor)
+            clean = F.interpolate(latents.float(), size=size, mode="bilinear").to(latents.dtype)
+        else:
+            pictures = self.decode(latents, "pt")
+            clean = self.encode(resample_pictures(pictures, (new_width, new_height), hires.upscaler))
+        start = _Start(latents=clean, strength=hires.strength)
+        latents, _ = self._pass(request, new_width, new_height, hires.steps or steps, start)
+        return latents
+
+    def _finish(self, latents: torch.Tensor, prepared: PreparedPicture | None, output_type: str):
+        """Decode, paste the kept pixels back (inpainting), convert to `output_type`."""
+        if output_type == "latent":
+            return latents
+        images = self.decode(latents, "pt")
+        if prepared is not None:
+            images = paste_back(images, prepared)
+        return _converted(images, output_type)
+
     # ---------------------------------------------------------------- phases of a call
-    def _check_fits(self, units: list[AdapterUnit], fuser: torch.nn.Module | None) -> None:
-        """Raise `ModelMismatchError` when the model, an adapter or the fuser do not fit together."""
+    def _check_fits(
+        self, units: list[AdapterUnit], fuser: torch.nn.Module | None, img2img: ImageToImage | None = None
+    ) -> None:
+        """Raise `ModelMismatchError` when the model, an adapter or the fuser do not fit together,
+        or an inpainting model (9-channel UNet) gets no mask."""
+        in_channels = self.base.unet.config.in_channels
+        if in_channels == INPAINT_UNET_CHANNELS and (img2img is None or img2img.mask is None):
+            raise ModelMismatchError(
+                "the base model is an inpainting model (its UNet takes 9 channels): give it an init "
+                "picture and a mask (--init-image PIC --mask MASK)"
+            )
         if self.base.is_sdxl:
             check_time_ids_fit(self.base)
         for unit in units:
@@ -202,34 +353,47 @@ class T2IAdapterPipeline:
         *,
         resize_short_edge: int | None,
         max_resolution: int | None,
+        picture: Image.Image | None = None,
     ) -> tuple[int, int]:
-        """(width, height), rounded to what the UNet and every spatial adapter need."""
-        base = self.base
+        """(width, height), rounded to what the UNet and every spatial adapter need; the init
+        `picture`'s size (img2img) stands for the first condition's."""
         spatial = [unit for unit in units if unit.is_spatial]
-        multiple = required_multiple(
-            base.vae_scale_factor,
-            len(base.unet.config.block_out_channels),
-            [getattr(unit.adapter, "total_downscale_factor", 1) for unit in spatial],
-        )
+        size = picture.size if picture is not None else None
+        if size is None and spatial:
+            size = _condition_size(spatial[0].condition)
         return resolve_size(
-            multiple,
+            self._multiple(units),
             width=width,
             height=height,
-            condition_size=_condition_size(spatial[0].condition) if spatial else None,
+            condition_size=size,
             resize_short_edge=resize_short_edge,
             max_resolution=max_resolution,
-            default_side=base.native_resolution,
+            default_side=self.base.native_resolution,
+        )
+
+    def _multiple(self, units: list[AdapterUnit]) -> int:
+        """What both sides must be a multiple of, for the UNet and every spatial adapter."""
+        return required_multiple(
+            self.base.vae_scale_factor,
+            len(self.base.unet.config.block_out_channels),
+            [getattr(unit.adapter, "total_downscale_factor", 1) for unit in units if unit.is_spatial],
         )
 
     def _run_adapters(
-        self, units: list[AdapterUnit], fuser: torch.nn.Module | None, width: int, height: int
+        self,
+        units: list[AdapterUnit],
+        fuser: torch.nn.Module | None,
+        width: int,
+        height: int,
+        crop: Box | None = None,
     ) -> tuple[list[UnitOutput], list[torch.Tensor]]:
-        """Each adapter runs once; its weighted output is reused at every step."""
+        """Each adapter runs once per pass; its weighted output is reused at every step. `crop`
+        (inpainting at full resolution): the conditions' region that is worked on."""
         device, dtype = self.execution_device, self.base.dtype
         latent_size = (height // self.base.vae_scale_factor, width // self.base.vae_scale_factor)
         outputs, conditions = [], []
         for unit in units:
-            output, condition = self._run_unit(unit, width, height, device, dtype)
+            output, condition = self._run_unit(unit, width, height, device, dtype, crop)
             if output.maps is not None:
                 check_feature_shapes(self.base, unit, output.maps, latent_size)
             outputs.append(output)
@@ -282,25 +446,65 @@ class T2IAdapterPipeline:
         set_steps(scheduler, steps, self.execution_device)
         return scheduler
 
-    def _initial_latents(
-        self, batch_size: int, width: int, height: int, scheduler: Any, generator: torch.Generator
-    ) -> torch.Tensor:
-        """Starting noise (batch, C, H/8, W/8), drawn on the CPU so a seed gives the same noise everywhere."""
+    def _start_latents(
+        self,
+        batch_size: int,
+        width: int,
+        height: int,
+        scheduler: Any,
+        steps: int,
+        generator: torch.Generator,
+        start: _Start,
+    ) -> tuple[torch.Tensor, int, LatentInpaint | None]:
+        """(starting latents, first step, inpainting) for one pass.
+
+        The noise (batch, C, H/8, W/8) is drawn on the CPU so a seed gives the same noise
+        everywhere, and first, so text-to-image and img2img at strength 1 draw the same. img2img
+        noises the picture's latents with the scheduler's own `add_noise` at its first step.
+        """
         base = self.base
         latent_shape = (
             batch_size,
-            base.unet.config.in_channels,
+            base.vae.config.latent_channels,
             height // base.vae_scale_factor,
             width // base.vae_scale_factor,
         )
-        latents = randn_tensor(
+        noise = randn_tensor(
             latent_shape, generator=generator, device=self.execution_device, dtype=base.dtype
         )
-        return latents * scheduler.init_noise_sigma
+        if start.latents is None:
+            return noise * scheduler.init_noise_sigma, 0, None
+        first = first_step(scheduler, steps, start.strength)
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)
+        clean = _to_batch(start.latents.to(device=noise.device, dtype=noise.dtype), batch_size)
+        if start.strength >= 1.0:  # diffusers' `is_strength_max`: pure noise, as text-to-image
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            latents = scheduler.add_noise(
+                clean, noise, scheduler.timesteps[first : first + 1].repeat(batch_size)
+            )
+        if start.mask is None:
+            return latents, first, None
+        inpaint = LatentInpaint(
+            mask=_to_batch(start.mask.to(noise.device, noise.dtype), batch_size),
+            image_latents=clean,
+            noise=noise,
+            masked_latents=None
+            if start.masked_latents is None
+            else _to_batch(start.masked_latents.to(noise.device, noise.dtype), batch_size),
+        )
+        return latents, first, inpaint
 
     # ---------------------------------------------------------------- pieces
     def _run_unit(
-        self, unit: AdapterUnit, width: int, height: int, device: torch.device, dtype: torch.dtype
+        self,
+        unit: AdapterUnit,
+        width: int,
+        height: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        crop: Box | None = None,
     ) -> tuple[UnitOutput, torch.Tensor]:
         """Run one adapter on its condition; returns its weighted output and the adapter input.
 
@@ -316,7 +520,7 @@ class T2IAdapterPipeline:
             hidden_states = hidden_states.to(device=device, dtype=adapter_dtype)  # (1, 257, width)
             tokens = (adapter(hidden_states) * unit.weight).to(dtype)  # (1, T, D)
             return UnitOutput(tokens=tokens), hidden_states
-        condition = _condition_tensor(unit, width, height).to(
+        condition = _condition_tensor(unit, width, height, crop).to(
             device=device, dtype=adapter_dtype
         )  # (1, C, H, W)
         maps = [(feature * unit.weight).to(dtype) for feature in adapter(condition)]
@@ -363,13 +567,30 @@ class T2IAdapterPipeline:
         if shift:
             latents = latents + shift
         image = self._decode_latents(vae, latents)
-        image = (image / 2 + 0.5).clamp(0, 1)  # (N, 3, H, W)
-        if output_type == "pt":
-            return image
-        array = image.cpu().permute(0, 2, 3, 1).float().numpy()  # (N, H, W, 3)
-        if output_type == "np":
-            return array
-        return [Image.fromarray(frame) for frame in (array * 255).round().astype(np.uint8)]
+        return _converted((image / 2 + 0.5).clamp(0, 1), output_type)  # (N, 3, H, W)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pictures (N, 3, H, W) in [-1, 1] -> scaled latents (the distribution's mode: no
+        randomness drawn, so a seed's noise is the same as text-to-image's). SDXL's fp16 VAE
+        encodes through a transient fp32 copy of its encoder (the VAE in use is never changed)."""
+        vae = self.base.vae
+        vae_dtype = next(vae.parameters()).dtype
+        dtype = vae_decode_dtype(
+            vae_dtype, is_sdxl=self.base.is_sdxl, force_upcast=vae.config.get("force_upcast")
+        )
+        if dtype != vae_dtype:
+            shared = {id(vae.decoder): vae.decoder}
+            if getattr(vae, "post_quant_conv", None) is not None:
+                shared[id(vae.post_quant_conv)] = vae.post_quant_conv
+            vae = copy.deepcopy(vae, shared)
+            vae.encoder.to(torch.float32)
+            if getattr(vae, "quant_conv", None) is not None:
+                vae.quant_conv.to(torch.float32)
+        latents = vae.encode(pixels.to(device=self.execution_device, dtype=dtype)).latent_dist.mode()
+        shift = getattr(vae.config, "shift_factor", None)
+        if shift:
+            latents = latents - shift
+        return (latents * vae.config.scaling_factor).to(self.base.dtype)
 
 
 def vae_decode_dtype(vae_dtype: torch.dtype, *, is_sdxl: bool, force_upcast: bool | None) -> torch.dtype:
@@ -403,17 +624,39 @@ def _condition_size(condition: Image.Image | torch.Tensor) -> tuple[int, int]:
     return int(condition.shape[-1]), int(condition.shape[-2])
 
 
-def _condition_tensor(unit: AdapterUnit, width: int, height: int) -> torch.Tensor:
-    """The adapter input (1, C, H, W) in [0, 1] at the output size."""
+def _condition_tensor(unit: AdapterUnit, width: int, height: int, crop: Box | None = None) -> torch.Tensor:
+    """The adapter input (1, C, H, W) in [0, 1] at the output size; with `crop`, that region of
+    it resized to the output size (inpainting at full resolution)."""
     channels = getattr(unit.adapter, "in_condition_channels", None) or 3
     condition = unit.condition
     if isinstance(condition, Image.Image):
-        return condition_to_tensor(condition, channels, size=(width, height))
-    if condition.dim() == 3:
+        condition = condition_to_tensor(condition, channels, size=(width, height))
+    elif condition.dim() == 3:
         condition = condition.unsqueeze(0)
     if condition.shape[-2:] != (height, width):
         condition = F.interpolate(condition.float(), size=(height, width), mode="bilinear", antialias=True)
+    if crop is not None:
+        left, top, right, bottom = crop
+        region = condition[:, :, top:bottom, left:right].float()
+        condition = F.interpolate(region, size=(height, width), mode="bilinear", antialias=True)
     return condition
+
+
+def _converted(images: torch.Tensor, output_type: str):
+    """(N, 3, H, W) in [0, 1] -> `pt` as is, `np` (N, H, W, 3) float array, `pil` 8-bit pictures."""
+    if output_type == "pt":
+        return images
+    array = images.cpu().permute(0, 2, 3, 1).float().numpy()  # (N, H, W, 3)
+    if output_type == "np":
+        return array
+    return [Image.fromarray(frame) for frame in (array * 255).round().astype(np.uint8)]
+
+
+def _to_batch(tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(1 or batch, ...) -> (batch, ...)."""
+    if tensor.shape[0] == batch_size:
+        return tensor
+    return tensor.repeat(batch_size // tensor.shape[0], *([1] * (tensor.dim() - 1)))
 
 
 def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from t2i_adapter.errors import T2IAdapterError
+from t2i_adapter.generation.img2img import LatentInpaint
 from t2i_adapter.generation.units import StepConditioning
 
 
@@ -46,23 +47,30 @@ def denoise(
     generator: torch.Generator | None = None,
     eta: float | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    start: int = 0,
+    inpaint: LatentInpaint | None = None,
 ) -> torch.Tensor:
-    """Run the scheduler's timesteps from noise `latents` (B, 4, h, w) to clean latents.
+    """Run the scheduler's timesteps from `start` on, from noisy `latents` (B, 4, h, w) to clean ones.
 
     Classifier-free guidance (Ho & Salimans 2022): eps = eps_uncond + s * (eps_cond - eps_uncond),
     both halves in one UNet batch. `scheduler.set_timesteps` must have been called.
-    After each step `callback(info)` gets `step` (steps completed, 1..total), `total`,
-    `timestep`, `latents` and `adapters_active`: the one progress shape of the package.
+    `start` > 0 (img2img): the first steps are skipped; the adapters' windows still count on the
+    whole schedule. `inpaint`: the mask's extra UNet input, or its latent blending after each step.
+    After each step `callback(info)` gets `step` (steps completed, 1..total), `total` (the steps
+    this call runs), `timestep`, `latents` and `adapters_active`: the one progress shape of the package.
     """
     do_cfg = conditioning.do_cfg
     timesteps = scheduler.timesteps
     total = len(timesteps)
     extra = step_kwargs(scheduler, generator, eta)
-    for i, t in enumerate(timesteps):
+    for i in range(start, total):
+        t = timesteps[i]
         inputs = conditioning.at(i, total)
 
         model_input = torch.cat([latents] * 2) if do_cfg else latents  # (2B, 4, h, w)
         model_input = scheduler.scale_model_input(model_input, t)
+        if inpaint is not None:
+            model_input = inpaint.unet_input(model_input)  # 9-channel UNet: + mask, masked picture
 
         noise_pred = unet(
             model_input,
@@ -79,12 +87,14 @@ def denoise(
             noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
         latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+        if inpaint is not None:
+            latents = inpaint.after_step(latents, scheduler, i)  # 4-channel UNet: the kept region back
 
         if callback is not None:
             callback(
                 {
-                    "step": i + 1,  # steps completed, so the last report is total/total
-                    "total": total,
+                    "step": i + 1 - start,  # steps completed, so the last report is total/total
+                    "total": total - start,
                     "timestep": t,
                     "latents": latents,
                     "adapters_active": inputs.residuals is not None,

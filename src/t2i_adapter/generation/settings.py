@@ -27,6 +27,13 @@ MAX_SEED = 2**64 - 1
 MAX_SIDE = 8192
 MAX_IMAGES = 64
 MAX_OUTPUT_PIXELS = 16 * 1024 * 1024
+# img2img / inpainting / hires fix: a blur wider than this is no longer a seam, and an upscale
+# beyond this runs past MAX_SIDE from any native size.
+MAX_MASK_BLUR = 256
+MAX_HIRES_SCALE = 8.0
+# 'latent': the latents are upscaled (bicubic, like A1111's "Latent (bicubic)"); the others are
+# Pillow resamplers of the decoded picture.
+HIRES_UPSCALERS = ("latent", "lanczos", "bicubic", "bilinear", "nearest")
 _KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
 
 
@@ -118,16 +125,33 @@ def _checked_value(spec: Field, value: Any, prefix: str) -> Any:
     base = str(spec.type).removesuffix(" | None")
     if value is None and base != str(spec.type):
         return None
-    low, high = spec.metadata.get("minimum"), spec.metadata.get("maximum")
     checked = _as_kind(base, value)
-    if checked is None or (low is not None and checked < low) or (high is not None and checked > high):
-        bounds = f" from {low} to {high}" if low is not None and high is not None else ""
-        bounds = bounds or (f" of at least {low}" if low is not None else "")
-        raise T2IAdapterError(f"{prefix}{spec.name} must be {_KINDS[base]}{bounds}, not {_shown(value)}")
+    if checked is None or not _in_range(checked, spec.metadata):
+        raise T2IAdapterError(
+            f"{prefix}{spec.name} must be {_KINDS[base]}{_bounds(spec.metadata)}, not {_shown(value)}"
+        )
     choices = spec.metadata.get("choices")
     if choices and checked not in choices:
         raise UnknownNameError(spec.name, checked, choices)
     return checked
+
+
+def _in_range(value: Any, metadata: Any) -> bool:
+    """Within the field's `minimum` (exclusive with `above_minimum`) and `maximum`."""
+    low, high = metadata.get("minimum"), metadata.get("maximum")
+    if low is not None and (value <= low if metadata.get("above_minimum") else value < low):
+        return False
+    return high is None or value <= high
+
+
+def _bounds(metadata: Any) -> str:
+    """The range as a message says it: ` from 1 to 1000`, ` above 0 up to 1`, ` of at least 0`."""
+    low, high = metadata.get("minimum"), metadata.get("maximum")
+    if low is None:
+        return ""
+    if metadata.get("above_minimum"):
+        return f" above {low:g}" + (f" up to {high:g}" if high is not None else "")
+    return f" from {low} to {high}" if high is not None else f" of at least {low}"
 
 
 def _as_kind(kind: str, value: Any) -> Any:
@@ -284,6 +308,82 @@ class GenerationSettings:
         choices=("epsilon", "v_prediction"),
         group="what to generate",
     )
+    # img2img and inpainting: a picture to rework (and the part of it to repaint)
+    init_image: str | None = _option(
+        None,
+        "img2img: the picture to rework (resized like a condition; it sets the size when given)",
+        metavar="PIC",
+        group="img2img and inpainting",
+    )
+    strength: float = _option(
+        0.75,
+        "img2img: how much of the schedule re-runs (0 < S <= 1; 1: the picture only sets the size)",
+        metavar="S",
+        group="img2img and inpainting",
+        minimum=0.0,
+        maximum=1.0,
+        above_minimum=True,
+    )
+    mask: str | None = _option(
+        None,
+        "inpainting: white is repainted, black kept (needs --init-image)",
+        metavar="MASK",
+        group="img2img and inpainting",
+    )
+    mask_blur: int = _option(
+        4,
+        "inpainting: blur radius of the mask's edge, in pixels (0: a hard seam)",
+        metavar="N",
+        group="img2img and inpainting",
+        minimum=0,
+        maximum=MAX_MASK_BLUR,
+    )
+    inpaint_full_res: bool = _option(
+        False,
+        "inpainting: repaint only the masked region, cropped and worked at the full output size",
+        group="img2img and inpainting",
+    )
+    inpaint_full_res_padding: int = _option(
+        32,
+        "inpainting with --inpaint-full-res: pixels of context kept around the masked region",
+        metavar="PIXELS",
+        group="img2img and inpainting",
+        minimum=0,
+        maximum=MAX_SIDE,
+    )
+    # hires fix: generate, upscale, then an img2img pass at the larger size
+    hires_scale: float | None = _option(
+        None,
+        "hires fix: upscale the result by F and repaint it with an img2img pass (e.g. 2)",
+        metavar="F",
+        group="hires fix",
+        minimum=1.0,
+        maximum=MAX_HIRES_SCALE,
+    )
+    hires_strength: float = _option(
+        0.5,
+        "hires fix: strength of the second pass (0 < S <= 1)",
+        metavar="S",
+        group="hires fix",
+        minimum=0.0,
+        maximum=1.0,
+        above_minimum=True,
+    )
+    hires_steps: int | None = _option(
+        None,
+        "hires fix: steps of the second pass's schedule (default: --steps)",
+        metavar="N",
+        group="hires fix",
+        minimum=1,
+        maximum=MAX_STEPS,
+    )
+    hires_upscaler: str = _option(
+        "latent",
+        "hires fix: 'latent' (upscale the latents) or a plain resampler of the picture",
+        choices=HIRES_UPSCALERS,
+        metavar="NAME",
+        group="hires fix",
+    )
     fuser: str | None = _option(None, "CoAdapter fuser that mixes the adapters' features", group="adapters")
     clip_vision: str = _option(
         DEFAULT_CLIP_VISION, "CLIP vision model for style adapters", metavar="MODEL", group="adapters"
@@ -316,11 +416,26 @@ class GenerationSettings:
             raise UnknownNameError("dtype", self.dtype, [*DTYPES, *DTYPE_ALIASES])
         check_fields(self)
         check_device_name(self.device)
+        self._check_picture_fields()
         # A side left out follows the condition's aspect within max_resolution: counted as 1 here.
         if (self.width or 1) * (self.height or 1) * self.num_images > MAX_OUTPUT_PIXELS:
             raise T2IAdapterError(
                 f"width x height x num_images = {self.width} x {self.height} x {self.num_images} is over the "
                 f"limit of {MAX_OUTPUT_PIXELS} pixels per run; make fewer or smaller images"
+            )
+
+    def _check_picture_fields(self) -> None:
+        """The img2img / inpainting / hires fields that only make sense together."""
+        for name in ("init_image", "mask"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                setattr(self, name, None)  # an empty path (a cleared form field) is no picture
+        if self.mask is not None and self.init_image is None:
+            raise T2IAdapterError("--mask needs --init-image: the picture whose white part is repainted")
+        if self.inpaint_full_res and self.mask is None:
+            raise T2IAdapterError("--inpaint-full-res needs --mask (and --init-image)")
+        if self.hires_scale is not None and self.mask is not None:
+            raise T2IAdapterError(
+                "--hires-scale does not go with --mask: inpaint at the size you want instead"
             )
 
     def to_dict(self) -> dict[str, Any]:

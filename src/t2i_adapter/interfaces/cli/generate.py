@@ -39,6 +39,9 @@ GROUPS = {
     "adapters": "Each per-adapter flag repeats and pairs up with the --adapter flags in order (the first "
     "--cond goes with the first --adapter); given once, it applies to every adapter. --cond-option and "
     "--cond-model belong to the --adapter before them.",
+    "img2img and inpainting": "Rework a picture (--init-image), or only its white part (--mask); "
+    "adapters act by their --adapter-range measured on the whole schedule.",
+    "hires fix": "Generate, upscale by --hires-scale, then repaint at that size with the adapters.",
     "sampling": None,
     "size": "Default: the condition's size, scaled to --max-resolution pixels.",
     "machine and memory": None,
@@ -83,7 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"a .png file name, or a folder for <seed>-<n>.png files (default: {DEFAULT_OUT}/)",
     )
     groups["output"].add_argument(
-        "--save-cond", action="store_true", help="also write each preprocessed condition map"
+        "--save-cond",
+        action="store_true",
+        help="also write each preprocessed condition map (and copies of --init-image and --mask)",
     )
     groups["output"].add_argument(
         "--out-dir", metavar="DIR", help="with --batch: the folder for <id or line>.png files"
@@ -228,6 +233,24 @@ def saved_conditions_fallback(png: Path, specs: list) -> list:
     return specs
 
 
+def saved_picture_path(image_path: Path, name: str) -> Path:
+    """Where `--save-cond` writes a copy of the init picture (`init`) or mask (`mask`) for `image_path`."""
+    return image_path.with_name(f"{image_path.stem}-{name}.png")
+
+
+def saved_pictures_fallback(png: Path, settings: GenerationSettings) -> dict[str, str]:
+    """A recorded init picture or mask that is gone is replaced by the copy `--save-cond` wrote
+    beside the PNG, as conditions are (`saved_conditions_fallback`)."""
+    changes = {}
+    for field_name, name in (("init_image", "init"), ("mask", "mask")):
+        recorded = getattr(settings, field_name)
+        saved = saved_picture_path(png, name)
+        if recorded and not Path(recorded).exists() and saved.is_file():
+            changes[field_name] = str(saved.absolute())
+            print(f"note: {recorded} is gone; using the saved copy {saved}", file=sys.stderr)
+    return changes
+
+
 def recorded_adapters(args: argparse.Namespace, specs: list[AdapterSpec]) -> list[AdapterSpec]:
     """With --from-png and no --adapter: the recorded adapters, changed by the per-adapter flags given."""
     png = Path(args.from_png)
@@ -240,12 +263,14 @@ def recorded_adapters(args: argparse.Namespace, specs: list[AdapterSpec]) -> lis
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The `GenerationSettings` fields given as flags (not per-adapter ones), as settings values.
 
-    Local paths (LoRA files, a config folder) are recorded absolute, so the PNG re-runs anywhere."""
+    Local paths (LoRA files, a config folder, the init picture and mask) are recorded absolute, so
+    the PNG re-runs from any folder."""
     given = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
     if "loras" in given:
         given["loras"] = [_local_absolute(LoraSpec.parse(text)) for text in given["loras"]]
-    if "model_config" in given:
-        given["model_config"] = str(Path(given["model_config"]).expanduser().absolute())
+    for name in ("model_config", "init_image", "mask"):
+        if given.get(name):
+            given[name] = str(Path(given[name]).expanduser().absolute())
     return given
 
 
@@ -266,6 +291,7 @@ def settings_from_png(args: argparse.Namespace, given: dict[str, Any]) -> Genera
     except T2IAdapterError as error:
         raise InputFileError(args.from_png, f"recorded parameters cannot be used: {error}") from None
     given["adapters"] = adapter_specs(args) if args.adapter else recorded_adapters(args, settings.adapters)
+    given = {**saved_pictures_fallback(Path(args.from_png), settings), **given}
     if args.resize_short_edge is not None and args.width is None and args.height is None:
         given.update(width=None, height=None)  # the recorded size would win over the short edge
     return settings.replace(**given)
@@ -351,8 +377,23 @@ def run(args: argparse.Namespace) -> int:
         save_png(image, path, parameters)
         print(path)
     if args.save_cond:
-        for index, condition in enumerate(result.conditions):
-            path = saved_condition_path(paths[0], index)
-            save_png(condition, path, {"condition_of": str(paths[0]), **parameters["adapters"][index]})
-            print(path)
+        _save_inputs(result, paths[0], parameters)
     return 0
+
+
+def _save_inputs(result: Any, image_path: Path, parameters: dict[str, Any]) -> None:
+    """`--save-cond`: each condition map, and copies of the init picture and mask, beside the
+    first image, so `--from-png` reproduces it when the originals are gone."""
+    from t2i_adapter.io.images import load_image
+    from t2i_adapter.io.png import save_png
+
+    for index, condition in enumerate(result.conditions):
+        path = saved_condition_path(image_path, index)
+        save_png(condition, path, {"condition_of": str(image_path), **parameters["adapters"][index]})
+        print(path)
+    for field_name, name, mode in (("init_image", "init", "RGB"), ("mask", "mask", "L")):
+        source = getattr(result.settings, field_name)
+        if source:
+            path = saved_picture_path(image_path, name)
+            save_png(load_image(source, mode=mode), path, {f"{name}_of": str(image_path)})
+            print(path)

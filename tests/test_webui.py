@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 
 pytest.importorskip("gradio")
 
@@ -428,3 +428,200 @@ def test_the_demo_model_starts_with_its_adapters_and_its_scene_size(tmp_path):
     other = build_app(model="some/hub-model", cache=object(), output_dir=tmp_path / "other")
     assert component(other, "t2i-unit-1-adapter").choices == []
     assert component(other, "t2i-width").value == 512
+
+
+# ---------------------------------------------------------------------------------------------
+# Canvas pictures: the same limits as uploads, checked before Gradio decodes them (issue 15)
+# ---------------------------------------------------------------------------------------------
+
+
+def _component(app, elem_id):
+    return next(block for block in app.blocks.values() if getattr(block, "elem_id", None) == elem_id)
+
+
+@pytest.mark.parametrize("elem_id", ["t2i-unit-1-sketch", "t2i-init-editor"])
+def test_a_canvas_bomb_is_refused_before_gradio_decodes_it(tmp_path, monkeypatch, elem_id):
+    import gradio as gr
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData
+    from PIL import Image as PILImage
+
+    from t2i_adapter.interfaces.webui import build_app
+
+    canvas = _component(build_app(model="m", cache=object(), output_dir=tmp_path / "out"), elem_id)
+    # 12000x12000 in a few hundred bytes: under Pillow's own error limit, so only our check stops it.
+    bomb = bomb_png(tmp_path / "canvas.png", 12000, 12000)
+    decoded = []
+    monkeypatch.setattr(PILImage.Image, "load", lambda self: decoded.append(self.size))
+    with pytest.raises(gr.Error) as caught:
+        canvas.preprocess(EditorData(background=None, layers=[], composite=FileData(path=str(bomb))))
+    assert "image is too large: 12000x12000" in caught.value.message and "\n" not in caught.value.message
+    assert caught.value.message.startswith(("sketch of unit 1: ", "mask editor: "))
+    assert decoded == []  # refused from the header: no pixel was decoded
+
+    monkeypatch.undo()
+    fine = tmp_path / "fine.png"
+    drawing(32).save(fine)
+    value = canvas.preprocess(EditorData(background=None, layers=[], composite=FileData(path=str(fine))))
+    assert value["composite"].size == (32, 32)
+
+
+def test_check_canvas_file_applies_the_byte_cap_and_reads_bytes_too(tmp_path):
+    big = tmp_path / "big.png"
+    Image.effect_noise((128, 128), 64).save(big)
+    with pytest.raises(InputFileError, match=r"^mask editor: file is too large"):
+        handlers.check_canvas_file(str(big), Limits(max_bytes=1000), "mask editor")
+    with pytest.raises(InputFileError, match=r"^sketch of unit 2: .*too large: 12000x12000"):
+        handlers.check_canvas_file(
+            bomb_png(tmp_path / "b.png", 12000, 12000).read_bytes(), Limits(), "sketch of unit 2"
+        )
+    handlers.check_canvas_file(big.read_bytes(), Limits(), "sketch")  # a real picture passes
+
+
+# ---------------------------------------------------------------------------------------------
+# img2img and inpaint: the init picture, the painted mask, LoRAs and hires fields
+# ---------------------------------------------------------------------------------------------
+
+
+def _layer(size, box):
+    """An editor layer: transparent, with an opaque white stroke over `box`."""
+    layer = Image.new("RGBA", size, (0, 0, 0, 0))
+    ImageDraw.Draw(layer).rectangle(box, fill=(255, 255, 255, 255))
+    return layer
+
+
+def test_editor_mask_is_white_where_any_layer_was_painted():
+    assert handlers.editor_mask(None) is None
+    assert handlers.editor_mask({"background": drawing(32), "layers": [], "composite": None}) is None
+    blank = Image.new("RGBA", (32, 32), (255, 255, 255, 0))  # white but transparent: nothing painted
+    assert handlers.editor_mask({"layers": [blank]}) is None
+
+    half = _layer((32, 32), [0, 0, 15, 31])
+    faint = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    faint.putpixel((30, 30), (0, 0, 0, 10))  # a faint black dab still marks the pixel
+    mask = handlers.editor_mask({"layers": [half, faint]})
+    assert mask.mode == "L" and mask.size == (32, 32)
+    assert mask.getpixel((3, 3)) == 255 and mask.getpixel((30, 30)) == 255 and mask.getpixel((20, 3)) == 0
+    assert sum(mask.histogram()[1:255]) == 0  # only black and white
+    assert (
+        handlers.editor_mask({"layers": [half]}, (64, 64)).getpixel((40, 10)) == 0
+    )  # resized to the picture
+
+    shown = handlers.editor_value(drawing(32), mask)  # a mask shown back in the editor reads the same
+    assert ImageChops.difference(handlers.editor_mask(shown), mask).getbbox() is None
+
+
+def _page(**changes):
+    values = dict(
+        prompt="p", negative_prompt="", steps=2, guidance_scale=3.0, seed=5, width=64, height=64,
+        num_images=1, scheduler="ddim", units=[],
+    )  # fmt: skip
+    values.update(changes)
+    return PageInput(**values)
+
+
+def test_mode_pictures_follow_the_mode_and_check_the_init_upload(tmp_path):
+    init = tmp_path / "photo.png"
+    drawing(48).save(init)
+    painted = {"layers": [_layer((48, 48), [10, 10, 20, 20])]}
+    assert handlers.mode_pictures(_page(init_upload=str(init), init_editor=painted), Limits()) == (None, None)
+
+    picture, mask = handlers.mode_pictures(_page(mode="img2img", init_upload=str(init)), Limits())
+    assert picture.size == (48, 48) and mask is None
+    picture, mask = handlers.mode_pictures(
+        _page(mode="inpaint", init_upload=str(init), init_editor=painted), Limits()
+    )
+    assert mask.size == picture.size and mask.getpixel((15, 15)) == 255 and mask.getpixel((30, 30)) == 0
+
+    with pytest.raises(T2IAdapterError, match="^img2img: upload an init picture first$"):
+        handlers.mode_pictures(_page(mode="img2img"), Limits())
+    with pytest.raises(T2IAdapterError, match="^inpaint: paint over the part"):
+        handlers.mode_pictures(
+            _page(mode="inpaint", init_upload=str(init), init_editor={"layers": []}), Limits()
+        )
+    with pytest.raises(InputFileError, match=r"^bomb\.png: image is too large"):
+        handlers.mode_pictures(
+            _page(mode="img2img", init_upload=str(bomb_png(tmp_path / "bomb.png"))), Limits()
+        )
+    with pytest.raises(InputFileError, match=r"^photo\.png: file is too large"):
+        handlers.mode_pictures(_page(mode="img2img", init_upload=str(init)), Limits(max_bytes=10))
+    with pytest.raises(T2IAdapterError, match="unknown mode 'outpaint'"):
+        handlers.mode_pictures(_page(mode="outpaint"), Limits())
+
+
+def test_parse_loras_reads_the_table_rows():
+    import pandas as pd
+
+    rows = [
+        ["style.safetensors", 0.8],
+        ["", 1.0],
+        ["  owner/repo  ", None],
+        [None, None],
+        ["x.safetensors", ""],
+    ]
+    specs = handlers.parse_loras(rows)
+    assert [(spec.path, spec.scale) for spec in specs] == [
+        ("style.safetensors", 0.8), ("owner/repo", 1.0), ("x.safetensors", 1.0),
+    ]  # fmt: skip
+    frame = pd.DataFrame([["a.safetensors", 0.0]], columns=["LoRA", "Scale"])
+    assert [(spec.path, spec.scale) for spec in handlers.parse_loras(frame)] == [("a.safetensors", 0.0)]
+    assert handlers.parse_loras(None) == []
+    with pytest.raises(
+        T2IAdapterError, match=r"^LoRA row 2 \(b\.safetensors\): scale 'heavy' is not a number$"
+    ):
+        handlers.parse_loras([["a", 1], ["b.safetensors", "heavy"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Values restored from a PNG: checked by GenerationSettings, then against the page's own ranges
+# ---------------------------------------------------------------------------------------------
+
+
+def _png_with(tmp_path: Path, **changes) -> Path:
+    from t2i_adapter.generation.settings import GenerationSettings
+    from t2i_adapter.io.png import save_png
+
+    parameters = GenerationSettings(model="demo", prompt="p", seed=3, steps=2, width=64, height=64).to_dict()
+    parameters.update(changes)
+    return save_png(Image.new("RGB", (8, 8)), tmp_path / "restored.png", parameters)
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"seed": 2**80}, "seed must be a whole number"),
+        ({"steps": "abc"}, "steps must be a whole number"),
+        ({"guidance_scale": "x"}, "guidance_scale must be a number"),
+        ({"width": 100000}, "width must be a whole number"),
+        ({"adapters": [{"adapter": "a", "weight": "heavy"}]}, "weight must be a number"),
+    ],
+)
+def test_a_png_with_values_of_the_wrong_type_or_range_is_one_line(tmp_path, changes, problem):
+    with pytest.raises(InputFileError) as caught:
+        handlers.parameters_from_png(str(_png_with(tmp_path, **changes)), tmp_path)
+    message = str(caught.value)
+    assert message.startswith("restored.png: parameters cannot be used: ") and problem in message
+    assert "\n" not in message and len(message) < 200
+
+
+def test_values_the_page_cannot_show_are_left_as_they_were_and_named(tmp_path):
+    png = _png_with(
+        tmp_path, seed=2**40, steps=500, guidance_scale=30.0, num_images=12,
+        adapters=[{"adapter": "demo:sketch", "weight": 5.0, "start": 0.1, "end": 0.9}],
+    )  # fmt: skip
+    loaded = handlers.parameters_from_png(str(png), tmp_path)
+    # Valid settings (the CLI repeats them), but outside the page's fields: not put in the page.
+    for name in ("seed", "steps", "guidance_scale", "num_images"):
+        assert name not in loaded.fields
+    assert loaded.fields["width"] == 64 and loaded.fields["prompt"] == "p"
+    unit = loaded.units[0]
+    assert (unit.weight, unit.start, unit.end) == (1.0, 0.1, 0.9)  # the weight slider's default kept
+    assert f"seed {2**40} (the page takes 0 to {handlers.MAX_SEED})" in loaded.message
+    assert "steps 500 (the page takes 1 to 150)" in loaded.message
+    assert "unit 1 weight 5.0 (the page takes 0.0 to 2.0)" in loaded.message
+    assert "t2i-adapter generate --from-png" in loaded.message and "\n" not in loaded.message
+
+    # Every value the page takes goes back into its field as a plain JSON-able number.
+    fine = handlers.parameters_from_png(str(_png_with(tmp_path, seed=handlers.MAX_SEED)), tmp_path)
+    assert fine.fields["seed"] == handlers.MAX_SEED and "left as they were" not in fine.message
+    assert fine.fields["mode"] == "txt2img" and fine.fields["loras"] == [["", 1.0]]

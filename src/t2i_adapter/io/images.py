@@ -106,6 +106,17 @@ def load_image_from_bytes(
     return _decode(io.BytesIO(data), name, mode=mode, max_pixels=max_pixels, background=background)
 
 
+def check_image_bytes(
+    data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None
+) -> tuple[int, int]:
+    """The (width, height) an image's header claims, without decoding a pixel; the same refusals as
+    `load_image_from_bytes` (empty, over `max_bytes`, not an image, over `max_pixels`). For pictures
+    another library will decode, such as a canvas Gradio hands over."""
+    _check_byte_size(name, len(data), max_bytes)
+    with _open_checked(io.BytesIO(data), name, max_pixels) as opened:
+        return opened.size
+
+
 def normalize_image(
     image: Image.Image, *, mode: str = "RGB", background: tuple[int, int, int] = WHITE
 ) -> Image.Image:
@@ -134,6 +145,20 @@ def _check_byte_size(name: str | PathLike, size: int, max_bytes: int | None) -> 
 def _decode(
     stream: BinaryIO, name: str, *, mode: str, max_pixels: int, background: tuple[int, int, int]
 ) -> Image.Image:
+    with _open_checked(stream, name, max_pixels) as opened:
+        try:
+            opened.seek(0)  # first frame of an animation
+            opened.load()
+            upright = ImageOps.exif_transpose(opened)
+            return _to_8bit(upright if upright is not None else opened, mode, background)
+        except InputFileError:
+            raise
+        except Exception as error:  # truncated data, bad checksums, broken compression streams
+            raise InputFileError(name, f"truncated or corrupt image data ({first_line(error)})") from None
+
+
+def _open_checked(stream: BinaryIO, name: str, max_pixels: int) -> Image.Image:
+    """The image opened lazily (header only), refused if it is no image or has too many pixels."""
     try:
         with warnings.catch_warnings():
             # Our own (smaller) limit is checked below from the header; Pillow's warning would
@@ -146,26 +171,19 @@ def _decode(
         raise InputFileError(name, "not an image, or a format that cannot be read") from None
     except Exception as error:  # a malformed header can raise almost anything inside Pillow
         raise InputFileError(name, f"corrupt image header ({first_line(error)})") from None
-
-    with opened:
-        width, height = opened.size
-        if width <= 0 or height <= 0:
-            raise InputFileError(name, f"image has no pixels ({width}x{height})")
-        if width * height > max_pixels:
-            raise InputFileError(
-                name,
-                f"image is too large: {width}x{height} = {width * height} pixels "
-                f"(the limit is {max_pixels}; refusing to decode a possible decompression bomb)",
-            )
-        try:
-            opened.seek(0)  # first frame of an animation
-            opened.load()
-            upright = ImageOps.exif_transpose(opened)
-            return _to_8bit(upright if upright is not None else opened, mode, background)
-        except InputFileError:
-            raise
-        except Exception as error:  # truncated data, bad checksums, broken compression streams
-            raise InputFileError(name, f"truncated or corrupt image data ({first_line(error)})") from None
+    width, height = opened.size
+    problem = None
+    if width <= 0 or height <= 0:
+        problem = f"image has no pixels ({width}x{height})"
+    elif width * height > max_pixels:
+        problem = (
+            f"image is too large: {width}x{height} = {width * height} pixels "
+            f"(the limit is {max_pixels}; refusing to decode a possible decompression bomb)"
+        )
+    if problem:
+        opened.close()
+        raise InputFileError(name, problem)
+    return opened
 
 
 def _decodable_formats() -> list[str]:

@@ -27,7 +27,8 @@ from t2i_adapter.generation.schedulers import available_schedulers
 from t2i_adapter.generation.settings import GenerationSettings
 from t2i_adapter.hub import is_demo_name
 from t2i_adapter.interfaces.webui import handlers
-from t2i_adapter.interfaces.webui.handlers import MAX_SEED, MAX_UNITS, Limits, UnitInput
+from t2i_adapter.interfaces.webui.canvas import checked_canvas
+from t2i_adapter.interfaces.webui.handlers import FIELD_RANGES, MAX_UNITS, UNIT_RANGES, Limits, UnitInput
 
 logger = logging.getLogger(__name__)
 
@@ -185,10 +186,11 @@ def build_app(
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
-                fields, units = _inputs(defaults, adapter_choices, available_conditions())
+                fields, units = _inputs(defaults, adapter_choices, available_conditions(), limits)
             with gr.Column(scale=4):
                 outputs = _outputs()
         _wire_previews(units, limits)
+        _wire_init_picture(fields, limits)
         page = Page(fields, units, outputs)
         _wire_generation(
             page,
@@ -237,6 +239,16 @@ def _wire_previews(units: list[UnitComponents], limits: Limits) -> None:
         )
 
 
+def _wire_init_picture(fields: dict[str, Any], limits: Limits) -> None:
+    """A new init picture goes into the mask editor (no mask yet); a refused one is one line."""
+
+    @user_errors
+    def show(path: str | None):
+        return handlers.editor_value(handlers.init_picture(path, limits))
+
+    fields["init_upload"].change(show, fields["init_upload"], fields["init_editor"])
+
+
 def _wire_generation(page: Page, run: Callable[..., handlers.GenerationOutput]) -> None:
     """Generate: the page's values as one `PageInput` to `run` (`handlers.run_generation`), one at a time."""
 
@@ -271,9 +283,9 @@ def _wire_parameters(page: Page, load: Callable[[str], handlers.LoadedParameters
         if not path:
             return [gr.update()] * len(targets)
         loaded = load(path)
-        # None (the size, when the CLI took it from the condition) leaves the field as it is.
-        values = [getattr(loaded.settings, name) for name in page.fields]
-        values = [gr.update() if value is None else value for value in values]
+        # A field the PNG cannot fill (a size the CLI took from the condition, a value outside the
+        # page's range) is left as it is.
+        values = [loaded.fields.get(name, gr.update()) for name in page.fields]
         for unit, cond_path in zip(loaded.units, loaded.condition_paths, strict=True):
             values += restored_values(unit, cond_path)
         return [*values, loaded.message]
@@ -317,19 +329,23 @@ def launch_app(
 
 
 def _inputs(
-    defaults: dict[str, Any], adapter_choices: list[str], conditions: list[str]
+    defaults: dict[str, Any], adapter_choices: list[str], conditions: list[str], limits: Limits
 ) -> tuple[dict[str, Any], list[UnitComponents]]:
-    """The left-hand column: prompts, the adapter units' tabs, sampling and size; returns the
-    components of `PageInput`'s fields by name, and the units."""
+    """The left-hand column: prompts, mode and init picture, the adapter units' tabs, LoRAs,
+    sampling, size and hires pass; returns the components of `PageInput`'s fields by name, and
+    the units."""
     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="t2i-prompt")
     negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="t2i-negative")
+    image_fields = _init_picture(defaults, limits)
     with gr.Tabs():
-        units = [_unit(n, adapter_choices, conditions) for n in range(1, MAX_UNITS + 1)]
+        units = [_unit(n, adapter_choices, conditions, limits) for n in range(1, MAX_UNITS + 1)]
+    image_fields.update(_loras())
     with gr.Row():
-        steps = gr.Slider(1, 150, value=defaults["steps"], step=1, label="Steps", elem_id="t2i-steps")
+        steps = gr.Slider(
+            *FIELD_RANGES["steps"], value=defaults["steps"], step=1, label="Steps", elem_id="t2i-steps"
+        )
         guidance = gr.Slider(
-            1.0,
-            20.0,
+            *FIELD_RANGES["guidance_scale"],
             value=defaults["guidance_scale"],
             step=0.5,
             label="Guidance scale",
@@ -340,19 +356,23 @@ def _inputs(
             label="Seed",
             value=defaults["seed"],
             precision=0,
-            minimum=0,
-            maximum=MAX_SEED,
+            minimum=FIELD_RANGES["seed"][0],
+            maximum=FIELD_RANGES["seed"][1],
             elem_id="t2i-seed",
             scale=4,
         )
         dice = gr.Button("Random seed", elem_id="t2i-random-seed", scale=1)
     dice.click(handlers.random_seed, None, seed, queue=False)
     with gr.Row():
-        size = {"minimum": 64, "maximum": 2048, "step": SIZE_STEP}
+        size = {"minimum": FIELD_RANGES["width"][0], "maximum": FIELD_RANGES["width"][1], "step": SIZE_STEP}
         width = gr.Slider(value=defaults["width"], label="Width", elem_id="t2i-width", **size)
         height = gr.Slider(value=defaults["height"], label="Height", elem_id="t2i-height", **size)
         num_images = gr.Slider(
-            1, 8, value=defaults["num_images"], step=1, label="Images", elem_id="t2i-num-images"
+            *FIELD_RANGES["num_images"],
+            value=defaults["num_images"],
+            step=1,
+            label="Images",
+            elem_id="t2i-num-images",
         )
     schedulers = available_schedulers()
     scheduler = gr.Dropdown(
@@ -365,6 +385,7 @@ def _inputs(
     )
     fields = {"prompt": prompt, "negative_prompt": negative, "steps": steps, "guidance_scale": guidance}
     fields.update(seed=seed, width=width, height=height, num_images=num_images, scheduler=scheduler)
+    fields.update(image_fields, **_hires())
     return fields, units
 
 
@@ -393,7 +414,7 @@ def _outputs() -> Outputs:
     return Outputs(generate_button, status, gallery, downloads, parameters_png)
 
 
-def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> UnitComponents:
+def _unit(number: int, adapter_choices: list[str], conditions: list[str], limits: Limits) -> UnitComponents:
     """One adapter unit's tab: adapter, picture (upload or sketch), preprocessor, preview, weights."""
     first = number == 1
     with gr.Tab(f"Adapter {number}", id=f"unit-{number}", elem_id=f"t2i-unit-{number}"):
@@ -418,14 +439,18 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> Uni
                     elem_id=f"t2i-unit-{number}-upload",
                 )
             with gr.Tab("Sketch", id=handlers.SOURCE_SKETCH) as sketch_tab:
-                sketch = gr.Sketchpad(
-                    type="pil",
-                    image_mode="RGB",
-                    canvas_size=(512, 512),
-                    layers=False,
-                    brush=gr.Brush(colors=["#000000", "#ffffff"], default_size=6, color_mode="fixed"),
-                    label="Draw",
-                    elem_id=f"t2i-unit-{number}-sketch",
+                sketch = checked_canvas(
+                    gr.Sketchpad(
+                        type="pil",
+                        image_mode="RGB",
+                        canvas_size=(512, 512),
+                        layers=False,
+                        brush=gr.Brush(colors=["#000000", "#ffffff"], default_size=6, color_mode="fixed"),
+                        label="Draw",
+                        elem_id=f"t2i-unit-{number}-sketch",
+                    ),
+                    limits,
+                    f"sketch of unit {number}",
                 )
         with gr.Row():
             cond_type = gr.Dropdown(
@@ -467,12 +492,18 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> Uni
             )
         with gr.Row():
             weight = gr.Slider(
-                0.0, 2.0, value=1.0, step=0.05, label="Weight", elem_id=f"t2i-unit-{number}-weight"
+                *UNIT_RANGES["weight"],
+                value=1.0,
+                step=0.05,
+                label="Weight",
+                elem_id=f"t2i-unit-{number}-weight",
             )
             start = gr.Slider(
-                0.0, 1.0, value=0.0, step=0.05, label="Start", elem_id=f"t2i-unit-{number}-start"
+                *UNIT_RANGES["start"], value=0.0, step=0.05, label="Start", elem_id=f"t2i-unit-{number}-start"
             )
-            end = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="End", elem_id=f"t2i-unit-{number}-end")
+            end = gr.Slider(
+                *UNIT_RANGES["end"], value=1.0, step=0.05, label="End", elem_id=f"t2i-unit-{number}-end"
+            )
     return UnitComponents(
         enabled,
         adapter,
@@ -491,6 +522,126 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str]) -> Uni
     )
 
 
+def _init_picture(defaults: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """Mode (txt2img / img2img / inpaint) and, for the last two, the init picture (an upload,
+    checked like a condition upload), its strength, and the mask painted over it in an editor."""
+    mode = gr.Radio(list(handlers.MODES), value=handlers.MODE_TXT2IMG, label="Mode", elem_id="t2i-mode")
+    with gr.Group(visible=False, elem_id="t2i-init") as group:
+        with gr.Row():
+            init_upload = gr.File(
+                label="Init picture",
+                height=140,
+                file_types=IMAGE_FILE_TYPES,
+                type="filepath",
+                elem_id="t2i-init-upload",
+            )
+            strength = gr.Slider(
+                *FIELD_RANGES["strength"],
+                value=defaults["strength"],
+                step=0.01,
+                label="Strength (1: ignore the picture's content)",
+                elem_id="t2i-strength",
+            )
+        # The picture comes only from the upload above (checked); the editor paints the mask.
+        init_editor = checked_canvas(
+            gr.ImageEditor(
+                type="pil",
+                image_mode="RGBA",  # the strokes' alpha is the mask
+                sources=[],
+                layers=False,
+                transforms=[],
+                brush=gr.Brush(colors=["#ffffff", "#000000"], default_size=12, color_mode="fixed"),
+                label="Inpaint mask: paint over what to repaint (either colour)",
+                elem_id="t2i-init-editor",
+            ),
+            limits,
+            "mask editor",
+        )
+        with gr.Row():
+            mask_blur = gr.Slider(
+                *FIELD_RANGES["mask_blur"],
+                value=defaults["mask_blur"],
+                step=1,
+                label="Mask blur",
+                elem_id="t2i-mask-blur",
+            )
+            full_res = gr.Checkbox(
+                value=defaults["inpaint_full_res"],
+                label="Inpaint at full resolution",
+                elem_id="t2i-inpaint-full-res",
+            )
+            padding = gr.Slider(
+                *FIELD_RANGES["inpaint_full_res_padding"],
+                value=defaults["inpaint_full_res_padding"],
+                step=4,
+                label="Full-resolution padding",
+                elem_id="t2i-inpaint-padding",
+            )
+    mode.change(lambda chosen: gr.update(visible=chosen != handlers.MODE_TXT2IMG), mode, group, queue=False)
+    return {
+        "mode": mode,
+        "init_upload": init_upload,
+        "init_editor": init_editor,
+        "strength": strength,
+        "mask_blur": mask_blur,
+        "inpaint_full_res": full_res,
+        "inpaint_full_res_padding": padding,
+    }
+
+
+def _loras() -> dict[str, Any]:
+    """The LoRA table: one row per LoRA (file, folder or hub id) with its scale."""
+    with gr.Accordion("LoRAs", open=False):
+        loras = gr.Dataframe(
+            value=[["", 1.0]],
+            headers=["LoRA (file, folder or hub id)", "Scale"],
+            datatype=["str", "number"],
+            column_count=2,
+            type="array",
+            interactive=True,
+            elem_id="t2i-loras",
+        )
+    return {"loras": loras}
+
+
+def _hires() -> dict[str, Any]:
+    """Hires fix: a second img2img pass at `scale` times the size (1: off)."""
+    with gr.Accordion("Hires fix", open=False), gr.Row():
+        scale = gr.Slider(
+            *FIELD_RANGES["hires_scale"],
+            value=1.0,
+            step=0.25,
+            label="Upscale by (1: off)",
+            elem_id="t2i-hires-scale",
+        )
+        strength = gr.Slider(
+            *FIELD_RANGES["hires_strength"],
+            value=0.5,
+            step=0.01,
+            label="Hires strength",
+            elem_id="t2i-hires-strength",
+        )
+        steps = gr.Slider(
+            *FIELD_RANGES["hires_steps"],
+            value=0,
+            step=1,
+            label="Hires steps (0: as many as the first pass)",
+            elem_id="t2i-hires-steps",
+        )
+        upscaler = gr.Dropdown(
+            list(handlers.HIRES_UPSCALERS),
+            value=handlers.HIRES_UPSCALERS[0],
+            label="Upscaler",
+            elem_id="t2i-hires-upscaler",
+        )
+    return {
+        "hires_scale": scale,
+        "hires_strength": strength,
+        "hires_steps": steps,
+        "hires_upscaler": upscaler,
+    }
+
+
 def _sketch_selected(cond_type: str | None, *, scribble: bool) -> tuple[str, str | None]:
     if scribble and cond_type in (None, "", "none"):
         return handlers.SOURCE_SKETCH, "scribble"
@@ -507,7 +658,8 @@ def _default_adapters(model: str) -> list[str]:
 def _page_defaults(model: str, size: int | None, steps: int | None) -> dict[str, Any]:
     """Starting values of the page's fields: `GenerationSettings`' defaults, the demo's for `demo`,
     then the server's `--size` and `--steps`."""
-    defaults = {field.name: field.default for field in dataclasses.fields(GenerationSettings)}
+    defaults = {field.name: field.default for field in dataclasses.fields(handlers.PageInput)}
+    defaults.update({field.name: field.default for field in dataclasses.fields(GenerationSettings)})
     defaults["width"] = DEFAULT_SIZE  # the settings' None (the condition's size) is no slider value
     if is_demo_name(model):
         # The demo model knows 64x64 shapes-world scenes; `t2i-adapter demo` samples them like this.

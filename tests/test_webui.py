@@ -625,3 +625,77 @@ def test_values_the_page_cannot_show_are_left_as_they_were_and_named(tmp_path):
     fine = handlers.parameters_from_png(str(_png_with(tmp_path, seed=handlers.MAX_SEED)), tmp_path)
     assert fine.fields["seed"] == handlers.MAX_SEED and "left as they were" not in fine.message
     assert fine.fields["mode"] == "txt2img" and fine.fields["loras"] == [["", 1.0]]
+
+
+def test_build_settings_records_the_mode_loras_and_hires_fields():
+    page = _page(
+        mode="inpaint", strength=0.6, mask_blur=2, inpaint_full_res=True, inpaint_full_res_padding=16,
+        loras=[["style.safetensors", 0.5], ["", 1.0]],
+    )  # fmt: skip
+    settings = handlers.build_settings(
+        page, model="m", condition_paths=[], init_path="/out/init.png", mask_path="/out/mask.png"
+    )
+    assert (settings.init_image, settings.strength, settings.mask) == ("/out/init.png", 0.6, "/out/mask.png")
+    assert (settings.mask_blur, settings.inpaint_full_res, settings.inpaint_full_res_padding) == (2, True, 16)
+    assert [(spec.path, spec.scale) for spec in settings.loras] == [("style.safetensors", 0.5)]
+    assert settings.hires_scale is None  # the slider's 1: no hires pass
+
+    hires = handlers.build_settings(
+        _page(hires_scale=2.0, hires_strength=0.4, hires_steps=0, hires_upscaler="latent"),
+        model="m",
+        condition_paths=[],
+    )
+    assert (hires.hires_scale, hires.hires_strength, hires.hires_steps) == (2.0, 0.4, None)
+    assert hires.init_image is None and hires.mask is None and hires.inpaint_full_res is False
+    assert (
+        handlers.build_settings(
+            _page(hires_scale=2.0, hires_steps=3), model="m", condition_paths=[]
+        ).hires_steps
+        == 3
+    )
+
+
+def test_run_generation_inpaints_with_the_painted_mask_and_keeps_both_pictures(tmp_path, monkeypatch):
+    from t2i_adapter.generation import api
+    from t2i_adapter.io.png import read_png_parameters
+
+    seen = {}
+
+    def fake_generate(
+        settings, *, condition_images=None, init_image=None, mask_image=None, cache=None, progress=None
+    ):
+        seen.update(settings=settings, init_image=init_image, mask_image=mask_image)
+        return api.GenerationResult(images=[init_image.copy()], conditions=[], settings=settings)
+
+    monkeypatch.setattr(api, "generate", fake_generate)
+    init = tmp_path / "photo.png"
+    drawing(48).save(init)
+    page = _page(
+        mode="inpaint", init_upload=str(init), width=48, height=48,
+        init_editor={"background": None, "layers": [_layer((96, 96), [0, 0, 47, 95])], "composite": None},
+    )  # fmt: skip
+    output = handlers.run_generation(
+        page, model="m", cache=None, output_dir=tmp_path / "out", limits=Limits()
+    )
+
+    mask = seen["mask_image"]
+    assert seen["init_image"].size == mask.size == (48, 48)  # the canvas's layer fitted to the picture
+    assert mask.getpixel((10, 10)) == 255 and mask.getpixel((40, 10)) == 0
+    parameters = read_png_parameters(output.paths[0])
+    kept_init, kept_mask = Path(parameters["init_image"]), Path(parameters["mask"])
+    assert kept_init.parent == kept_mask.parent == output.paths[0].parent
+    assert ImageChops.difference(Image.open(kept_mask).convert("L"), mask).getbbox() is None
+    assert ImageChops.difference(Image.open(kept_init).convert("RGB"), drawing(48)).getbbox() is None
+
+    # A PNG made here brings back the mode, the init picture and the mask painted in the editor.
+    loaded = handlers.parameters_from_png(str(output.paths[0]), tmp_path / "out")
+    assert loaded.fields["mode"] == "inpaint" and loaded.fields["init_upload"] == str(kept_init.resolve())
+    restored = handlers.editor_mask(loaded.fields["init_editor"])
+    assert ImageChops.difference(restored, mask).getbbox() is None
+    assert "upload the init picture again" not in loaded.message
+    # Elsewhere, the same PNG names the pictures but never makes the server read them.
+    elsewhere = handlers.parameters_from_png(str(output.paths[0]), tmp_path / "other")
+    assert (
+        "init_upload" not in elsewhere.fields
+        and "upload the init picture again and paint the mask" in elsewhere.message
+    )

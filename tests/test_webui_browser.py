@@ -372,6 +372,93 @@ def test_the_cli_repeats_a_png_made_in_the_page_exactly(world, tmp_path):
     assert ImageChops.difference(Image.open(made_here).convert("RGB"), again).getbbox() is None
 
 
+@pytest.fixture(scope="module")
+def demo_page(page, world):
+    """A second server, on the packaged demo model, in a new tab of the same browser."""
+    from t2i_adapter.demo_weights import demo_weights_available
+    from t2i_adapter.generation.api import ModelCache
+    from t2i_adapter.interfaces.webui import build_app, launch_app
+
+    if not demo_weights_available():
+        pytest.skip("the demo weights are not built")
+    app = build_app(model="demo", cache=ModelCache(), output_dir=world / "demo-outputs")
+    _, url, _ = launch_app(app, port=None, prevent_thread_lock=True, quiet=True)
+    demo = page.context.new_page()
+    demo.set_default_timeout(4 * TIMEOUT_MS)
+    demo.goto(url)
+    demo.wait_for_selector("#t2i-generate")
+    yield demo, Path(app.t2i_output_dir)
+    demo.close()
+    app.close()
+
+
+def paint_stroke(page, elem_id: str, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Drag the brush across the editor's canvas between two points given as fractions of it."""
+    page.locator(f"#{elem_id} button[aria-label=Brush]").first.click()
+    box = page.locator(f"#{elem_id} canvas").first.bounding_box()
+    assert box is not None
+
+    def at(point: tuple[float, float]) -> tuple[float, float]:
+        return box["x"] + box["width"] * point[0], box["y"] + box["height"] * point[1]
+
+    page.mouse.move(*at(start))
+    page.mouse.down()
+    for step in range(1, 11):
+        fraction = step / 10
+        page.mouse.move(
+            *at((start[0] + (end[0] - start[0]) * fraction, start[1] + (end[1] - start[1]) * fraction))
+        )
+    page.mouse.up()
+
+
+def test_a_mask_painted_on_the_init_picture_is_inpainted_with_the_demo_model(demo_page, world):
+    import numpy as np
+    from PIL import ImageChops, ImageFilter
+
+    from t2i_adapter.demo.world import make_scene
+    from t2i_adapter.io.png import read_png_parameters
+
+    page, outputs = demo_page
+    scene = make_scene(5)
+    scene.image().save(world / "init.png")
+    scene.condition("sketch").save(world / "init-sketch.png")
+    upload(page, "t2i-unit-1-upload", world / "init-sketch.png")  # demo:sketch holds the composition
+    page.wait_for_selector("#t2i-unit-1-condition img")
+    page.locator("#t2i-mode").get_by_label("inpaint").check()
+    upload(page, "t2i-init-upload", world / "init.png")
+    page.wait_for_selector("#t2i-init-editor canvas")
+    page.wait_for_timeout(1000)  # the picture is drawn into the editor
+    paint_stroke(page, "t2i-init-editor", (0.45, 0.35), (0.55, 0.6))
+    set_number(page, "t2i-mask-blur", 1)
+    page.locator("#t2i-prompt textarea").fill(scene.caption)
+    set_number(page, "t2i-seed", 7)
+    page.click("#t2i-generate")
+    [data] = gallery_pngs(page).values()
+
+    output = Image.open(io.BytesIO(data))
+    output.load()
+    parameters = read_png_parameters(output)
+    assert parameters["mask_blur"] == 1 and parameters["strength"] == 0.75
+    init_path, mask_path = Path(parameters["init_image"]), Path(parameters["mask"])
+    assert init_path.resolve().is_relative_to(outputs.resolve()) and mask_path.parent == init_path.parent
+    init = Image.open(init_path).convert("RGB")
+    assert ImageChops.difference(init, scene.image()).getbbox() is None  # the upload, pixel for pixel
+    mask = Image.open(mask_path).convert("L")
+    assert output.size == init.size == mask.size == (scene.size, scene.size)
+    painted = np.asarray(mask) > 127
+    assert 0.02 < painted.mean() < 0.5  # the stroke, not the whole picture
+
+    # Kept: beyond the stroke and its blurred seam, the output is the init picture exactly.
+    reach = 3 * parameters["mask_blur"] + 2
+    seam = np.asarray(mask.filter(ImageFilter.MaxFilter(2 * reach + 1))) > 0
+    out, src = np.asarray(output.convert("RGB")).astype(int), np.asarray(init).astype(int)
+    assert (~seam).mean() > 0.3
+    assert (out[~seam] == src[~seam]).all()
+    # Repainted: inside the stroke most pixels changed.
+    changed = np.abs(out - src).sum(axis=2) > 0
+    assert changed[painted].mean() > 0.5
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("T2I_UPDATE_SCREENSHOTS") != "1",

@@ -699,3 +699,22 @@ def test_run_generation_inpaints_with_the_painted_mask_and_keeps_both_pictures(t
         "init_upload" not in elsewhere.fields
         and "upload the init picture again and paint the mask" in elsewhere.message
     )
+
+
+def test_the_page_restores_a_png_without_a_value_its_fields_cannot_hold(tmp_path):
+    import gradio as gr
+
+    from t2i_adapter.interfaces.webui import build_app
+
+    app = build_app(model="demo", cache=object(), output_dir=tmp_path / "out")
+    [load] = [fn for fn in app.fns.values() if fn.name == "load_parameters"]
+    seed = _component(app, "t2i-seed")
+    position = [block._id for block in load.outputs].index(seed._id)
+
+    values = load.fn(str(_png_with(tmp_path, seed=2**40)))
+    assert len(values) == len(load.outputs)
+    assert values[position] == gr.update()  # left as it was: the box holds 0..2**32-1
+    assert "seed 1099511627776" in values[-1]
+    assert load.fn(str(_png_with(tmp_path, seed=77)))[position] == 77
+    with pytest.raises(gr.Error, match=r"restored\.png: parameters cannot be used: seed must be"):
+        load.fn(str(_png_with(tmp_path, seed=2**80)))

@@ -182,7 +182,8 @@ def build_app(
     with gr.Blocks(title="T2I-Adapter", analytics_enabled=False) as app:
         gr.Markdown(
             f"## T2I-Adapter\nBase model **`{model}`**. Give each adapter unit a picture (upload or "
-            f"sketch), check its condition preview, then Generate. Uploads up to {max_upload_mb:g} MB."
+            f"sketch), check its condition preview, then Generate; for img2img or inpaint, choose the "
+            f"mode and upload the picture to rework. Uploads up to {max_upload_mb:g} MB."
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
@@ -246,7 +247,9 @@ def _wire_init_picture(fields: dict[str, Any], limits: Limits) -> None:
     def show(path: str | None):
         return handlers.editor_value(handlers.init_picture(path, limits))
 
-    fields["init_upload"].change(show, fields["init_upload"], fields["init_editor"])
+    # Only a user's upload or clear: a picture restored from a PNG comes with its mask already.
+    fields["init_upload"].upload(show, fields["init_upload"], fields["init_editor"])
+    fields["init_upload"].clear(lambda: None, None, fields["init_editor"], queue=False)
 
 
 def _wire_generation(page: Page, run: Callable[..., handlers.GenerationOutput]) -> None:
@@ -550,14 +553,14 @@ def _init_picture(defaults: dict[str, Any], limits: Limits) -> dict[str, Any]:
                 sources=[],
                 layers=False,
                 transforms=[],
-                brush=gr.Brush(colors=["#ffffff", "#000000"], default_size=12, color_mode="fixed"),
+                brush=gr.Brush(colors=["#ffffff", "#000000"], default_size="auto", color_mode="fixed"),
                 label="Inpaint mask: paint over what to repaint (either colour)",
                 elem_id="t2i-init-editor",
             ),
             limits,
             "mask editor",
         )
-        with gr.Row():
+        with gr.Row(visible=False) as inpaint_options:
             mask_blur = gr.Slider(
                 *FIELD_RANGES["mask_blur"],
                 value=defaults["mask_blur"],
@@ -577,7 +580,15 @@ def _init_picture(defaults: dict[str, Any], limits: Limits) -> dict[str, Any]:
                 label="Full-resolution padding",
                 elem_id="t2i-inpaint-padding",
             )
-    mode.change(lambda chosen: gr.update(visible=chosen != handlers.MODE_TXT2IMG), mode, group, queue=False)
+    mode.change(
+        lambda chosen: (
+            gr.update(visible=chosen != handlers.MODE_TXT2IMG),
+            gr.update(visible=chosen == handlers.MODE_INPAINT),
+        ),
+        mode,
+        [group, inpaint_options],
+        queue=False,
+    )
     return {
         "mode": mode,
         "init_upload": init_upload,

@@ -428,7 +428,7 @@ def test_a_mask_painted_on_the_init_picture_is_inpainted_with_the_demo_model(dem
     upload(page, "t2i-init-upload", world / "init.png")
     page.wait_for_selector("#t2i-init-editor canvas")
     page.wait_for_timeout(1000)  # the picture is drawn into the editor
-    paint_stroke(page, "t2i-init-editor", (0.45, 0.35), (0.55, 0.6))
+    paint_stroke(page, "t2i-init-editor", (0.48, 0.4), (0.52, 0.55))
     set_number(page, "t2i-mask-blur", 1)
     page.locator("#t2i-prompt textarea").fill(scene.caption)
     set_number(page, "t2i-seed", 7)

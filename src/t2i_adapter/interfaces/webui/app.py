@@ -24,7 +24,7 @@ from t2i_adapter.demo.world import SCENE_SIZE
 from t2i_adapter.demo_weights import DEMO_CONDITIONS
 from t2i_adapter.errors import T2IAdapterError, first_line
 from t2i_adapter.generation.schedulers import available_schedulers
-from t2i_adapter.generation.settings import GenerationSettings
+from t2i_adapter.generation.settings import HIRES_UPSCALERS, GenerationSettings
 from t2i_adapter.hub import is_demo_name
 from t2i_adapter.interfaces.webui import handlers
 from t2i_adapter.interfaces.webui.canvas import checked_canvas
@@ -553,7 +553,7 @@ def _init_picture(defaults: dict[str, Any], limits: Limits) -> dict[str, Any]:
                 sources=[],
                 layers=False,
                 transforms=[],
-                brush=gr.Brush(colors=["#ffffff", "#000000"], default_size="auto", color_mode="fixed"),
+                brush=gr.Brush(colors=["#ffffff", "#000000"], default_size=12, color_mode="fixed"),
                 label="Inpaint mask: paint over what to repaint (either colour)",
                 elem_id="t2i-init-editor",
             ),
@@ -640,8 +640,8 @@ def _hires() -> dict[str, Any]:
             elem_id="t2i-hires-steps",
         )
         upscaler = gr.Dropdown(
-            list(handlers.HIRES_UPSCALERS),
-            value=handlers.HIRES_UPSCALERS[0],
+            list(HIRES_UPSCALERS),
+            value=HIRES_UPSCALERS[0],
             label="Upscaler",
             elem_id="t2i-hires-upscaler",
         )

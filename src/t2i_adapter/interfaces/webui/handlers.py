@@ -30,7 +30,6 @@ SOURCE_UPLOAD = "upload"
 SOURCE_SKETCH = "sketch"
 MODE_TXT2IMG, MODE_IMG2IMG, MODE_INPAINT = "txt2img", "img2img", "inpaint"
 MODES = (MODE_TXT2IMG, MODE_IMG2IMG, MODE_INPAINT)
-HIRES_UPSCALERS = ("latent",)
 
 # The page's number fields and their (minimum, maximum): `app.py` builds its sliders from these,
 # and a value read from a PNG outside them is not put in the page (it is named in the message).

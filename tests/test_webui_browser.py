@@ -457,6 +457,36 @@ def test_a_mask_painted_on_the_init_picture_is_inpainted_with_the_demo_model(dem
     # Repainted: inside the stroke most pixels changed.
     changed = np.abs(out - src).sum(axis=2) > 0
     assert changed[painted].mean() > 0.5
+    (world / "inpainted-here.png").write_bytes(data)
+
+
+def test_an_inpaint_png_dropped_back_brings_its_picture_and_mask_and_repeats_exactly(
+    demo_page, world, tmp_path
+):
+    from PIL import ImageChops
+
+    from t2i_adapter.interfaces.cli.main import main
+
+    page, _ = demo_page
+    made = world / "inpainted-here.png"
+    set_number(page, "t2i-mask-blur", 8)
+    page.locator("#t2i-mode").get_by_label("txt2img").check()
+    page.locator("#t2i-prompt textarea").fill("something else")
+    set_number(page, "t2i-seed", 5)
+    previous = set(page.eval_on_selector_all("#t2i-gallery img", "imgs => imgs.map(img => img.src)"))
+    upload(page, "t2i-load-png", made)
+    page.wait_for_function("() => document.querySelector('#t2i-seed input').value === '7'")
+    assert page.locator("#t2i-mode input[value=inpaint]").is_checked()
+    assert page.locator("#t2i-mask-blur input[type=number]").input_value() == "1"
+    assert "upload the init picture again" not in page.inner_text("#t2i-status")
+    page.click("#t2i-generate")
+    [again] = gallery_pngs(page, previous).values()
+    # The restored picture and mask reached the server as they were: the same image, pixel for pixel.
+    first = Image.open(made).convert("RGB")
+    assert ImageChops.difference(first, Image.open(io.BytesIO(again)).convert("RGB")).getbbox() is None
+    # And the command line repeats the page's inpainting from the PNG alone.
+    assert main(["generate", "--from-png", str(made), "--out", str(tmp_path / "cli.png")]) == 0
+    assert ImageChops.difference(first, Image.open(tmp_path / "cli.png").convert("RGB")).getbbox() is None
 
 
 @pytest.mark.slow

@@ -718,3 +718,28 @@ def test_the_page_restores_a_png_without_a_value_its_fields_cannot_hold(tmp_path
     assert load.fn(str(_png_with(tmp_path, seed=77)))[position] == 77
     with pytest.raises(gr.Error, match=r"restored\.png: parameters cannot be used: seed must be"):
         load.fn(str(_png_with(tmp_path, seed=2**80)))
+
+
+def test_img2img_sends_the_picture_without_a_mask_and_txt2img_sends_neither(tmp_path, monkeypatch):
+    from t2i_adapter.generation import api
+
+    calls = []
+
+    def fake_generate(settings, *, condition_images=None, cache=None, progress=None, **pictures):
+        calls.append((settings, pictures))
+        return api.GenerationResult(images=[Image.new("RGB", (8, 8))], conditions=[], settings=settings)
+
+    monkeypatch.setattr(api, "generate", fake_generate)
+    init = tmp_path / "photo.png"
+    drawing(40).save(init)
+    painted = {"layers": [_layer((40, 40), [0, 0, 9, 9])]}
+    common = dict(model="m", cache=None, output_dir=tmp_path / "out", limits=Limits())
+    handlers.run_generation(
+        _page(mode="img2img", init_upload=str(init), init_editor=painted, strength=0.3), **common
+    )
+    handlers.run_generation(_page(mode="txt2img", init_upload=str(init), init_editor=painted), **common)
+
+    (img2img, pictures), (txt2img, none) = calls
+    assert pictures["init_image"].size == (40, 40) and pictures["mask_image"] is None
+    assert img2img.strength == 0.3 and img2img.init_image.endswith("init.png") and img2img.mask is None
+    assert none == {} and txt2img.init_image is None and txt2img.mask is None

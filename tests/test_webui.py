@@ -653,6 +653,14 @@ def test_build_settings_records_the_mode_loras_and_hires_fields():
         ).hires_steps
         == 3
     )
+    with pytest.raises(T2IAdapterError, match="^inpaint: the hires fix does not go with a mask"):
+        handlers.build_settings(
+            _page(mode="inpaint", hires_scale=2.0),
+            model="m",
+            condition_paths=[],
+            init_path="i",
+            mask_path="m",
+        )
 
 
 def test_run_generation_inpaints_with_the_painted_mask_and_keeps_both_pictures(tmp_path, monkeypatch):

@@ -298,6 +298,11 @@ def _image_fields(page: PageInput, init_path: str | None, mask_path: str | None)
             inpaint_full_res_padding=int(page.inpaint_full_res_padding),
         )
     if page.hires_scale and float(page.hires_scale) > 1.0:
+        if mask_path is not None:
+            raise T2IAdapterError(
+                "inpaint: the hires fix does not go with a mask; set 'Upscale by' to 1 and inpaint "
+                "at the size you want"
+            )
         values.update(
             hires_scale=float(page.hires_scale),
             hires_strength=float(page.hires_strength),

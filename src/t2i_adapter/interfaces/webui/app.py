@@ -245,7 +245,7 @@ def _wire_init_picture(fields: dict[str, Any], limits: Limits) -> None:
 
     @user_errors
     def show(path: str | None):
-        return handlers.editor_value(handlers.init_picture(path, limits))
+        return handlers.editor_value(handlers.uploaded_picture(path, limits))
 
     # Only a user's upload or clear: a picture restored from a PNG comes with its mask already.
     fields["init_upload"].upload(show, fields["init_upload"], fields["init_editor"])

@@ -144,8 +144,16 @@ def source_image(
         if image is None:
             raise T2IAdapterError(f"unit {unit}: the sketch is empty; draw something or upload an image")
         return image
-    if not upload_path:
+    picture = uploaded_picture(upload_path, limits)
+    if picture is None:
         raise T2IAdapterError(f"unit {unit}: no condition image; upload one or draw a sketch")
+    return picture
+
+
+def uploaded_picture(upload_path: str | None, limits: Limits) -> Image.Image | None:
+    """An uploaded picture (a condition or the init picture) within `limits`; None when there is none."""
+    if not upload_path:
+        return None
     try:
         return load_image(upload_path, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
     except InputFileError as error:
@@ -204,16 +212,6 @@ def check_canvas_file(file: str | Path | bytes, limits: Limits, name: str) -> No
 # ---------------------------------------------------------------------------------------------
 
 
-def init_picture(upload_path: str | None, limits: Limits) -> Image.Image | None:
-    """The uploaded init picture, checked like a condition upload; None when there is none."""
-    if not upload_path:
-        return None
-    try:
-        return load_image(upload_path, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
-    except InputFileError as error:
-        raise InputFileError(Path(upload_path).name, error.problem) from None
-
-
 def editor_value(picture: Image.Image | None, mask: Image.Image | None = None) -> dict | None:
     """What the mask editor shows: the init picture, and a mask (white: repaint) as a painted layer."""
     if picture is None:
@@ -254,7 +252,7 @@ def mode_pictures(page: PageInput, limits: Limits) -> tuple[Image.Image | None, 
         raise T2IAdapterError(f"unknown mode '{page.mode}'; choose one of {', '.join(MODES)}")
     if page.mode == MODE_TXT2IMG:
         return None, None
-    init = init_picture(page.init_upload, limits)
+    init = uploaded_picture(page.init_upload, limits)
     if init is None:
         raise T2IAdapterError(f"{page.mode}: upload an init picture first")
     if page.mode == MODE_IMG2IMG:

@@ -30,6 +30,7 @@ from PIL import Image
 from t2i_adapter.conditions.clip_vision import StyleImageEncoder, load_clip_vision
 from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
 from t2i_adapter.conditions.tensor import condition_to_tensor
+from t2i_adapter.generation import compiling
 from t2i_adapter.generation.base_model import BaseModel
 from t2i_adapter.generation.checks import (
     check_feature_shapes,
@@ -72,6 +73,9 @@ class T2IAdapterPipeline:
         self.execution_device = base.device
         self._offload_hooks: list[Any] = []
         self._warned_vae_overflow = False
+        self.compiled_unet: compiling.CompiledUNet | None = None  # set by `enable_compile`
+        self._compiled_decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._compiled_sizes: set[tuple[int, int, int]] = set()  # (width, height, batch) compiled for
 
     # ---------------------------------------------------------------- memory options
     def enable_attention_slicing(self, slice_size: str | int = "auto") -> None:
@@ -91,6 +95,29 @@ class T2IAdapterPipeline:
                 _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
                 self._offload_hooks.append(hook)
         self.execution_device = torch.device(device)
+
+    def enable_compile(self) -> bool:
+        """`torch.compile` the UNet (and, where it pays, the VAE decode); the compiled modules stay
+        with this pipeline, so only the first generation of each size pays for compiling.
+
+        Where compile cannot run (MPS, a CPU without a C++ compiler) this says why in one warning
+        line and the pipeline stays eager; returns whether it compiled.
+        """
+        if self.compiled_unet is not None:
+            return True
+        reason = compiling.compile_unsupported(self.execution_device)
+        if reason is None and self._offload_hooks:
+            reason = "not with model CPU offload"
+        if reason is not None:
+            logger.warning("--compile: %s; running eagerly", reason)
+            return False
+        compiling.prepare_unet(self.base.unet, self.execution_device)
+        self.compiled_unet = compiling.CompiledUNet(self.base.unet, self.execution_device)
+        if compiling.vae_compile_pays(self.execution_device) and not getattr(
+            self.base.vae, "use_tiling", False
+        ):
+            self._compiled_decode = compiling.compile_vae_decode(self.base.vae)
+        return True
 
     def _offload_all(self) -> None:
         for hook in self._offload_hooks:
@@ -161,25 +188,23 @@ class T2IAdapterPipeline:
             generator = torch.Generator("cpu").manual_seed(int(seed if seed is not None else 42))
         latents = self._initial_latents(conditioning.batch_size, width, height, scheduler, generator)
         latents = denoise(
-            self.base.unet,
+            self._denoiser(conditioning, width, height),
             scheduler,
             latents,
             conditioning,
             guidance_scale=guidance_scale,
             generator=generator,
             eta=eta,
-            callback=callback,
+            callback=self._reporting_compile(callback),
         )
         images = self.decode(latents, output_type)
         self._offload_all()
         _synchronize(self.execution_device)
-        total_seconds = time.perf_counter() - started
+        timings = {"adapter_seconds": adapter_seconds, "total_seconds": time.perf_counter() - started}
+        if self.compiled_unet is not None:
+            timings["compile_seconds"] = self._compile_seconds
         return PipelineOutput(
-            images=images,
-            width=width,
-            height=height,
-            conditions=conditions,
-            timings={"adapter_seconds": adapter_seconds, "total_seconds": total_seconds},
+            images=images, width=width, height=height, conditions=conditions, timings=timings
         )
 
     # ---------------------------------------------------------------- phases of a call
@@ -273,6 +298,40 @@ class T2IAdapterPipeline:
             added_cond=added_cond,
         )
 
+    def _denoiser(self, conditioning: StepConditioning, width: int, height: int) -> Any:
+        """The UNet to sample with: the compiled one (idle steps get zero residuals: one graph) or the
+        module itself. A size or batch the compiled UNet has not seen yet is said once: it recompiles."""
+        self._compile_seconds = 0.0
+        if self.compiled_unet is None:
+            return self.base.unet
+        compiling.unfuse_for_loras(self.base.unet)
+        conditioning.fill_idle = True
+        size = (width, height, conditioning.batch_size)
+        if size not in self._compiled_sizes:
+            if self._compiled_sizes:
+                logger.warning("new shape %dx%d (batch %d): recompiling the UNet", *size)
+            self._compiled_sizes.add(size)
+        return self.compiled_unet
+
+    def _reporting_compile(
+        self, callback: Callable[[dict[str, Any]], None] | None
+    ) -> Callable[[dict[str, Any]], None] | None:
+        """Adds `compile_seconds` to the step report after which compiling happened (first calls)."""
+        compiled = self.compiled_unet
+        if compiled is None:
+            return callback
+
+        def report(info: dict[str, Any]) -> None:
+            seconds = compiled.take_compile_seconds()
+            if seconds:
+                self._compile_seconds += seconds
+                info = {**info, "compile_seconds": seconds}
+                logger.info("compiled the UNet in %.1f s (first call at this shape)", seconds)
+            if callback is not None:
+                callback(info)
+
+        return report
+
     def _scheduler(self, scheduler: str | Any | None, steps: int) -> Any:
         """A fresh scheduler (no state shared between calls) set to `steps` steps."""
         if scheduler is None or isinstance(scheduler, str):
@@ -337,7 +396,10 @@ class T2IAdapterPipeline:
             # call, today's pixels). It holds the decoder's fp32 size for good (~+100 MB on SDXL),
             # less than an fp32 copy beside the fp16 one; the encoder (training) stays fp16.
             _upcast_decoder(vae)
-        image = vae.decode(latents.to(dtype), return_dict=False)[0]
+        if self._compiled_decode is not None and dtype == vae_dtype:
+            image = self._compiled_decode(latents.to(dtype))
+        else:
+            image = vae.decode(latents.to(dtype), return_dict=False)[0]
         if dtype == torch.float32 or torch.isfinite(image).all():
             return image
         if not self._warned_vae_overflow:

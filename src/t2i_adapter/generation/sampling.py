@@ -78,7 +78,7 @@ def denoise(
                     "total": total,
                     "timestep": t,
                     "latents": latents,
-                    "adapters_active": inputs.residuals is not None,
+                    "adapters_active": inputs.active,
                 }
             )
     return latents

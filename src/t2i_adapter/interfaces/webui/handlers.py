@@ -182,8 +182,11 @@ def check_units(units: list[UnitInput]) -> list[AdapterSpec]:
     return specs
 
 
-def build_settings(page: PageInput, *, model: str, condition_paths: list[str]) -> GenerationSettings:
-    """A `GenerationSettings` from the page; `condition_paths` names each enabled unit's picture."""
+def build_settings(
+    page: PageInput, *, model: str, condition_paths: list[str], compile: bool = False
+) -> GenerationSettings:
+    """A `GenerationSettings` from the page; `condition_paths` names each enabled unit's picture;
+    `compile` is the server's (`serve --compile`)."""
     adapters = [
         replace(spec, cond=path) for spec, path in zip(check_units(page.units), condition_paths, strict=True)
     ]
@@ -199,6 +202,7 @@ def build_settings(page: PageInput, *, model: str, condition_paths: list[str]) -
         num_images=int(page.num_images),
         width=int(page.width),
         height=int(page.height),
+        compile=compile,
         **extra,
     )
 
@@ -211,6 +215,7 @@ def run_generation(
     output_dir: Path,
     limits: Limits,
     progress: ProgressFn | None = None,
+    compile: bool = False,
 ) -> GenerationOutput:
     """Generate with the enabled units; save each image as a PNG with its parameters in `output_dir`.
 
@@ -221,7 +226,9 @@ def run_generation(
     run_dir = Path(output_dir) / time.strftime("%Y%m%d-%H%M%S") / f"{random.getrandbits(32):08x}"
     numbers = [number for number, unit in enumerate(page.units, start=1) if unit.enabled]
     condition_paths = [run_dir / f"condition-{number}.png" for number in numbers]
-    settings = build_settings(page, model=model, condition_paths=[str(path) for path in condition_paths])
+    settings = build_settings(
+        page, model=model, condition_paths=[str(path) for path in condition_paths], compile=compile
+    )
     pictures = [
         source_image(unit.source, unit.upload_path, unit.sketch, limits, unit=number)
         for number, unit in enumerate(page.units, start=1)
@@ -259,7 +266,8 @@ def _progress_callback(progress: ProgressFn) -> Callable[[dict[str, Any]], None]
 
     def report(info: dict[str, Any]) -> None:
         step, total = int(info["step"]), max(int(info["total"]), 1)
-        progress(min(step / total, 1.0), f"sampling step {step}/{total}")
+        compiled = f" (compiled in {info['compile_seconds']:.1f} s)" if "compile_seconds" in info else ""
+        progress(min(step / total, 1.0), f"sampling step {step}/{total}{compiled}")
 
     return report
 

@@ -263,7 +263,7 @@ def test_help_shows_each_fields_dataclass_default_in_its_group():
         if field.default not in (MISSING, None, ""):
             assert action.help.endswith(f"(default: {field.default})"), flag
             shown += 1
-    assert shown == 10  # steps, guidance, seed, images, scheduler, clip vision, dtype, 3 switches
+    assert shown == 11  # steps, guidance, seed, images, scheduler, clip vision, dtype, 4 switches
     spec = {field.name: field for field in fields(AdapterSpec)}
     assert f"--adapter-weight W {spec['weight'].metadata['help']} (default: {spec['weight'].default})" in text
     assert f"(default: {spec['start'].default:g}:{spec['end'].default:g})" in text

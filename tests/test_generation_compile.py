@@ -93,7 +93,9 @@ def test_idle_adapter_steps_reuse_the_graph_and_match_eager(graphs, condition):
     first = len(graphs)
     # the adapter acts on the first half only: idle steps get zero residuals, no second graph
     compiled_half, again = sample(pipe, adapter, condition, end=0.5, steps=4)
+    late = pipe("a red cat", [AdapterUnit(adapter, condition, start=0.5)], steps=4, width=64, height=64)
     assert len(graphs) == first and timings["compile_seconds"] > 0 and again["compile_seconds"] == 0
+    assert late.timings["compile_seconds"] == 0  # idle first steps: zeros from the start too
     assert np.abs(compiled_full - eager_full).max() <= 1e-6
     assert np.abs(compiled_half - eager_half).max() <= 1e-6
     assert np.abs(eager_half - eager_full).max() > 1e-3  # the window changed the image

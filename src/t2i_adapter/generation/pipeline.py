@@ -296,16 +296,16 @@ class T2IAdapterPipeline:
             do_cfg=do_cfg,
             fuser=fuser,
             added_cond=added_cond,
+            fill_idle=self.compiled_unet is not None,  # one graph for every step
         )
 
     def _denoiser(self, conditioning: StepConditioning, width: int, height: int) -> Any:
-        """The UNet to sample with: the compiled one (idle steps get zero residuals: one graph) or the
-        module itself. A size or batch the compiled UNet has not seen yet is said once: it recompiles."""
+        """The UNet to sample with: the compiled one (`fill_idle`: idle steps get zero residuals, one
+        graph) or the module itself. A size or batch the compiled UNet has not seen yet is said once: it recompiles."""
         self._compile_seconds = 0.0
         if self.compiled_unet is None:
             return self.base.unet
         compiling.unfuse_for_loras(self.base.unet)
-        conditioning.fill_idle = True
         size = (width, height, conditioning.batch_size)
         if size not in self._compiled_sizes:
             if self._compiled_sizes:

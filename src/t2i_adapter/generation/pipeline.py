@@ -76,6 +76,7 @@ class T2IAdapterPipeline:
         self.compiled_unet: compiling.CompiledUNet | None = None  # set by `enable_compile`
         self._compiled_decode: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._compiled_sizes: set[tuple[int, int, int]] = set()  # (width, height, batch) compiled for
+        self._compile_seconds = 0.0  # this call's compile time (first calls of new shapes)
 
     # ---------------------------------------------------------------- memory options
     def enable_attention_slicing(self, slice_size: str | int = "auto") -> None:
@@ -301,7 +302,8 @@ class T2IAdapterPipeline:
 
     def _denoiser(self, conditioning: StepConditioning, width: int, height: int) -> Any:
         """The UNet to sample with: the compiled one (`fill_idle`: idle steps get zero residuals, one
-        graph) or the module itself. A size or batch the compiled UNet has not seen yet is said once: it recompiles."""
+        graph) or the module itself. A size or batch the compiled UNet has not seen yet is said
+        once: it recompiles."""
         self._compile_seconds = 0.0
         if self.compiled_unet is None:
             return self.base.unet

@@ -19,7 +19,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-BACKEND = "inductor"  # tests swap in "eager" to exercise the plumbing without minutes of codegen
+BACKEND = "inductor"  # a test swaps in a counting backend: real tracing and guards, no C++ codegen
 CXX_CANDIDATES = ("g++", "c++", "clang++")
 
 

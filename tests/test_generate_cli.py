@@ -278,9 +278,9 @@ def test_help_shows_each_fields_dataclass_default_in_its_group():
         if field.default not in (MISSING, None, ""):
             assert action.help.endswith(f"(default: {field.default})"), flag
             shown += 1
-    # steps, guidance, seed, images, scheduler, clip vision, dtype, 3 switches; strength, mask blur,
+    # steps, guidance, seed, images, scheduler, clip vision, dtype, 4 switches; strength, mask blur,
     # full-res switch and padding, hires strength and upscaler
-    assert shown == 16
+    assert shown == 17
     spec = {field.name: field for field in fields(AdapterSpec)}
     assert f"--adapter-weight W {spec['weight'].metadata['help']} (default: {spec['weight'].default})" in text
     assert f"(default: {spec['start'].default:g}:{spec['end'].default:g})" in text

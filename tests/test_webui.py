@@ -164,7 +164,9 @@ def test_build_settings_keeps_only_enabled_units_in_order():
         "/tmp/a.png", "invert", 0.7, 0.1, 0.9,
     )  # fmt: skip
     assert (settings.width, settings.height, settings.num_images, settings.seed) == (64, 96, 2, 7)
-    assert settings.scheduler == "euler"
+    assert settings.scheduler == "euler" and settings.compile is False
+    compiled = handlers.build_settings(page, model="demo", condition_paths=["a", "b"], compile=True)
+    assert compiled.compile is True  # `serve --compile`
     assert settings.adapters[0].cond_options == {} and settings.adapters[1].cond_options == {
         "block_size": "8"
     }
@@ -405,6 +407,9 @@ def test_serve_binds_localhost_by_default_and_passes_its_options(monkeypatch, tm
     assert (build["model"], build["adapters"], build["max_upload_mb"]) == ("m", ["a1", "a2"], 5.0)
     assert build["output_dir"] == str(tmp_path)
     assert calls["launch"][1] == {"host": "127.0.0.1", "port": 7999}
+    assert build["compile"] is False
+    calls.clear()
+    assert main(["serve", "--compile"]) == 0 and calls["build"]["compile"] is True
 
     assert main(["serve", "--max-upload-mb", "0"]) == 2
 

@@ -220,6 +220,7 @@ def generate(
         clip_vision=settings.clip_vision,
         model_config=settings.model_config,
         prediction_type=settings.prediction_type,
+        compile=settings.compile,
     )
     adapter_device = str(pipeline.execution_device)
     units = []

@@ -1,5 +1,8 @@
 """ModelCache: each base model, adapter and LoRA is loaded once and shared.
 
+A compiled pipeline (`compile=True`) is its own entry: its compiled UNet lives with it, so the
+second generation reuses the compiled graphs instead of compiling again.
+
 One cache per process (the CLI makes one per run, the web server one for its lifetime). Loading
 is guarded per key, so two threads asking for the same model wait for one load instead of
 loading it twice; different models load in parallel. Base models are the big ones: only the
@@ -69,10 +72,20 @@ class ModelCache:
         clip_vision: str | None = None,
         model_config: str | None = None,
         prediction_type: str | None = None,
+        compile: bool = False,
     ) -> T2IAdapterPipeline:
-        """The pipeline over base model `model`, with the memory options applied once."""
+        """The pipeline over base model `model`, with the memory options applied once; `compile`: its
+        UNet compiled (`T2IAdapterPipeline.enable_compile`), kept here so later generations reuse it."""
         key = _pipeline_key(
-            model, dtype, device, attention_slicing, vae_tiling, cpu_offload, model_config, prediction_type
+            model,
+            dtype,
+            device,
+            attention_slicing,
+            vae_tiling,
+            cpu_offload,
+            model_config,
+            prediction_type,
+            compile,
         )
 
         def load() -> T2IAdapterPipeline:
@@ -90,6 +103,8 @@ class ModelCache:
                 pipeline.enable_vae_tiling()
             if cpu_offload:
                 pipeline.enable_model_cpu_offload(device)
+            if compile:
+                pipeline.enable_compile()  # or one warning line, and eager
             return pipeline
 
         pipeline = self._get(self._pipelines, key, self.max_base_models, load)
@@ -136,8 +151,8 @@ class ModelCache:
 
 
 def _pipeline_key(model: str, dtype, device, *options: Any) -> Hashable:
-    """Name, dtype, device, then the memory options and single-file choices (all off by default)."""
-    defaults = (False, False, False, None, None)
+    """Name, dtype, device, then the memory options, single-file choices and compile (all off by default)."""
+    defaults = (False, False, False, None, None, False)
     return ("pipeline", model, str(dtype), str(device), *options, *defaults[len(options) :])
 
 

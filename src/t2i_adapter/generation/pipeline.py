@@ -31,6 +31,7 @@ from t2i_adapter.conditions.clip_vision import StyleImageEncoder, load_clip_visi
 from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
 from t2i_adapter.conditions.tensor import condition_to_tensor
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
+from t2i_adapter.generation import compiling
 from t2i_adapter.generation.base_model import BaseModel
 from t2i_adapter.generation.checks import (
     check_feature_shapes,
@@ -118,6 +119,10 @@ class T2IAdapterPipeline:
         self.execution_device = base.device
         self._offload_hooks: list[Any] = []
         self._warned_vae_overflow = False
+        self.compiled_unet: compiling.CompiledUNet | None = None  # set by `enable_compile`
+        self._compiled_decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._compiled_sizes: set[tuple[int, int, int]] = set()  # (width, height, batch) compiled for
+        self._compile_seconds = 0.0  # this call's compile time (first calls of new shapes)
 
     # ---------------------------------------------------------------- memory options
     def enable_attention_slicing(self, slice_size: str | int = "auto") -> None:
@@ -137,6 +142,29 @@ class T2IAdapterPipeline:
                 _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
                 self._offload_hooks.append(hook)
         self.execution_device = torch.device(device)
+
+    def enable_compile(self) -> bool:
+        """`torch.compile` the UNet (and, where it pays, the VAE decode); the compiled modules stay
+        with this pipeline, so only the first generation of each size pays for compiling.
+
+        Where compile cannot run (MPS, a CPU without a C++ compiler) this says why in one warning
+        line and the pipeline stays eager; returns whether it compiled.
+        """
+        if self.compiled_unet is not None:
+            return True
+        reason = compiling.compile_unsupported(self.execution_device)
+        if reason is None and self._offload_hooks:
+            reason = "not with model CPU offload"
+        if reason is not None:
+            logger.warning("--compile: %s; running eagerly", reason)
+            return False
+        compiling.prepare_unet(self.base.unet, self.execution_device)
+        self.compiled_unet = compiling.CompiledUNet(self.base.unet, self.execution_device)
+        if compiling.vae_compile_pays(self.execution_device) and not getattr(
+            self.base.vae, "use_tiling", False
+        ):
+            self._compiled_decode = compiling.compile_vae_decode(self.base.vae)
+        return True
 
     def _offload_all(self) -> None:
         for hook in self._offload_hooks:
@@ -202,6 +230,7 @@ class T2IAdapterPipeline:
             eta=eta,
             callback=callback,
         )
+        self._compile_seconds = 0.0  # this call's, both passes of a hires fix together
 
         self._check_fits(request.units, fuser, img2img)  # everything must fit before any sampling
         width, height = self._output_size(
@@ -222,15 +251,11 @@ class T2IAdapterPipeline:
         images = self._finish(latents, prepared, output_type)
         self._offload_all()
         _synchronize(self.execution_device)
+        timings = {"adapter_seconds": request.adapter_seconds, "total_seconds": time.perf_counter() - started}
+        if self.compiled_unet is not None:
+            timings["compile_seconds"] = self._compile_seconds
         return PipelineOutput(
-            images=images,
-            width=width,
-            height=height,
-            conditions=conditions,
-            timings={
-                "adapter_seconds": request.adapter_seconds,
-                "total_seconds": time.perf_counter() - started,
-            },
+            images=images, width=width, height=height, conditions=conditions, timings=timings
         )
 
     def _pass(
@@ -266,14 +291,14 @@ class T2IAdapterPipeline:
             conditioning.batch_size, width, height, scheduler, steps, request.generator, start
         )
         latents = denoise(
-            self.base.unet,
+            self._denoiser(conditioning, width, height),
             scheduler,
             latents,
             conditioning,
             guidance_scale=request.guidance_scale,
             generator=request.generator,
             eta=request.eta,
-            callback=request.callback,
+            callback=self._reporting_compile(request.callback),
             start=first,
             inpaint=inpaint,
         )
@@ -437,7 +462,41 @@ class T2IAdapterPipeline:
             do_cfg=do_cfg,
             fuser=fuser,
             added_cond=added_cond,
+            fill_idle=self.compiled_unet is not None,  # one graph for every step
         )
+
+    def _denoiser(self, conditioning: StepConditioning, width: int, height: int) -> Any:
+        """The UNet to sample with: the compiled one (`fill_idle`: idle steps get zero residuals, one
+        graph) or the module itself. A size or batch the compiled UNet has not seen yet is said
+        once: it recompiles."""
+        if self.compiled_unet is None:
+            return self.base.unet
+        compiling.unfuse_for_loras(self.base.unet)
+        size = (width, height, conditioning.batch_size)
+        if size not in self._compiled_sizes:
+            if self._compiled_sizes:
+                logger.warning("new shape %dx%d (batch %d): recompiling the UNet", *size)
+            self._compiled_sizes.add(size)
+        return self.compiled_unet
+
+    def _reporting_compile(
+        self, callback: Callable[[dict[str, Any]], None] | None
+    ) -> Callable[[dict[str, Any]], None] | None:
+        """Adds `compile_seconds` to the step report after which compiling happened (first calls)."""
+        compiled = self.compiled_unet
+        if compiled is None:
+            return callback
+
+        def report(info: dict[str, Any]) -> None:
+            seconds = compiled.take_compile_seconds()
+            if seconds:
+                self._compile_seconds += seconds
+                info = {**info, "compile_seconds": seconds}
+                logger.info("compiled the UNet in %.1f s (first call at this shape)", seconds)
+            if callback is not None:
+                callback(info)
+
+        return report
 
     def _scheduler(self, scheduler: str | Any | None, steps: int) -> Any:
         """A fresh scheduler (no state shared between calls) set to `steps` steps."""
@@ -543,7 +602,10 @@ class T2IAdapterPipeline:
             # call, today's pixels). It holds the decoder's fp32 size for good (~+100 MB on SDXL),
             # less than an fp32 copy beside the fp16 one; the encoder (training) stays fp16.
             _upcast_decoder(vae)
-        image = vae.decode(latents.to(dtype), return_dict=False)[0]
+        if self._compiled_decode is not None and dtype == vae_dtype:
+            image = self._compiled_decode(latents.to(dtype))
+        else:
+            image = vae.decode(latents.to(dtype), return_dict=False)[0]
         if dtype == torch.float32 or torch.isfinite(image).all():
             return image
         if not self._warned_vae_overflow:

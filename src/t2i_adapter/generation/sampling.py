@@ -97,7 +97,7 @@ def denoise(
                     "total": total - start,
                     "timestep": t,
                     "latents": latents,
-                    "adapters_active": inputs.residuals is not None,
+                    "adapters_active": inputs.active,
                 }
             )
     return latents

@@ -402,6 +402,14 @@ class GenerationSettings:
     cpu_offload: bool = _option(
         False, "keep models on the CPU until used (small GPUs)", group="machine and memory"
     )
+    # Recorded, but the image does not depend on it (same pixels within fp16 rounding), so a PNG
+    # made with it reproduces without it and one made without it reproduces with it.
+    compile: bool = _option(
+        False,
+        "torch.compile the UNet (CUDA graphs on CUDA); the first generation of a size compiles, later ones "
+        "are faster; eager with a warning where compile cannot run",
+        group="machine and memory",
+    )
 
     def __post_init__(self) -> None:
         for name in ("adapters", "loras"):

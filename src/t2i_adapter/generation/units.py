@@ -118,6 +118,7 @@ class StepInputs:
     context: torch.Tensor  # (B, L, D), B = 2 * batch with guidance (negative half first)
     residuals: list[torch.Tensor] | None  # per level (B, C_l, H_l, W_l), or None: no adapter now
     added_cond: dict[str, torch.Tensor] | None = None  # SDXL text_embeds + time_ids
+    active: bool = False  # spatial features act at this step (zero residuals, see `fill_idle`, do not)
 
 
 @dataclass
@@ -131,6 +132,9 @@ class StepConditioning:
     do_cfg: bool
     fuser: torch.nn.Module | None = None
     added_cond: dict[str, torch.Tensor] | None = None
+    # A compiled UNet: steps outside every window get zero residuals of the same shapes (the
+    # same sum, x + 0 = x) instead of None, which would be a second graph to compile.
+    fill_idle: bool = False
     _cache: dict[tuple[int, ...], StepInputs] = field(default_factory=dict, init=False, repr=False)
 
     def at(self, step: int, total_steps: int) -> StepInputs:
@@ -144,10 +148,22 @@ class StepConditioning:
         residuals = None
         if maps is not None:
             residuals = [self._to_batch(level) for level in maps]
+        elif self.fill_idle:
+            residuals = self._idle_residuals()
         context = self.text_context
         if tokens is not None:
             context = self._append_tokens(self._to_batch(tokens, guidance_halves=False))
-        return StepInputs(context=context, residuals=residuals, added_cond=self.added_cond)
+        return StepInputs(
+            context=context, residuals=residuals, added_cond=self.added_cond, active=maps is not None
+        )
+
+    def _idle_residuals(self) -> list[torch.Tensor] | None:
+        """Zeros shaped like the residuals of the steps where adapters act (None without spatial ones)."""
+        spatial = [i for i, output in enumerate(self.outputs) if output.maps is not None]
+        if not spatial:
+            return None
+        maps, _ = self._mix([self.units[i] for i in spatial], [self.outputs[i] for i in spatial])
+        return None if maps is None else [torch.zeros_like(self._to_batch(level)) for level in maps]
 
     def _mix(
         self, units: list[AdapterUnit], outputs: list[UnitOutput]

@@ -350,6 +350,8 @@ def _progress_bar():
 
     def update(info: dict) -> None:
         bar.total = info["total"]
+        if "compile_seconds" in info:  # --compile: this step's UNet call compiled first
+            bar.set_postfix_str(f"compiled in {info['compile_seconds']:.1f} s", refresh=False)
         bar.update(info["step"] - bar.n)
 
     try:

@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--output-dir", default=None, help="where generated PNGs are kept (default: a new temporary folder)"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet for every generation (CUDA graphs on CUDA; the first one of a "
+        "size compiles, later ones are faster; eager with a warning where compile cannot run)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         default_size=args.size,
         default_steps=args.steps,
+        compile=args.compile,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: anyone who can reach this address can use the page")

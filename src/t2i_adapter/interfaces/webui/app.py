@@ -167,6 +167,7 @@ def build_app(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     default_size: int | None = None,
     default_steps: int | None = None,
+    compile: bool = False,
 ) -> gr.Blocks:
     """The web page for generating with `model`; models are loaded through `cache` (one per server)."""
     if cache is None:
@@ -196,7 +197,12 @@ def build_app(
         _wire_generation(
             page,
             functools.partial(
-                handlers.run_generation, model=model, cache=cache, output_dir=output_dir, limits=limits
+                handlers.run_generation,
+                model=model,
+                cache=cache,
+                output_dir=output_dir,
+                limits=limits,
+                compile=compile,
             ),
         )
         _wire_parameters(

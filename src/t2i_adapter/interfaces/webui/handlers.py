@@ -351,9 +351,11 @@ def build_settings(
     condition_paths: list[str],
     init_path: str | None = None,
     mask_path: str | None = None,
+    compile: bool = False,
 ) -> GenerationSettings:
     """A `GenerationSettings` from the page; `condition_paths` names each enabled unit's picture,
-    `init_path` and `mask_path` the init picture and the mask as saved for this run."""
+    `init_path` and `mask_path` the init picture and the mask as saved for this run; `compile` is
+    the server's (`serve --compile`)."""
     adapters = [
         replace(spec, cond=path) for spec, path in zip(check_units(page.units), condition_paths, strict=True)
     ]
@@ -371,6 +373,7 @@ def build_settings(
         height=int(page.height),
         loras=parse_loras(page.loras),
         **_image_fields(page, init_path, mask_path),
+        compile=compile,
         **extra,
     )
 
@@ -383,6 +386,7 @@ def run_generation(
     output_dir: Path,
     limits: Limits,
     progress: ProgressFn | None = None,
+    compile: bool = False,
 ) -> GenerationOutput:
     """Generate with the enabled units; save each image as a PNG with its parameters in `output_dir`.
 
@@ -401,6 +405,7 @@ def run_generation(
         condition_paths=[str(path) for path in condition_paths],
         init_path=str(run_dir / "init.png") if init is not None else None,
         mask_path=str(run_dir / "mask.png") if mask is not None else None,
+        compile=compile,
     )
     pictures = [
         source_image(unit.source, unit.upload_path, unit.sketch, limits, unit=number)
@@ -445,7 +450,8 @@ def _progress_callback(progress: ProgressFn) -> Callable[[dict[str, Any]], None]
 
     def report(info: dict[str, Any]) -> None:
         step, total = int(info["step"]), max(int(info["total"]), 1)
-        progress(min(step / total, 1.0), f"sampling step {step}/{total}")
+        compiled = f" (compiled in {info['compile_seconds']:.1f} s)" if "compile_seconds" in info else ""
+        progress(min(step / total, 1.0), f"sampling step {step}/{total}{compiled}")
 
     return report
 

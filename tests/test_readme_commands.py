@@ -33,6 +33,8 @@ SUBSTITUTIONS = [
     (r"^make demo$", "t2i-adapter demo --out outputs/demo"),  # make demo = make install + this
     (r"^t2i-adapter demo( --out \S+)?$", r"t2i-adapter demo\1 --steps 2"),
     (r"stable-diffusion-v1-5/stable-diffusion-v1-5(?![/\w])", "demo"),
+    # an inpainting checkpoint (9-channel UNet) -> the demo model, which inpaints by latent blending
+    (r"stable-diffusion-v1-5/stable-diffusion-inpainting(?![/\w])", "demo"),
     (r"TencentARC/T2I-Adapter/models/t2iadapter_canny_sd14v1\.pth", "demo:sketch"),
     (r"TencentARC/t2iadapter_(sketch|canny)_sd1[45]v[12]", "demo:sketch"),
     (r"TencentARC/t2iadapter_depth_sd1[45]v[12]", "demo:depth"),
@@ -95,8 +97,12 @@ def write_inputs(root: Path, text: str, used: set[str]) -> None:
     drawing.save(root / "drawing.png")
     photo = Image.new("RGB", (64, 64), (200, 200, 200))
     ImageDraw.Draw(photo).rectangle((16, 20, 48, 44), fill=(200, 30, 30))
-    for name in ("photo.png", "palette.png", "painting.png"):
+    for name in ("photo.png", "palette.png", "painting.png", "room.png"):
         photo.save(root / name)
+    drawing.save(root / "sofa-sketch.png")
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((16, 20, 48, 44), fill=255)
+    mask.save(root / "sofa-mask.png")
     Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (64, 1)), mode="L").save(
         root / "depth.png"
     )

@@ -134,7 +134,7 @@ def test_unsupported_compile_runs_eager_after_one_warning_line(monkeypatch, cond
 
 def test_real_support_probe_names_mps_and_a_missing_compiler(monkeypatch):
     assert compiling.compile_unsupported(torch.device("mps")) == "torch.compile is not supported on MPS"
-    monkeypatch.setattr(compiling.shutil, "which", lambda name: None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
     assert "no C++ compiler" in compiling.compile_unsupported(torch.device("cpu"))
 

@@ -14,7 +14,8 @@ from t2i_adapter.generation.units import describe_adapter
 from t2i_adapter.interfaces.cli.train import config_from_args
 from t2i_adapter.training import TrainConfig, speed, train
 from t2i_adapter.training.objective import FrozenParts
-from test_data_formats import TAG, write_meta
+from test_data_formats import write_meta
+from test_training import config as training_config
 from tiny_models import save_tiny_sd, tiny_adapter, tiny_sd_base_model
 
 GIB = 2**30
@@ -32,21 +33,8 @@ def meta(tmp_path_factory) -> Path:
 
 
 def config(model: Path, data: Path, output_dir: Path, **overrides) -> TrainConfig:
-    values = dict(
-        model=str(model),
-        data=str(data),
-        output_dir=str(output_dir),
-        cond_type=TAG,
-        resolution=64,
-        batch_size=2,
-        lr=1e-3,
-        lr_warmup_steps=0,
-        max_steps=1,
-        checkpoint_every=0,
-        progress=False,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+    """test_training's fast run, one step."""
+    return training_config(model, data, output_dir, **{"max_steps": 1, **overrides})
 
 
 def last_loss(out: Path) -> float:

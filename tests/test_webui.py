@@ -390,23 +390,37 @@ def test_user_errors_become_one_line_page_errors():
     assert caught.value.message == "internal error (ValueError): missing thing"
 
 
-def test_serve_binds_localhost_by_default_and_passes_its_options(monkeypatch, tmp_path):
+def test_serve_binds_localhost_by_default_and_passes_its_options(monkeypatch, tmp_path, capsys):
     from t2i_adapter.interfaces import webui
     from t2i_adapter.interfaces.cli.main import build_parser, main
 
     args = build_parser().parse_args(["serve"])
     assert (args.host, args.port, args.max_upload_mb, args.model) == ("127.0.0.1", 7860, 20.0, "demo")
 
+    class App:
+        def block_thread(self):
+            calls["blocked"] = True
+
+    def launch(app, **kwargs):
+        calls["launch"] = (app, kwargs)
+        return None, f"http://{kwargs['host']}:{kwargs['port']}/", None
+
     calls = {}
-    monkeypatch.setattr(webui, "build_app", lambda **kwargs: calls.setdefault("build", kwargs) and "APP")
-    monkeypatch.setattr(webui, "launch_app", lambda app, **kwargs: calls.setdefault("launch", (app, kwargs)))
+    monkeypatch.setattr(webui, "build_app", lambda **kwargs: calls.setdefault("build", kwargs) and App())
+    monkeypatch.setattr(webui, "launch_app", launch)
     status = main(["serve", "--model", "m", "--adapter", "a1", "--adapter", "a2", "--max-upload-mb", "5",
                    "--port", "7999", "--output-dir", str(tmp_path)])  # fmt: skip
-    assert status == 0
+    assert status == 0 and calls["blocked"]
+    assert capsys.readouterr().out.splitlines() == ["web UI: http://127.0.0.1:7999/ (Ctrl+C stops it)"]
     build = calls["build"]
     assert (build["model"], build["adapters"], build["max_upload_mb"]) == ("m", ["a1", "a2"], 5.0)
     assert build["output_dir"] == str(tmp_path)
-    assert calls["launch"][1] == {"host": "127.0.0.1", "port": 7999}
+    launch_options = calls["launch"][1]
+    assert (launch_options["host"], launch_options["port"], launch_options["quiet"]) == (
+        "127.0.0.1",
+        7999,
+        True,
+    )
     assert build["compile"] is False
     calls.clear()
     assert main(["serve", "--compile"]) == 0 and calls["build"]["compile"] is True

@@ -171,7 +171,7 @@ def test_an_all_black_mask_is_one_error(pipe, unit, picture):
 
 @pytest.mark.parametrize("upscaler", ["latent", "lanczos"])
 def test_hires_fix_doubles_the_size_and_repaints(pipe, unit, upscaler):
-    sizes = []
+    sizes, progress = [], []
     output = pipe(
         "a red cat",
         [unit],
@@ -181,11 +181,17 @@ def test_hires_fix_doubles_the_size_and_repaints(pipe, unit, upscaler):
         seed=3,
         output_type="np",
         hires=HiresFix(2.0, strength=0.5, steps=2, upscaler=upscaler),
-        callback=lambda info: sizes.append(tuple(info["latents"].shape[-2:])),
+        callback=lambda info: (
+            sizes.append(tuple(info["latents"].shape[-2:])),
+            progress.append((info["step"], info["total"])),
+        ),
     )
     assert output.images.shape == (1, 2 * SIZE, 2 * SIZE, 3)
     assert (output.width, output.height) == (SIZE, SIZE)  # what the settings record
+    assert (output.output_width, output.output_height) == (2 * SIZE, 2 * SIZE)  # the images'
     assert sizes == [(8, 8)] * STEPS + [(16, 16)]  # strength 0.5 of 2 steps: one step at 128 px
+    # one progress over both passes: 1..N with one total, the first pass's steps plus the hires pass's
+    assert progress == [(step, STEPS + 1) for step in range(1, STEPS + 2)]
     first = run(pipe, [unit], width=SIZE, height=SIZE)
     plain = np.asarray(Image.fromarray(first).resize((2 * SIZE, 2 * SIZE), Image.Resampling.LANCZOS))
     assert np.abs((output.images[0] * 255).round() - plain).mean() > 1

@@ -192,7 +192,8 @@ def generate(
     `init_image` and `mask_image` likewise replace reading `settings.init_image` / `settings.mask`
     (img2img with `settings.strength`; inpainting: white repainted, black kept).
     `progress` receives the sampler's report after each denoising step, as it is: `step`
-    (steps completed, 1..n), `total` (n), `timestep`, `latents`, `adapters_active`.
+    (steps completed, 1..n), `total` (n), `timestep`, `latents`, `adapters_active`; with the
+    hires fix one count over both passes (n: the first pass's steps plus the hires pass's).
     """
     cache = cache or ModelCache()
     device = resolve_device(settings.device)

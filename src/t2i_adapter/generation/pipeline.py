@@ -66,13 +66,22 @@ INPAINT_UNET_CHANNELS = 9  # latents + mask + masked picture's latents (SD/SDXL 
 
 @dataclass
 class PipelineOutput:
-    """Generated images (PIL list, or a float array (N, H, W, 3) in [0, 1] for `output_type="np"`)."""
+    """Generated images (PIL list, or a float array (N, H, W, 3) in [0, 1] for `output_type="np"`).
+
+    `width`/`height`: the first pass's size (what settings record, so a rerun repeats it);
+    `output_width`/`output_height`: the images' size (larger after a hires fix; 0: not given)."""
 
     images: list[Image.Image] | np.ndarray | torch.Tensor
     width: int
     height: int
     conditions: list[torch.Tensor] = field(default_factory=list)  # adapter inputs, (1, C, H, W)
     timings: dict[str, float] = field(default_factory=dict)
+    output_width: int = 0
+    output_height: int = 0
+
+    def __post_init__(self) -> None:
+        self.output_width = self.output_width or self.width
+        self.output_height = self.output_height or self.height
 
 
 @dataclass
@@ -90,6 +99,8 @@ class _Request:
     eta: float | None
     callback: Callable[[dict[str, Any]], None] | None
     adapter_seconds: float = 0.0
+    steps_done: int = 0  # by the passes before this one: one progress over both passes
+    steps_total: int = 0  # what every pass of the call runs together
 
 
 @dataclass
@@ -207,9 +218,10 @@ class T2IAdapterPipeline:
         (`img2img.ImageToImage`); `hires`: upscale and repaint the result (`img2img.HiresFix`).
         `eta`: the scheduler's step noise (DDIM's eta, TCD's gamma); None: the scheduler's default.
         `callback(info)` gets `step` (steps completed, 1..total), `total`, `timestep`, `latents`,
-        `adapters_active` after each step (once per pass). `output_type`: `pil`, `np` (float
+        `adapters_active` after each step: one count over both passes of a hires fix (`total`:
+        the first pass's steps plus the hires pass's). `output_type`: `pil`, `np` (float
         (N, H, W, 3) in [0, 1]), `pt` or `latent`. The output's `width`/`height` are the first
-        pass's (what settings record); the hires fix makes the images larger.
+        pass's (what settings record); `output_width`/`output_height` the images' (hires: larger).
         Raises `ModelMismatchError` before any sampling when an adapter does not fit the model.
         """
         started = time.perf_counter()
@@ -243,6 +255,7 @@ class T2IAdapterPipeline:
         )
         prepared = None if img2img is None else prepare_picture(img2img, width, height)
         start = self._picture_start(prepared, img2img)
+        request.steps_total = self._steps_total(request, steps, start, hires)
         latents, conditions = self._pass(
             request, width, height, steps, start, crop=None if prepared is None else prepared.crop
         )
@@ -254,9 +267,27 @@ class T2IAdapterPipeline:
         timings = {"adapter_seconds": request.adapter_seconds, "total_seconds": time.perf_counter() - started}
         if self.compiled_unet is not None:
             timings["compile_seconds"] = self._compile_seconds
+        factor = self.base.vae_scale_factor
         return PipelineOutput(
-            images=images, width=width, height=height, conditions=conditions, timings=timings
+            images=images,
+            width=width,
+            height=height,
+            conditions=conditions,
+            timings=timings,
+            output_width=latents.shape[-1] * factor,
+            output_height=latents.shape[-2] * factor,
         )
+
+    def _steps_total(self, request: _Request, steps: int, start: _Start, hires: HiresFix | None) -> int:
+        """The denoising steps the whole call runs: the first pass's plus the hires pass's."""
+        passes = [(steps, start.strength)]
+        if hires is not None:
+            passes.append((hires.steps or steps, hires.strength))
+        total = 0
+        for pass_steps, strength in passes:
+            scheduler = self._scheduler(request.scheduler, pass_steps)
+            total += len(scheduler.timesteps) - first_step(scheduler, pass_steps, strength)
+        return total
 
     def _pass(
         self,
@@ -298,10 +329,11 @@ class T2IAdapterPipeline:
             guidance_scale=request.guidance_scale,
             generator=request.generator,
             eta=request.eta,
-            callback=self._reporting_compile(request.callback),
+            callback=self._reporting_compile(_overall_progress(request)),
             start=first,
             inpaint=inpaint,
         )
+        request.steps_done += len(scheduler.timesteps) - first
         return latents, conditions
 
     def _picture_start(self, prepared: PreparedPicture | None, img2img: ImageToImage | None) -> _Start:
@@ -740,3 +772,16 @@ def _parameter_dtype(module: torch.nn.Module, default: torch.dtype) -> torch.dty
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _overall_progress(request: _Request) -> Callable[[dict[str, Any]], None] | None:
+    """The pass's step reports counted on from the passes before it, against the call's total."""
+    callback = request.callback
+    if callback is None:
+        return None
+    done, total = request.steps_done, request.steps_total
+
+    def report(info: dict[str, Any]) -> None:
+        callback({**info, "step": done + info["step"], "total": max(total, done + info["total"])})
+
+    return report

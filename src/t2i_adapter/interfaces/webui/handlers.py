@@ -436,8 +436,9 @@ def _saved_outputs(
     for image, path in zip(images, paths, strict=True):
         save_png(image, path, parameters)
     count = len(paths)
+    width, height = images[0].size if images else (recorded.width, recorded.height)  # hires: larger
     status = (
-        f"{count} image{'s' if count != 1 else ''} {recorded.width}x{recorded.height}, "
+        f"{count} image{'s' if count != 1 else ''} {width}x{height}, "
         f"seed {recorded.seed}, {recorded.steps} steps, {len(recorded.adapters)} adapter(s), "
         f"{elapsed:.1f} s"
     )

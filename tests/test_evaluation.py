@@ -515,3 +515,38 @@ def test_seg_is_scored_over_the_set_with_per_class_iou(tiny_run, tmp_path):
     assert result.summary["no adapter"]["miou/seg"] == pytest.approx(np.mean(list(per_class.values())))
     text = write_report(result, tmp_path / "report")["report"].read_text()
     assert "Per-class IoU (seg):" in text and "| person |" in text
+
+
+def test_evaluate_cli_eta_and_loras_reach_every_generation_and_the_report(tiny_run, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from t2i_adapter.evaluation import runner
+    from t2i_adapter.generation.settings import LoraSpec
+    from t2i_adapter.interfaces.cli.main import main
+    from test_loras import kohya_lora
+
+    save_file(kohya_lora(tiny_models.tiny_sd_base_model(), 1), str(tmp_path / "style.safetensors"))
+    seen = []
+    original = runner.generate
+
+    def spy(settings, **kwargs):
+        result = original(settings, **kwargs)
+        seen.append((settings, np.asarray(result.images[0]).astype(np.int16)))
+        return result
+
+    monkeypatch.setattr(runner, "generate", spy)
+    monkeypatch.chdir(tmp_path)  # the relative LoRA path is recorded absolute
+    args = ["evaluate", "--model", str(tiny_run / "model"), "--adapter", str(tiny_run / "adapter"),
+            "--cond-type", "sketch", "--no-baseline", "--num", "1", "--steps", "2", "--scheduler", "tcd",
+            "--device", "cpu", "--lora", "style.safetensors:0.5"]  # fmt: skip
+    for eta in ("0", "1"):
+        assert main([*args, "--eta", eta, "--out", str(tmp_path / eta)]) == 0
+    lora = LoraSpec(str(tmp_path / "style.safetensors"), 0.5)
+    assert [(s.eta, s.loras, s.scheduler) for s, _ in seen] == [(0.0, [lora], "tcd"), (1.0, [lora], "tcd")]
+    assert np.abs(seen[0][1] - seen[1][1]).mean() > 1  # TCD's gamma changes the pictures
+    recorded = json.loads((tmp_path / "1" / "summary.json").read_text())["settings"]
+    assert recorded["eta"] == 1.0 and recorded["loras"] == [
+        {"path": str(tmp_path / "style.safetensors"), "scale": 0.5}
+    ]
+    report = (tmp_path / "1" / "report.md").read_text()
+    assert f"tcd (eta 1, LoRA {tmp_path / 'style.safetensors'} at 0.5)" in report

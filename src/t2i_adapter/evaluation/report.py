@@ -84,10 +84,18 @@ def _description(result: EvalResult) -> str:
         f"Samples: {result.num_samples} of {settings.data}, fitted to {result.resolution}x{result.resolution} "
         f"(short side resized, centre crop). {settings.images_per_cond} picture(s) per condition from seed "
         f"{settings.seed} + sample index (seeds {settings.seed}-{last_seed}, the same for every column). "
-        f"Sampler {settings.scheduler}, {settings.steps} steps, guidance {settings.guidance_scale}, adapter "
+        f"Sampler {settings.scheduler}{_eta_and_loras(settings)}, {settings.steps} steps, "
+        f"guidance {settings.guidance_scale}, adapter "
         f"weight {settings.weight}, negative prompt {negative}, {settings.dtype}. Took {result.seconds:.0f} s: "
         f"{result.generated} pictures generated, {result.reused} read back from the picture cache."
     )
+
+
+def _eta_and_loras(settings) -> str:
+    """` (eta 0.5, LoRA a.safetensors at 0.8)`: what the run set beyond the sampler's name."""
+    parts = [] if settings.eta is None else [f"eta {settings.eta:g}"]
+    parts += [f"LoRA {lora.path} at {lora.scale:g}" for lora in settings.loras]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _protocol_notes(result: EvalResult) -> list[str]:

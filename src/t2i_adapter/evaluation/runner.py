@@ -36,7 +36,7 @@ from t2i_adapter.evaluation.protocol import (
 from t2i_adapter.evaluation.reextract import Reextractor, condition_family
 from t2i_adapter.evaluation.samples import EvalSample, Variant, complete_conditions, fit_sample
 from t2i_adapter.generation.api import TORCH_DTYPES, ModelCache, generate, resolve_device
-from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
+from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings, LoraSpec
 
 Scorer = Callable[[EvalSample, Image.Image], dict[str, float]]
 ROW_FIELDS = ("variant", "step", "sample", "picture", "seed", "prompt")
@@ -59,6 +59,8 @@ class EvalSettings:
     seed: int = 0
     negative_prompt: str = ""
     scheduler: str = "ddim"
+    eta: float | None = None  # the scheduler's step noise (DDIM's eta, TCD's gamma); None: its own
+    loras: list[LoraSpec] = field(default_factory=list)  # on the base model, for every variant
     resolution: int | None = None  # None: the base model's native resolution
     dtype: str = "float32"
     device: str | None = None
@@ -162,6 +164,8 @@ def _generation_settings(settings: EvalSettings, variant: Variant, prompt: str, 
         width=size,
         height=size,
         scheduler=settings.scheduler,
+        eta=settings.eta,
+        loras=[LoraSpec(lora.path, lora.scale) for lora in settings.loras],
         dtype=settings.dtype,
         device=settings.device,
     )

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from t2i_adapter.errors import T2IAdapterError
-from t2i_adapter.interfaces.cli.generate import ForLastAdapter, condition_options
+from t2i_adapter.interfaces.cli.generate import ForLastAdapter, condition_options, lora_flag
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -119,6 +119,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sampling.add_argument("--negative-prompt", default="", help="negative prompt (default: none)")
     sampling.add_argument("--scheduler", default="ddim", help="sampler (default ddim)")
     sampling.add_argument(
+        "--eta",
+        type=float,
+        default=None,
+        help="the scheduler's step noise: DDIM's eta, TCD's gamma (default: the scheduler's own)",
+    )
+    sampling.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH_OR_HUB_ID[:SCALE]",
+        help="a LoRA on the base model for every variant and its scale (1.0); repeat for several",
+    )
+    sampling.add_argument(
         "--resolution", type=int, default=None, help="square size (default: the model's native)"
     )
     sampling.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
@@ -197,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         negative_prompt=args.negative_prompt,
         scheduler=args.scheduler,
+        eta=args.eta,
+        loras=[lora_flag(text) for text in args.lora],
         resolution=args.resolution,
         dtype=args.dtype,
         device=args.device,

@@ -267,14 +267,16 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     the PNG re-runs from any folder."""
     given = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
     if "loras" in given:
-        given["loras"] = [_local_absolute(LoraSpec.parse(text)) for text in given["loras"]]
+        given["loras"] = [lora_flag(text) for text in given["loras"]]
     for name in ("model_config", "init_image", "mask"):
         if given.get(name):
             given[name] = str(Path(given[name]).expanduser().absolute())
     return given
 
 
-def _local_absolute(spec: LoraSpec) -> LoraSpec:
+def lora_flag(text: str) -> LoraSpec:
+    """A `--lora PATH_OR_HUB_ID[:SCALE]` flag; a local path made absolute (recorded runs rerun anywhere)."""
+    spec = LoraSpec.parse(text)
     path = Path(spec.path).expanduser()
     return LoraSpec(str(path.absolute()), spec.scale) if path.exists() else spec
 

@@ -6,8 +6,10 @@ The page itself (wiring, queue, upload limit, progress) is driven in a real brow
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -680,6 +682,39 @@ def test_build_settings_records_the_mode_loras_and_hires_fields():
             init_path="i",
             mask_path="m",
         )
+
+
+def test_an_uploaded_mask_file_wins_over_strokes_is_checked_and_fitted_to_the_picture(tmp_path):
+    init = tmp_path / "photo.png"
+    drawing(48).save(init)
+    painted = {"layers": [_layer((48, 48), [30, 30, 40, 40])]}
+    small = tmp_path / "mask.png"
+    file_mask = Image.new("L", (24, 24), 0)
+    ImageDraw.Draw(file_mask).rectangle([0, 0, 11, 23], fill=200)  # light grey counts as white
+    file_mask.save(small)
+    notes: list[str] = []
+    page = _page(mode="inpaint", init_upload=str(init), init_editor=painted, mask_upload=str(small))
+    picture, mask = handlers.mode_pictures(page, Limits(), notes)
+    assert mask.size == picture.size == (48, 48) and sum(mask.histogram()[1:255]) == 0
+    assert mask.getpixel((5, 40)) == 255 and mask.getpixel((35, 35)) == 0  # the file, not the strokes
+    assert notes == ["note: the mask mask.png is 24x24, the init picture 48x48: the mask is resized to it"]
+    # Without strokes the file alone is enough; the same size needs no note.
+    file_mask.resize((48, 48)).save(small)
+    handlers.mode_pictures(replace(page, init_editor=None), Limits(), notes := [])
+    assert notes == []
+
+    Image.new("L", (48, 48), 100).save(small)
+    with pytest.raises(InputFileError, match=r"^mask\.png: has no white pixel: nothing to repaint"):
+        handlers.mode_pictures(page, Limits())
+    small.write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(InputFileError, match=r"^mask\.png: ") as caught:
+        handlers.mode_pictures(page, Limits())
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InputFileError, match=r"^bomb\.png: image is too large"):
+        handlers.mode_pictures(replace(page, mask_upload=str(bomb_png(tmp_path / "bomb.png"))), Limits())
+    Image.effect_noise((48, 48), 80).save(small)  # noise: more bytes than the drawing
+    with pytest.raises(InputFileError, match=r"^mask\.png: file is too large"):
+        handlers.mode_pictures(page, Limits(max_bytes=os.path.getsize(init) + 1))
 
 
 def test_run_generation_inpaints_with_the_painted_mask_and_keeps_both_pictures(tmp_path, monkeypatch):

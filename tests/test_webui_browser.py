@@ -489,6 +489,37 @@ def test_an_inpaint_png_dropped_back_brings_its_picture_and_mask_and_repeats_exa
     assert ImageChops.difference(first, Image.open(tmp_path / "cli.png").convert("RGB")).getbbox() is None
 
 
+def test_an_uploaded_mask_file_wins_over_the_strokes_and_keeps_the_pixels_outside_it(demo_page, world):
+    import numpy as np
+    from PIL import ImageDraw, ImageFilter
+
+    from t2i_adapter.io.png import read_png_parameters
+
+    page, _ = demo_page  # still in inpaint mode, with the picture and the painted mask dropped back
+    half = Image.new("L", (32, 32), 0)  # half the picture's size: resized to it, with a note
+    ImageDraw.Draw(half).rectangle([4, 4, 13, 27], fill=255)
+    half.save(world / "mask-file.png")
+    upload(page, "t2i-mask-upload", world / "mask-file.png")
+    set_number(page, "t2i-seed", 9)
+    previous = set(page.eval_on_selector_all("#t2i-gallery img", "imgs => imgs.map(img => img.src)"))
+    page.click("#t2i-generate")
+    [data] = gallery_pngs(page, previous).values()
+    assert "the mask mask-file.png is 32x32, the init picture 64x64" in page.inner_text("#t2i-status")
+
+    output = Image.open(io.BytesIO(data))
+    output.load()
+    parameters = read_png_parameters(output)
+    mask = Image.open(parameters["mask"]).convert("L")
+    expected = half.resize((64, 64), Image.Resampling.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
+    assert np.array_equal(np.asarray(mask), np.asarray(expected))  # the file's mask, not the strokes
+    reach = 3 * parameters["mask_blur"] + 2
+    seam = np.asarray(mask.filter(ImageFilter.MaxFilter(2 * reach + 1))) > 0
+    init = np.asarray(Image.open(parameters["init_image"]).convert("RGB")).astype(int)
+    out = np.asarray(output.convert("RGB")).astype(int)
+    assert (~seam).mean() > 0.3 and (out[~seam] == init[~seam]).all()
+    assert (np.abs(out - init).sum(axis=2) > 0)[np.asarray(mask) > 0].mean() > 0.5
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("T2I_UPDATE_SCREENSHOTS") != "1",

@@ -257,6 +257,12 @@ def _wire_init_picture(fields: dict[str, Any], limits: Limits) -> None:
     fields["init_upload"].upload(show, fields["init_upload"], fields["init_editor"])
     fields["init_upload"].clear(lambda: None, None, fields["init_editor"], queue=False)
 
+    @user_errors
+    def check_mask(path: str | None) -> None:
+        handlers.uploaded_picture(path, limits)  # a refused mask file is one line at once
+
+    fields["mask_upload"].upload(check_mask, fields["mask_upload"], None)
+
 
 def _wire_generation(page: Page, run: Callable[..., handlers.GenerationOutput]) -> None:
     """Generate: the page's values as one `PageInput` to `run` (`handlers.run_generation`), one at a time."""
@@ -533,7 +539,8 @@ def _unit(number: int, adapter_choices: list[str], conditions: list[str], limits
 
 def _init_picture(defaults: dict[str, Any], limits: Limits) -> dict[str, Any]:
     """Mode (txt2img / img2img / inpaint) and, for the last two, the init picture (an upload,
-    checked like a condition upload), its strength, and the mask painted over it in an editor."""
+    checked like a condition upload), its strength, and the mask: painted over it in an editor, or
+    a mask file (checked the same way) that wins over the strokes."""
     mode = gr.Radio(list(handlers.MODES), value=handlers.MODE_TXT2IMG, label="Mode", elem_id="t2i-mode")
     with gr.Group(visible=False, elem_id="t2i-init") as group:
         with gr.Row():
@@ -566,6 +573,14 @@ def _init_picture(defaults: dict[str, Any], limits: Limits) -> dict[str, Any]:
             limits,
             "mask editor",
         )
+        with gr.Row(visible=False) as mask_row:
+            mask_upload = gr.File(
+                label="Or a mask file (white: repaint; it wins over painted strokes)",
+                height=100,
+                file_types=IMAGE_FILE_TYPES,
+                type="filepath",
+                elem_id="t2i-mask-upload",
+            )
         with gr.Row(visible=False) as inpaint_options:
             mask_blur = gr.Slider(
                 *FIELD_RANGES["mask_blur"],
@@ -590,15 +605,17 @@ def _init_picture(defaults: dict[str, Any], limits: Limits) -> dict[str, Any]:
         lambda chosen: (
             gr.update(visible=chosen != handlers.MODE_TXT2IMG),
             gr.update(visible=chosen == handlers.MODE_INPAINT),
+            gr.update(visible=chosen == handlers.MODE_INPAINT),
         ),
         mode,
-        [group, inpaint_options],
+        [group, mask_row, inpaint_options],
         queue=False,
     )
     return {
         "mode": mode,
         "init_upload": init_upload,
         "init_editor": init_editor,
+        "mask_upload": mask_upload,
         "strength": strength,
         "mask_blur": mask_blur,
         "inpaint_full_res": full_res,

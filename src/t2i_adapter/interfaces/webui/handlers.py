@@ -87,6 +87,7 @@ class PageInput:
     mode: str = MODE_TXT2IMG
     init_upload: str | None = None  # the init picture's file (img2img and inpaint)
     init_editor: Any = None  # gr.ImageEditor value over the init picture: its layers are the mask
+    mask_upload: str | None = None  # a mask file (white: repaint); it wins over the painted strokes
     strength: float = 0.75
     mask_blur: float = 4
     inpaint_full_res: bool = False
@@ -245,9 +246,13 @@ def editor_mask(editor: Any, size: tuple[int, int] | None = None) -> Image.Image
     return mask
 
 
-def mode_pictures(page: PageInput, limits: Limits) -> tuple[Image.Image | None, Image.Image | None]:
-    """(init picture, mask) for the page's mode: none for txt2img, the upload for img2img, and the
-    mask painted over it for inpaint; what is missing is one line."""
+def mode_pictures(
+    page: PageInput, limits: Limits, notes: list[str] | None = None
+) -> tuple[Image.Image | None, Image.Image | None]:
+    """(init picture, mask) for the page's mode: none for txt2img, the upload for img2img, and for
+    inpaint the uploaded mask file if there is one (it wins over painted strokes), else the mask
+    painted over the picture; what is missing is one line. A note for the status line (a mask
+    file resized to the picture) is appended to `notes`."""
     if page.mode not in MODES:
         raise T2IAdapterError(f"unknown mode '{page.mode}'; choose one of {', '.join(MODES)}")
     if page.mode == MODE_TXT2IMG:
@@ -257,10 +262,32 @@ def mode_pictures(page: PageInput, limits: Limits) -> tuple[Image.Image | None, 
         raise T2IAdapterError(f"{page.mode}: upload an init picture first")
     if page.mode == MODE_IMG2IMG:
         return init, None
+    if page.mask_upload:
+        return init, uploaded_mask(page.mask_upload, init.size, limits, notes if notes is not None else [])
     mask = editor_mask(page.init_editor, init.size)
     if mask is None:
-        raise T2IAdapterError("inpaint: paint over the part of the init picture to repaint first")
+        raise T2IAdapterError(
+            "inpaint: paint over the part of the init picture to repaint, or upload a mask file, first"
+        )
     return init, mask
+
+
+def uploaded_mask(path: str, size: tuple[int, int], limits: Limits, notes: list[str]) -> Image.Image:
+    """A mask file (white, >= 128: repaint) checked like any upload, as a black-and-white picture
+    of `size`: another size is resized to it with a note, as the CLI does; one with no white is
+    refused (nothing to repaint)."""
+    name = Path(path).name
+    mask = uploaded_picture(path, limits).convert("L")
+    if mask.size != tuple(size):
+        notes.append(
+            f"note: the mask {name} is {mask.size[0]}x{mask.size[1]}, the init picture "
+            f"{size[0]}x{size[1]}: the mask is resized to it"
+        )
+        mask = mask.resize(size, Image.Resampling.BILINEAR)
+    mask = mask.point(lambda value: 255 if value >= 128 else 0)
+    if mask.getextrema()[1] == 0:
+        raise InputFileError(name, "has no white pixel: nothing to repaint (white marks what to repaint)")
+    return mask
 
 
 def parse_loras(rows: Any) -> list[LoraSpec]:
@@ -397,7 +424,8 @@ def run_generation(
     run_dir = Path(output_dir) / time.strftime("%Y%m%d-%H%M%S") / f"{random.getrandbits(32):08x}"
     numbers = [number for number, unit in enumerate(page.units, start=1) if unit.enabled]
     condition_paths = [run_dir / f"condition-{number}.png" for number in numbers]
-    init, mask = mode_pictures(page, limits)
+    notes: list[str] = []
+    init, mask = mode_pictures(page, limits, notes)
     kept = {"init.png": init, "mask.png": mask}  # saved next to the outputs, named by the PNG
     settings = build_settings(
         page,
@@ -424,7 +452,9 @@ def run_generation(
     images = {"init_image": init, "mask_image": mask} if init is not None else {}
     started = time.monotonic()
     result = generate(settings, condition_images=pictures or None, cache=cache, progress=callback, **images)
-    return _saved_outputs(result.settings or settings, result.images, run_dir, time.monotonic() - started)
+    output = _saved_outputs(result.settings or settings, result.images, run_dir, time.monotonic() - started)
+    output.status = "; ".join([output.status, *notes])
+    return output
 
 
 def _saved_outputs(
@@ -600,4 +630,5 @@ def _restored_pictures(settings: GenerationSettings, outputs: Path) -> dict[str,
     mask_path = _kept_file(getattr(settings, "mask", None), outputs)
     picture = load_image(init_path)
     mask = load_image(mask_path, mode="L") if mask_path else None
-    return {"init_upload": init_path, "init_editor": editor_value(picture, mask)}
+    # The recorded mask comes back painted in the editor: a mask file still in the page would win.
+    return {"init_upload": init_path, "init_editor": editor_value(picture, mask), "mask_upload": None}

@@ -805,3 +805,18 @@ def test_img2img_sends_the_picture_without_a_mask_and_txt2img_sends_neither(tmp_
     assert pictures["init_image"].size == (40, 40) and pictures["mask_image"] is None
     assert img2img.strength == 0.3 and img2img.init_image.endswith("init.png") and img2img.mask is None
     assert none == {} and txt2img.init_image is None and txt2img.mask is None
+
+
+def test_the_hires_fields_upscale_a_demo_generation_and_its_png_restores_them(tmp_path):
+    from t2i_adapter.demo_weights import demo_weights_available
+    from t2i_adapter.generation.api import ModelCache
+
+    if not demo_weights_available():
+        pytest.skip("the demo weights are not built")
+    page = _page(prompt="", steps=3, hires_scale=2, hires_strength=0.4, hires_steps=2, scheduler=None)
+    output = handlers.run_generation(
+        page, model="demo", cache=ModelCache(), output_dir=tmp_path / "out", limits=Limits()
+    )
+    assert Image.open(output.paths[0]).size == (128, 128)  # 64x64, upscaled by 2
+    fields = handlers.parameters_from_png(str(output.paths[0]), tmp_path / "out").fields
+    assert (fields["hires_scale"], fields["hires_strength"], fields["hires_steps"]) == (2, 0.4, 2)

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from t2i_adapter.errors import InputFileError, ModelMismatchError, T2IAdapterError
 from t2i_adapter.generation.api import ModelCache, generate
 from t2i_adapter.generation.loras import LoraSpec, apply_loras, loaded_adapters
-from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
+from test_generation_api import settings_for
 from tiny_models import save_tiny_sd, tiny_adapter, tiny_sd_base_model, tiny_sdxl_base_model
 
 UNET_LAYERS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k")
@@ -56,19 +56,6 @@ def files(tmp_path_factory):
         xl_full[key.replace("lora_te_", "lora_te2_")] = value
     save_file(xl_full, str(root / "xl.safetensors"))
     return root
-
-
-def settings_for(files, **changes) -> GenerationSettings:
-    values = {
-        "model": str(files / "model"),
-        "prompt": "a red ball",
-        "adapters": [AdapterSpec(str(files / "adapter"), str(files / "cond.png"))],
-        "steps": 2,
-        "max_resolution": 64 * 64,
-        "device": "cpu",
-    }
-    values.update(changes)
-    return GenerationSettings(**values)
 
 
 def pixels(result) -> np.ndarray:

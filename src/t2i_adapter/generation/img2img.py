@@ -19,7 +19,7 @@ around the one denoising loop (`sampling.denoise`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -227,14 +227,19 @@ class LatentInpaint:
     image_latents: torch.Tensor
     noise: torch.Tensor
     masked_latents: torch.Tensor | None = None
+    _extra: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def unet_input(self, model_input: torch.Tensor) -> torch.Tensor:
         """(2B or B, C, h, w) scaled latents -> the UNet's input ((…, 2C + 1, h, w) for 9 channels)."""
         if self.masked_latents is None:
             return model_input
-        halves = model_input.shape[0] // self.mask.shape[0]
-        extra = torch.cat([self.mask, self.masked_latents], dim=1).to(model_input.dtype)
-        return torch.cat([model_input, extra.repeat(halves, 1, 1, 1)], dim=1)
+        extra = self._extra
+        if extra is None or extra.shape[0] != model_input.shape[0] or extra.dtype != model_input.dtype:
+            # the same at every step: built on the first step, not in each one
+            halves = model_input.shape[0] // self.mask.shape[0]
+            extra = torch.cat([self.mask, self.masked_latents], dim=1).to(model_input.dtype)
+            self._extra = extra = extra.repeat(halves, 1, 1, 1)
+        return torch.cat([model_input, extra], dim=1)
 
     def after_step(self, latents: torch.Tensor, scheduler, index: int) -> torch.Tensor:
         """4-channel UNet: blend the kept region back, at the noise level of step `index + 1`."""

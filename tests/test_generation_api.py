@@ -87,6 +87,15 @@ def test_generate_from_files(files, cache):
     assert {"timestep", "latents", "adapters_active"} <= set(progress[-1])
     assert result.conditions[0].size == (48, 96) and result.conditions[0].mode == "RGB"
     assert result.timings["adapter_seconds"] < result.timings["total_seconds"]
+    assert (result.output_width, result.output_height) == (48, 96) and result.size_change() is None
+
+
+def test_a_hires_result_reports_its_final_size_and_records_the_first_pass(files, cache):
+    result = generate(settings_for(files, hires_scale=2.0, hires_steps=2), cache=cache)
+    assert result.images[0].size == (96, 192)
+    assert (result.output_width, result.output_height) == (96, 192)
+    assert (result.settings.width, result.settings.height) == (48, 96)  # what a rerun needs
+    assert result.size_change() == "48x96 -> 96x192 (hires x2)"
 
 
 def test_settings_as_recorded_reproduce_the_image(files, cache):

@@ -475,3 +475,123 @@ def test_overflowing_decode_is_redone_in_fp32_and_warned_once(dtype, caplog):
     assert np.isfinite(again).all()
     assert caplog.text.count("decoded again in float32") == 1
     assert {p.dtype for p in vae.parameters()} == {dtype}  # the VAE in use was not moved
+
+
+def _pictures(seed: int = 6, side: int = 64) -> torch.Tensor:
+    return torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _fp32_twin(base):
+    """The same SDXL model with an fp32 VAE holding `base`'s fp16 VAE weights: today's pixels."""
+    twin = T2IAdapterPipeline(tiny_sdxl_base_model())
+    twin.base.vae.load_state_dict(base.vae.state_dict())
+    return twin
+
+
+@pytest.fixture
+def deepcopies(monkeypatch):
+    """Every `copy.deepcopy` the pipeline makes (of the VAE: a per-call copy), counted."""
+    import copy
+
+    from t2i_adapter.generation import pipeline as pipeline_module
+
+    made: list[type] = []
+
+    def counting(value, memo=None):
+        made.append(type(value))
+        return copy.deepcopy(value, memo)
+
+    monkeypatch.setattr(pipeline_module, "copy", type("copy", (), {"deepcopy": staticmethod(counting)}))
+    return made
+
+
+def test_sdxl_fp16_vae_encodes_in_fp32_in_place_once_without_a_copy(deepcopies):
+    """The encoder follows the decoder's rule: upcast once, in place, and kept; no copy per call,
+    the same latents as an fp32 encoder on the same weights; the decoder is left as it was."""
+    pipe = _vae_pipeline(tiny_sdxl_base_model(), torch.float16)
+    vae = pipe.base.vae
+    expected = _fp32_twin(pipe.base).encode(_pictures())
+    first = pipe.encode(_pictures())
+    encoder = next(vae.encoder.parameters())
+    second = pipe.encode(_pictures())
+    assert deepcopies == []
+    assert next(vae.encoder.parameters()) is encoder and encoder.dtype == torch.float32
+    assert vae.quant_conv.weight.dtype == torch.float32
+    assert {p.dtype for p in vae.decoder.parameters()} == {torch.float16}
+    assert torch.equal(first, second) and torch.equal(first, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_sd_vae_encodes_in_its_own_dtype(dtype):
+    pipe = _vae_pipeline(tiny_sd_base_model(), dtype)
+    latents = pipe.encode(_pictures())
+    assert {p.dtype for p in pipe.base.vae.parameters()} == {dtype}
+    assert torch.isfinite(latents).all()
+
+
+def test_sdxl_fp16_img2img_and_lanczos_hires_copy_nothing_and_keep_todays_pixels(deepcopies):
+    """A whole img2img + picture-space hires run (encode, decode, encode, decode) on SDXL's fp16
+    VAE: the pixels of an fp32 VAE with the same weights, and no copy of the VAE on any call."""
+    from t2i_adapter.generation.img2img import HiresFix, ImageToImage
+
+    pipe = _vae_pipeline(tiny_sdxl_base_model(), torch.float16)
+    twin = _fp32_twin(pipe.base)
+    unit = AdapterUnit(
+        tiny_adapter(sdxl=True), torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    )
+    picture = Image.new("RGB", (64, 64), (90, 90, 200))
+
+    def generate(pipeline) -> np.ndarray:
+        return pipeline(
+            "a cat",
+            [unit],
+            steps=2,
+            seed=1,
+            output_type="np",
+            img2img=ImageToImage(picture, strength=0.5),
+            hires=HiresFix(1.5, strength=0.5, upscaler="lanczos"),
+        ).images
+
+    images = generate(pipe)
+    assert deepcopies == []
+    assert np.array_equal(images, generate(twin))
+    assert np.array_equal(images, generate(pipe))  # a second call: the halves stay upcast, same pixels
+    assert {p.dtype for p in pipe.base.vae.parameters()} == {torch.float32}
+
+
+def test_training_encodes_with_an_encoder_a_generation_upcast():
+    """Training lends its frozen model to validation pipelines: if one of them upcast the VAE's
+    encoder (SDXL fp16, img2img), the loss still encodes (in the encoder's dtype) and gets the
+    latents' distribution in the weight dtype."""
+    from types import SimpleNamespace
+
+    from t2i_adapter.training.objective import FrozenParts, _latent_posterior
+
+    base = tiny_sdxl_base_model().to(dtype=torch.float16)  # train --mixed-precision fp16
+    frozen = FrozenParts(base=base, vae_config=base.vae.config, is_sdxl=True, weight_dtype=torch.float16)
+    batch = SimpleNamespace(pixels=_pictures().to(torch.float16), latent_mean=None, latent_std=None)
+    before_mean, before_std = _latent_posterior(batch, frozen)
+    T2IAdapterPipeline(base).encode(_pictures())
+    assert base.vae_encoder_dtype == torch.float32
+    mean, std = _latent_posterior(batch, frozen)
+    assert mean.dtype == std.dtype == torch.float16
+    assert torch.allclose(mean.float(), before_mean.float(), atol=1e-2)
+    assert torch.allclose(std.float(), before_std.float(), atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("make_base", "dtype", "compiled"),
+    [
+        (tiny_sd_base_model, torch.float16, True),
+        (tiny_sdxl_base_model, torch.bfloat16, True),
+        (tiny_sdxl_base_model, torch.float16, False),  # upcast: eager, as before
+    ],
+)
+def test_the_vae_decode_is_compiled_only_where_it_runs_in_its_own_dtype(
+    monkeypatch, make_base, dtype, compiled
+):
+    from t2i_adapter.generation import compiling
+
+    monkeypatch.setattr(compiling, "vae_compile_pays", lambda device: True)  # as on CUDA
+    pipe = _vae_pipeline(make_base(), dtype)
+    assert pipe._decode_compile_pays() is compiled

@@ -79,10 +79,28 @@ def test_from_png_reproduces_pixel_for_pixel(files, tmp_path, capsys, case):
         assert recorded["init_image"] == str(files / "photo.png")
     expected_side = {"hires latent": 128, "hires lanczos": 96}.get(case, 64)
     assert Image.open(out).size == (expected_side, expected_side)
+    assert (recorded["width"], recorded["height"]) == (64, 64)  # the first pass's: what --from-png needs
+    size_line = SIZE_LINES.get(case)
+    assert printed_size(capsys, out) == size_line
     again = tmp_path / "again.png"
     assert main(["generate", "--from-png", str(out), "--out", str(again)]) == 0
     assert np.array_equal(pixels(out), pixels(again))
-    capsys.readouterr()
+    assert printed_size(capsys, again) == size_line
+
+
+SIZE_LINES = {
+    "hires latent": "size: 64x64 -> 128x128 (hires x2)",
+    "hires lanczos": "size: 64x64 -> 96x96 (hires x1.5)",
+}
+
+
+def printed_size(capsys, written) -> str | None:
+    """The final-size line on stderr (None: none printed); stdout must stay the written path alone."""
+    captured = capsys.readouterr()
+    assert captured.out.split() == [str(written)]
+    lines = [line for line in captured.err.splitlines() if line.startswith("size:")]
+    assert len(lines) <= 1
+    return lines[0] if lines else None
 
 
 def test_from_png_uses_the_saved_init_picture_and_mask_when_the_originals_are_gone(files, tmp_path, capsys):

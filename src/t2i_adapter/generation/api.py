@@ -40,13 +40,25 @@ class GenerationResult:
     """The images, the condition maps the adapters saw (one per adapter), the settings as run.
 
     `settings` has the resolved width and height filled in, so re-running it (for example from
-    the PNG it is stored in) gives the same image.
+    the PNG it is stored in) gives the same image. They are the first pass's size; the images'
+    own size is `output_width` x `output_height`, larger after a hires fix (0: not given).
     """
 
     images: list[Image.Image]
     conditions: list[Image.Image]
     settings: GenerationSettings
     timings: dict[str, float] = field(default_factory=dict)
+    output_width: int = 0
+    output_height: int = 0
+
+    def size_change(self) -> str | None:
+        """`512x512 -> 1024x1024 (hires x2)` when the images are larger than the first pass; else None."""
+        first = (self.settings.width, self.settings.height)
+        final = (self.output_width, self.output_height)
+        if not all(final) or final == first:
+            return None
+        scale = self.settings.hires_scale
+        return f"{first[0]}x{first[1]} -> {final[0]}x{final[1]}" + (f" (hires x{scale:g})" if scale else "")
 
 
 def _check_names(settings: GenerationSettings) -> list[dict[str, Any]]:
@@ -283,5 +295,10 @@ def generate(
         ],
     )
     return GenerationResult(
-        images=output.images, conditions=conditions, settings=resolved, timings=output.timings
+        images=output.images,
+        conditions=conditions,
+        settings=resolved,
+        timings=output.timings,
+        output_width=output.output_width,
+        output_height=output.output_height,
     )

@@ -171,11 +171,18 @@ class T2IAdapterPipeline:
             return False
         compiling.prepare_unet(self.base.unet, self.execution_device)
         self.compiled_unet = compiling.CompiledUNet(self.base.unet, self.execution_device)
-        if compiling.vae_compile_pays(self.execution_device) and not getattr(
-            self.base.vae, "use_tiling", False
-        ):
+        if self._decode_compile_pays():
             self._compiled_decode = compiling.compile_vae_decode(self.base.vae)
         return True
+
+    def _decode_compile_pays(self) -> bool:
+        """On CUDA, untiled, and run in the decoder's own dtype: an upcast decode (SDXL's fp16
+        VAE) stays eager, as it always was (its dtype changes once, on first use)."""
+        vae = self.base.vae
+        if not compiling.vae_compile_pays(self.execution_device) or getattr(vae, "use_tiling", False):
+            return False
+        stored, run = self._half_dtypes(vae, "decoder")
+        return stored == run
 
     def _offload_all(self) -> None:
         for hook in self._offload_hooks:
@@ -622,19 +629,27 @@ class T2IAdapterPipeline:
             return self.style_encoder
         return load_clip_vision(self.clip_vision, device=device, dtype=dtype)
 
+    def _half_dtypes(self, vae: Any, half: str) -> tuple[torch.dtype, torch.dtype]:
+        """(stored, run): the dtype `half` (`encoder` or `decoder`) of the VAE is in, the one it runs in."""
+        stored = _half_dtype(vae, half)
+        force_upcast = vae.config.get("force_upcast")
+        return stored, vae_compute_dtype(stored, is_sdxl=self.base.is_sdxl, force_upcast=force_upcast)
+
+    def _vae_dtype(self, vae: Any, half: str) -> torch.dtype:
+        """The dtype `half` of the VAE runs in (`vae_compute_dtype`). A half that must run above
+        its stored dtype (SDXL's fp16 VAE) is cast in place on first use and kept so: no copy
+        and no move per call, and the same pixels as a transient fp32 copy. It holds its fp32
+        size from then on (SDXL: ~+70 MB encoder, ~+100 MB decoder), less than an fp32 copy beside
+        the fp16 one; a half never run stays as stored (no img2img: the encoder stays fp16)."""
+        stored, run = self._half_dtypes(vae, half)
+        if run != stored:
+            _cast_half(vae, half, run)
+        return run
+
     def _decode_latents(self, vae: Any, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images in [-1, 1], in the dtype `vae_decode_dtype` picks; NaN/inf -> fp32 once."""
-        # (`dtype` of a diffusers model walks every parameter: read one parameter)
-        vae_dtype = next(vae.parameters()).dtype
-        dtype = vae_decode_dtype(
-            vae_dtype, is_sdxl=self.base.is_sdxl, force_upcast=vae.config.get("force_upcast")
-        )
-        if dtype == torch.float32 and _decoder_dtype(vae) != torch.float32:
-            # SDXL's fp16 VAE: upcast its decoder once, in place, and keep it so (no move per
-            # call, today's pixels). It holds the decoder's fp32 size for good (~+100 MB on SDXL),
-            # less than an fp32 copy beside the fp16 one; the encoder (training) stays fp16.
-            _upcast_decoder(vae)
-        if self._compiled_decode is not None and dtype == vae_dtype:
+        """Scaled latents -> images in [-1, 1], in the dtype `_vae_dtype` picks; NaN/inf -> fp32 once."""
+        dtype = self._vae_dtype(vae, "decoder")
+        if self._compiled_decode is not None:  # only compiled for a decoder run in its own dtype
             image = self._compiled_decode(latents.to(dtype))
         else:
             image = vae.decode(latents.to(dtype), return_dict=False)[0]
@@ -645,10 +660,8 @@ class T2IAdapterPipeline:
             logger.warning("the VAE decode overflowed in %s (NaN/inf): decoded again in float32", dtype)
         # A transient fp32 copy of the decoder (the encoder is shared, not copied): the VAE in
         # use is never moved, so a concurrent caller is not affected.
-        shared = {id(vae.encoder): vae.encoder}
-        if getattr(vae, "quant_conv", None) is not None:
-            shared[id(vae.quant_conv)] = vae.quant_conv
-        fp32_vae = _upcast_decoder(copy.deepcopy(vae, shared))
+        shared = {id(module): module for module in _half_modules(vae, "encoder")}
+        fp32_vae = _cast_half(copy.deepcopy(vae, shared), "decoder", torch.float32)
         return fp32_vae.decode(latents.to(torch.float32), return_dict=False)[0]
 
     def decode(self, latents: torch.Tensor, output_type: str = "pil"):
@@ -665,21 +678,10 @@ class T2IAdapterPipeline:
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pictures (N, 3, H, W) in [-1, 1] -> scaled latents (the distribution's mode: no
-        randomness drawn, so a seed's noise is the same as text-to-image's). SDXL's fp16 VAE
-        encodes through a transient fp32 copy of its encoder (the VAE in use is never changed)."""
+        randomness drawn, so a seed's noise is the same as text-to-image's). The encoder runs in
+        the dtype `_vae_dtype` picks: SDXL's fp16 VAE upcasts its encoder once and keeps it so."""
         vae = self.base.vae
-        vae_dtype = next(vae.parameters()).dtype
-        dtype = vae_decode_dtype(
-            vae_dtype, is_sdxl=self.base.is_sdxl, force_upcast=vae.config.get("force_upcast")
-        )
-        if dtype != vae_dtype:
-            shared = {id(vae.decoder): vae.decoder}
-            if getattr(vae, "post_quant_conv", None) is not None:
-                shared[id(vae.post_quant_conv)] = vae.post_quant_conv
-            vae = copy.deepcopy(vae, shared)
-            vae.encoder.to(torch.float32)
-            if getattr(vae, "quant_conv", None) is not None:
-                vae.quant_conv.to(torch.float32)
+        dtype = self._vae_dtype(vae, "encoder")
         latents = vae.encode(pixels.to(device=self.execution_device, dtype=dtype)).latent_dist.mode()
         shift = getattr(vae.config, "shift_factor", None)
         if shift:
@@ -687,8 +689,9 @@ class T2IAdapterPipeline:
         return (latents * vae.config.scaling_factor).to(self.base.dtype)
 
 
-def vae_decode_dtype(vae_dtype: torch.dtype, *, is_sdxl: bool, force_upcast: bool | None) -> torch.dtype:
-    """The dtype to decode in: the VAE's own, except SDXL's fp16 VAE, known to overflow: fp32.
+def vae_compute_dtype(vae_dtype: torch.dtype, *, is_sdxl: bool, force_upcast: bool | None) -> torch.dtype:
+    """The dtype to run a VAE half (encoder or decoder) in: its own, except SDXL's fp16 VAE,
+    known to overflow: fp32.
 
     diffusers' `force_upcast` defaults to true for every VAE, so alone it says nothing (SD1.5's
     VAE is fine in fp16); like diffusers, only the SDXL family upcasts. bf16 has fp32's range.
@@ -699,15 +702,24 @@ def vae_decode_dtype(vae_dtype: torch.dtype, *, is_sdxl: bool, force_upcast: boo
     return vae_dtype
 
 
-def _decoder_dtype(vae: Any) -> torch.dtype:
-    return next(vae.decoder.parameters()).dtype
+# each half of the VAE with its 1x1 convolution: encoder -> quant_conv, post_quant_conv -> decoder
+VAE_HALVES = {"encoder": ("encoder", "quant_conv"), "decoder": ("decoder", "post_quant_conv")}
 
 
-def _upcast_decoder(vae: Any) -> Any:
-    """Cast the decode path (`post_quant_conv`, `decoder`) of `vae` to fp32 in place."""
-    vae.decoder.to(torch.float32)
-    if getattr(vae, "post_quant_conv", None) is not None:
-        vae.post_quant_conv.to(torch.float32)
+def _half_modules(vae: Any, half: str) -> list[torch.nn.Module]:
+    modules = (getattr(vae, name, None) for name in VAE_HALVES[half])
+    return [module for module in modules if module is not None]
+
+
+def _half_dtype(vae: Any, half: str) -> torch.dtype:
+    """The dtype `half` of `vae` is stored in (its main module's first parameter)."""
+    return next(_half_modules(vae, half)[0].parameters()).dtype
+
+
+def _cast_half(vae: Any, half: str, dtype: torch.dtype) -> Any:
+    """Cast `half` (`encoder` or `decoder`, with its 1x1 convolution) of `vae` to `dtype` in place."""
+    for module in _half_modules(vae, half):
+        module.to(dtype)
     return vae
 
 

@@ -60,8 +60,7 @@ def cache_fingerprint(source: IndexedSource, config, model_name: str) -> str:
 @torch.no_grad()
 def encode_batch(base, pixels: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
     """VAE posterior mean/std and text embeddings of one batch (what the uncached loop computes)."""
-    dtype = base.vae.dtype
-    posterior = base.vae.encode(pixels.to(base.vae.device, dtype)).latent_dist
+    posterior = base.vae.encode(pixels.to(base.vae.device, base.vae_encoder_dtype)).latent_dist
     prompts = encode_prompt(base, captions, do_cfg=False)
     encoded = {"latent_mean": posterior.mean, "latent_std": posterior.std, "embeds": prompts.embeds}
     if prompts.pooled is not None:

@@ -119,9 +119,10 @@ def _latent_posterior(batch: TrainingBatch, frozen: FrozenParts) -> tuple[torch.
     dtype = frozen.weight_dtype
     if batch.latent_mean is not None:
         return batch.latent_mean.to(dtype), batch.latent_std.to(dtype)
+    base = frozen.base
     with torch.no_grad():
-        posterior = frozen.base.vae.encode(batch.pixels.to(dtype)).latent_dist
-    return posterior.mean, posterior.std
+        posterior = base.vae.encode(batch.pixels.to(base.vae_encoder_dtype)).latent_dist
+    return posterior.mean.to(dtype), posterior.std.to(dtype)
 
 
 def _text_conditioning(batch: TrainingBatch, frozen: FrozenParts, dropped: torch.Tensor):

@@ -380,6 +380,9 @@ def run(args: argparse.Namespace) -> int:
     for image, path in zip(result.images, paths, strict=True):
         save_png(image, path, parameters)
         print(path)
+    size_change = result.size_change()
+    if size_change:  # on stderr: stdout stays one written path per line, for scripts
+        print(f"size: {size_change}", file=sys.stderr)
     if args.save_cond:
         _save_inputs(result, paths[0], parameters)
     return 0

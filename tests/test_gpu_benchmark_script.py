@@ -18,7 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import generate  # noqa: E402
 import targets  # noqa: E402
+
+from t2i_adapter.generation import compiling  # noqa: E402
 
 RUNS = {
     "sd15-512": ["ours", "diffusers"],
@@ -52,6 +55,71 @@ def test_smoke_run_writes_every_json_and_judges_no_target(tmp_path):
     assert [line[len("target ") : len("target (a)")] for line in verdicts] == ["(a)", "(b)", "(c)", "(d)"]
     assert all(line.endswith("a smoke run)") and "PASS" not in line for line in verdicts), verdicts
     assert "| (d) SDXL 1024 compiled / diffusers eager |" in (tmp_path / "targets.md").read_text()
+
+
+def test_a_spent_budget_skips_every_run_and_nothing_is_judged(tmp_path):
+    env = {**os.environ, "DEVICE": "cpu", "SMOKE": "1", "PYTHON": sys.executable, "BUDGET_S": "0"}
+    completed = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_all.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count(": skipped, ") == 4
+    assert not list(tmp_path.glob("*.json"))
+    verdicts = [line for line in completed.stdout.splitlines() if line.startswith("target (")]
+    assert len(verdicts) == 4 and all(": not measured: no " in line for line in verdicts), verdicts
+
+
+# ---------------------------------------------------------------------------------------------
+# generate.py's compiled phase (torch.compile stubbed: the rows and the JSON, not the speed)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stub_compile(monkeypatch):
+    monkeypatch.setattr(compiling, "compile_unsupported", lambda device: None)
+    monkeypatch.setattr(compiling.torch, "compile", lambda module, **options: module)
+
+
+TINY = ["--device", "cpu", "--steps", "2", "--repeats", "1", "--no-memory-probe", "--compile"]
+
+
+def test_compiled_rows_are_the_ones_targets_reads(tmp_path, stub_compile):
+    path = tmp_path / "lcm4-512.json"
+    assert generate.main([*TINY, "--scheduler", "lcm", "--guidance", "1", "--json", str(path)]) == 0
+    run = json.loads(path.read_text())
+    assert list(run["rows"]) == ["ours", "diffusers", "ours, compiled", "diffusers, compiled"]
+    assert run["compile"] and run["complete"] and run["errors"] == {}
+    assert set(run["first_calls"]) == set(run["rows"])
+    assert run["max_pixel_difference"]["ours vs diffusers"] < 1e-5  # the same LCM sampler in both
+    assert run["rows"]["ours"]["peak_mib"] is None  # not measured (no probe): null, not NaN
+    assert targets.target_c({"lcm4-512": run}).measured.startswith("eager ")
+
+
+def test_a_failing_compiled_pipeline_is_left_out_with_its_error(tmp_path, stub_compile, monkeypatch):
+    run_diffusers = generate.RUNS["diffusers"]
+
+    def fails_compiled(bench):
+        if bench.ours.compiled_unet is not None:
+            raise RuntimeError("CUDA graphs went wrong\nsecond line")
+        return run_diffusers(bench)
+
+    monkeypatch.setitem(generate.RUNS, "diffusers", fails_compiled)
+    path = tmp_path / "sd15-512.json"
+    assert generate.main([*TINY, "--json", str(path)]) == 1
+    run = json.loads(path.read_text())
+    assert list(run["rows"]) == ["ours", "diffusers", "ours, compiled"]
+    assert run["errors"] == {"diffusers, compiled": "RuntimeError: CUDA graphs went wrong"}
+
+
+def test_an_unknown_scheduler_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        generate.parse_args(["--scheduler", "nope"])
+    assert exit_info.value.code == 2
+    assert "error: unknown scheduler 'nope'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------

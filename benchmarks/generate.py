@@ -56,6 +56,7 @@ from t2i_adapter.generation.units import AdapterUnit, describe_adapter  # noqa: 
 from tiny_models import tiny_adapter, tiny_sd_components, tiny_sdxl_components, tiny_tokenizer  # noqa: E402
 
 PROMPT = "a photo of a red cat"
+STARTED = time.perf_counter()  # the log's progress lines count from here (imports done)
 
 # ---------------------------------------------------------------------------------------------
 # Components
@@ -448,10 +449,15 @@ def machine_name(device: torch.device) -> str:
     return f"{platform.machine()} {torch.get_num_threads()} threads"
 
 
+def scheduler_name(bench: Bench) -> str:
+    """`--scheduler` as given, else the model's own scheduler class."""
+    return bench.args.scheduler or type(bench.ours.base.scheduler).__name__
+
+
 def print_table(bench: Bench, rows: dict[str, dict]) -> None:
     args = bench.args
     print(
-        f"# {bench.name}, {args.size}x{args.size}, {args.steps} steps ({args.scheduler or 'ddim'}), "
+        f"# {bench.name}, {args.size}x{args.size}, {args.steps} steps ({scheduler_name(bench)}), "
         f"guidance {args.guidance:g}, {args.dtype}, "
         f"{bench.device.type} ({machine_name(bench.device)}), torch {torch.__version__}"
     )
@@ -525,7 +531,7 @@ def write_json(path: Path, bench: Bench, rows: dict[str, dict], complete: bool) 
         "size": args.size,
         "steps": args.steps,
         "dtype": args.dtype,
-        "scheduler": args.scheduler or type(bench.ours.base.scheduler).__name__,
+        "scheduler": scheduler_name(bench),
         "guidance": args.guidance,
         "repeats": args.repeats,
         "device": str(bench.device),
@@ -612,7 +618,11 @@ def collect_rows(bench: Bench, argv: list[str] | None) -> dict[str, dict]:
 def save(bench: Bench, rows: dict[str, dict], complete: bool = False) -> None:
     if bench.args.json:
         write_json(bench.args.json, bench, rows, complete)
-        print(f"{bench.args.json}: rows {', '.join(rows)}{'' if complete else ' (more to come)'}", flush=True)
+        more = "" if complete else " (more to come)"
+        print(
+            f"[{time.perf_counter() - STARTED:.0f} s] {bench.args.json}: rows {', '.join(rows)}{more}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 # nothing is downloaded: no network waits either
 outdir="${1:-${OUT:-benchmarks/results}}"
 mkdir -p "$outdir"
 DEVICE="${DEVICE:-cuda}"

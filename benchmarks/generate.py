@@ -15,8 +15,11 @@ compiled/compiled rows from one run; the first compiled call of each (it compile
     python benchmarks/generate.py --sdxl                # tiny SDXL
     python benchmarks/generate.py --full-size --dtype float16 --device cuda --compile --memory-options
     python benchmarks/generate.py --full-size --sdxl --dtype float16 --device cuda --compile  # 1024x1024
+    python benchmarks/generate.py --full-size --dtype float16 --device cuda --compile \
+        --scheduler lcm --guidance 1 --steps 4          # few-step: LCM, no CFG (one UNet call a step)
 
-`benchmarks/gpu_all.sh` runs the GPU set. Not a test: numbers go to docs/benchmarks.md.
+`benchmarks/gpu_all.sh` runs the GPU set and `benchmarks/targets.py` judges issue 12's targets from
+its JSON files. Not a test: numbers go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import argparse
 import contextlib
 import copy
 import json
+import math
 import platform
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,14 +47,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_models: components built in code
 
 from t2i_adapter.devices import resolve_device  # noqa: E402
+from t2i_adapter.errors import T2IAdapterError, first_line  # noqa: E402
 from t2i_adapter.generation.api import TORCH_DTYPES  # noqa: E402
 from t2i_adapter.generation.base_model import BaseModel  # noqa: E402
 from t2i_adapter.generation.pipeline import T2IAdapterPipeline  # noqa: E402
+from t2i_adapter.generation.schedulers import check_scheduler_name, make_scheduler  # noqa: E402
 from t2i_adapter.generation.units import AdapterUnit, describe_adapter  # noqa: E402
 from tiny_models import tiny_adapter, tiny_sd_components, tiny_sdxl_components, tiny_tokenizer  # noqa: E402
 
 PROMPT = "a photo of a red cat"
-GUIDANCE = 7.5
+STARTED = time.perf_counter()  # the log's progress lines count from here (imports done)
 
 # ---------------------------------------------------------------------------------------------
 # Components
@@ -240,6 +247,7 @@ class Bench:
     adapter: torch.nn.Module
     condition: torch.Tensor
     first_calls: dict[str, float] = field(default_factory=dict)  # compiled: the first call's seconds
+    errors: dict[str, str] = field(default_factory=dict)  # compiled row -> why it is missing
 
 
 def diffusers_peer(components: dict, adapter: torch.nn.Module, sdxl: bool) -> Any:
@@ -265,11 +273,18 @@ def diffusers_peer(components: dict, adapter: torch.nn.Module, sdxl: bool) -> An
 def build_bench(args: argparse.Namespace) -> Bench:
     device = resolve_device(args.device)
     dtype = TORCH_DTYPES[args.dtype]
-    components, name = components_for(args)
+    # full size: weights made on the device (random init of SDXL's 3.5B parameters takes a minute
+    # of CPU); the scheduler made again outside, its tables on the CPU as diffusers makes them
+    with torch.device(device) if args.full_size else contextlib.nullcontext():
+        components, name = components_for(args)
+    scheduler = components["scheduler"]
+    components["scheduler"] = type(scheduler).from_config(scheduler.config)
     adapter = components.pop("adapter").to(device=device, dtype=dtype)
     base = BaseModel(**components, name=name)
     base.to(device=device, dtype=dtype)
     reference = diffusers_peer(components, adapter, args.sdxl)
+    if args.scheduler:  # ours builds a fresh one per call from the same config (`make_scheduler`)
+        reference.scheduler = make_scheduler(args.scheduler, components["scheduler"])
     generator = torch.Generator().manual_seed(0)
     condition = torch.rand(1, 3, args.size, args.size, generator=generator).to(device=device, dtype=dtype)
     return Bench(args, device, name, T2IAdapterPipeline(base), reference, adapter, condition)
@@ -280,7 +295,8 @@ def run_ours(bench: Bench) -> tuple[np.ndarray, float]:
         PROMPT,
         [AdapterUnit(bench.adapter, bench.condition)],
         steps=bench.args.steps,
-        guidance_scale=GUIDANCE,
+        guidance_scale=bench.args.guidance,
+        scheduler=bench.args.scheduler,
         seed=0,
         width=bench.args.size,
         height=bench.args.size,
@@ -294,7 +310,7 @@ def run_diffusers(bench: Bench) -> tuple[np.ndarray, float]:
         PROMPT,
         image=bench.condition,
         num_inference_steps=bench.args.steps,
-        guidance_scale=GUIDANCE,
+        guidance_scale=bench.args.guidance,
         generator=torch.Generator("cpu").manual_seed(0),
         height=bench.args.size,
         width=bench.args.size,
@@ -345,13 +361,29 @@ def merged(runs: list[dict]) -> dict:
     }
 
 
-def alternate(bench: Bench, names: list[str], suffix: str = "") -> dict[str, dict]:
-    """One untimed call each (kernels, allocator; compiled: the compile, timed apart), then the
-    repeats alternating so drift hits every pipeline alike. Returns row name -> merged runs."""
+def warm_up(bench: Bench, names: list[str], suffix: str) -> list[str]:
+    """One untimed call each (kernels, allocator; compiled: the compile, timed apart). A compiled
+    pipeline whose first call fails is left out, its error kept, so the other rows still come."""
+    working = []
     for name in names:
         started = time.perf_counter()
-        RUNS[name](bench)
+        try:
+            RUNS[name](bench)
+        except Exception as error:
+            if not suffix:
+                raise
+            traceback.print_exc()
+            bench.errors[name + suffix] = f"{type(error).__name__}: {first_line(error)}"
+            continue
         bench.first_calls[name + suffix] = time.perf_counter() - started
+        working.append(name)
+    return working
+
+
+def alternate(bench: Bench, names: list[str], suffix: str = "") -> dict[str, dict]:
+    """`warm_up`, then the repeats alternating so drift hits every pipeline alike. Returns row
+    name -> merged runs."""
+    names = warm_up(bench, names, suffix)
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for _ in range(bench.args.repeats):
         for name in names:
@@ -401,7 +433,7 @@ def memory_options_row(bench: Bench, argv: list[str] | None) -> dict:
     if bench.device.type == "cuda":
         ours.enable_model_cpu_offload(bench.device)
     row = merged([measure(run_ours, bench) for _ in range(bench.args.repeats)])
-    if bench.device.type == "cpu":
+    if bench.device.type == "cpu" and not bench.args.no_memory_probe:
         row.update(probe_memory("ours-memory", argv))
     return row
 
@@ -417,10 +449,16 @@ def machine_name(device: torch.device) -> str:
     return f"{platform.machine()} {torch.get_num_threads()} threads"
 
 
+def scheduler_name(bench: Bench) -> str:
+    """`--scheduler` as given, else the model's own scheduler class."""
+    return bench.args.scheduler or type(bench.ours.base.scheduler).__name__
+
+
 def print_table(bench: Bench, rows: dict[str, dict]) -> None:
     args = bench.args
     print(
-        f"# {bench.name}, {args.size}x{args.size}, {args.steps} steps, {args.dtype}, "
+        f"# {bench.name}, {args.size}x{args.size}, {args.steps} steps ({scheduler_name(bench)}), "
+        f"guidance {args.guidance:g}, {args.dtype}, "
         f"{bench.device.type} ({machine_name(bench.device)}), torch {torch.__version__}"
     )
     print(
@@ -461,20 +499,55 @@ def differences(rows: dict[str, dict]) -> dict[str, float]:
     }
 
 
-def write_json(path: Path, bench: Bench, rows: dict[str, dict], summary: dict) -> None:
+def summary(bench: Bench, rows: dict[str, dict]) -> dict:
+    return {"ratios": ratios(bench, rows), "max_pixel_difference": differences(rows)}
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def plain(row: dict) -> dict:
+    """A row for JSON: no images, null for what was not measured (NaN: CPU peak without the probe)."""
+    return {
+        key: None if isinstance(value, float) and math.isnan(value) else value
+        for key, value in row.items()
+        if key != "images"
+    }
+
+
+def write_json(path: Path, bench: Bench, rows: dict[str, dict], complete: bool) -> None:
+    """The run so far (`complete` False: more rows were still to come), rewritten after each phase,
+    so a run stopped mid-way (a time limit during a compile) still leaves what it measured."""
     args = bench.args
     payload = {
         "model": bench.name,
         "size": args.size,
         "steps": args.steps,
         "dtype": args.dtype,
+        "scheduler": scheduler_name(bench),
+        "guidance": args.guidance,
+        "repeats": args.repeats,
         "device": str(bench.device),
         "machine": machine_name(bench.device),
-        **summary,
+        "versions": versions(),
+        "compile": args.compile,
+        "complete": complete,
+        **summary(bench, rows),
         "first_calls": bench.first_calls,
-        "rows": {name: {k: v for k, v in row.items() if k != "images"} for name, row in rows.items()},
+        "errors": bench.errors,
+        "rows": {name: plain(row) for name, row in rows.items()},
     }
-    path.write_text(json.dumps(payload, indent=2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2))
+    temporary.replace(path)  # a reader never sees half a file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,6 +564,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: CUDA, MPS, CPU)")
     parser.add_argument("--dtype", default="float32", choices=sorted(TORCH_DTYPES))
     parser.add_argument("--steps", type=int, default=50, help="denoising steps (50)")
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        help="sampler for both pipelines: ddim, lcm, tcd, ... (generation/schedulers.py; default: the model's DDIM)",
+    )
+    parser.add_argument(
+        "--guidance", type=float, default=7.5, help="guidance scale (7.5; 1 = no CFG, one UNet call per step)"
+    )
     parser.add_argument("--size", type=int, default=None, help="image side (64 tiny, 512 SD1.5, 1024 SDXL)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per pipeline, alternating (5)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -500,25 +581,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also ours with attention slicing + VAE tiling (and model CPU offload on CUDA)",
     )
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--no-memory-probe",
+        action="store_true",
+        help="CPU: skip the fresh-process RSS measurements (peak memory left blank; faster)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here (rewritten after each phase)")
     parser.add_argument("--probe", choices=["ours", "diffusers", "ours-memory"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.scheduler:
+        try:
+            check_scheduler_name(args.scheduler)
+        except T2IAdapterError as error:
+            parser.error(str(error))
     args.size = args.size or ((1024 if args.sdxl else 512) if args.full_size else 64)
     return args
 
 
 def collect_rows(bench: Bench, argv: list[str] | None) -> dict[str, dict]:
+    """Eager rows, then compiled, then memory options; the JSON is rewritten after each."""
     rows = alternate(bench, ["ours", "diffusers"])
-    if bench.device.type == "cpu":
+    if bench.device.type == "cpu" and not bench.args.no_memory_probe:
         for name in ("ours", "diffusers"):
             rows[name].update(probe_memory(name, argv))
+    save(bench, rows)
     if bench.args.compile and compile_both(bench):
         rows.update(alternate(bench, ["ours", "diffusers"], suffix=", compiled"))
+        save(bench, rows)
     if bench.args.memory_options:
         if bench.ours.compiled_unet is not None:
             bench.ours = T2IAdapterPipeline(bench.ours.base)  # memory options are measured eager
         rows["ours + memory options"] = memory_options_row(bench, argv)
     return rows
+
+
+def save(bench: Bench, rows: dict[str, dict], complete: bool = False) -> None:
+    if bench.args.json:
+        write_json(bench.args.json, bench, rows, complete)
+        more = "" if complete else " (more to come)"
+        print(
+            f"[{time.perf_counter() - STARTED:.0f} s] {bench.args.json}: rows {', '.join(rows)}{more}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,15 +633,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe:
         return run_probe(bench)
     rows = collect_rows(bench, argv)
+    save(bench, rows, complete=True)
     print_table(bench, rows)
-    summary = {"ratios": ratios(bench, rows), "max_pixel_difference": differences(rows)}
-    for label, value in summary["ratios"].items():
+    results = summary(bench, rows)
+    for label, value in results["ratios"].items():
         print(f"time ratio {label}: {value:.3f}")
-    for label, value in summary["max_pixel_difference"].items():
+    for label, value in results["max_pixel_difference"].items():
         print(f"max pixel difference {label}: {value:.2e}")
-    if args.json:
-        write_json(args.json, bench, rows, summary)
-    return 0
+    for row, error in bench.errors.items():
+        print(f"error: {row} not measured: {error}")
+    return 1 if bench.errors else 0
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ def test_a_named_device_that_is_absent_is_one_line(monkeypatch):
     monkeypatch.setattr(devices, "mps_available", lambda: False)
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("cpu:0") == torch.device("cpu:0")  # what accelerate names a CPU process's device
     for name, message in (("cuda", "no CUDA GPU"), ("cuda:1", "no CUDA GPU"), ("mps", "no Apple MPS")):
         with pytest.raises(T2IAdapterError, match=message) as info:
             resolve_device(name)

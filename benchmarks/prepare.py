@@ -16,11 +16,8 @@ its own process, samples/s = batch / the median step time after the warmup steps
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +30,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_models: models built in code
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from timing import (  # noqa: E402  (after the path set-up)
+    describe_machine,
+    logged_seconds,
+    median_step_seconds,
+    print_result,
+    run_child,
+    write_docs,
+)
 
 SECTION = "## Data preparation"
 
@@ -96,7 +102,7 @@ def child_prepare(args: argparse.Namespace) -> None:
     summary = prepare_dataset(settings)
     elapsed = time.perf_counter() - started
     if state.is_main_process:
-        print("RESULT " + json.dumps({"images_per_second": summary.samples / elapsed, "seconds": elapsed}))
+        print_result({"images_per_second": summary.samples / elapsed, "seconds": elapsed})
 
 
 def child_train(args: argparse.Namespace) -> None:
@@ -118,22 +124,8 @@ def child_train(args: argparse.Namespace) -> None:
         cache_latents=args.mode == "prepared + cached latents",
         progress=False,
     )
-    out = train(config)
-    with open(out / "metrics.csv", newline="") as handle:
-        seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
-    durations = [
-        later - earlier
-        for earlier, later in zip(seconds[args.warmup - 1 : -1], seconds[args.warmup :], strict=True)
-    ]
-    print("RESULT " + json.dumps({"samples_per_second": args.batch_size / statistics.median(durations)}))
-
-
-def run_child(command: list[str], env: dict[str, str] | None = None) -> dict:
-    completed = subprocess.run(command, capture_output=True, text=True, env=env)
-    for line in completed.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"{' '.join(command[:6])} ... failed:\n{completed.stderr[-3000:]}")
+    step_seconds = median_step_seconds(logged_seconds(train(config)), args.warmup)
+    print_result({"samples_per_second": args.batch_size / step_seconds})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +168,7 @@ def prepare_rows(args, data: Path, depth: Path, base: Path, work: Path) -> list[
     for repeat in range(args.repeats):
         for number, (label, command, env) in enumerate(runs):
             out = work / f"prepared-{number}-{repeat}"
-            rates[label].append(run_child([*command, str(out)], env)["images_per_second"])
+            rates[label].append(run_child([*command, str(out)], env=env)["images_per_second"])
     return [
         {"run": label, "images_per_second": statistics.median(values), "best": max(values)}
         for label, values in rates.items()
@@ -216,20 +208,12 @@ def train_rows(args, photos: Path, depth: Path, base: Path, work: Path) -> list[
     ]
 
 
-def describe_machine() -> str:
-    import platform
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores (shared)"
-
-
 def tables(prepare: list[dict], training: list[dict], args) -> str:
     model = "DPT-Large-sized (random weights)" if args.full_size else "tiny DPT (tests/tiny_models.py)"
     base = "SD1.5 architecture (random weights)" if args.full_size else "tiny SD"
     lines = [
         f"Depth model: {model}; {args.samples} photos of {args.photo_size} px, preprocessor batch "
-        f"{args.batch_size}; latents at {args.resolution} px with {base}; {describe_machine()}; "
+        f"{args.batch_size}; latents at {args.resolution} px with {base}; {describe_machine(gpu_count=True)}; "
         f"torch {torch.__version__}.",
         "",
         f"| prepare run | images/s, median of {args.repeats} | best | speed-up (median) |",
@@ -256,29 +240,6 @@ def tables(prepare: list[dict], training: list[dict], args) -> str:
             f"{row['samples_per_second'] / first:.2f}x |"
         )
     return "\n".join(lines)
-
-
-def write_docs(text: str, label: str) -> None:
-    """Put `text` under "## Data preparation" / "### <label>" in docs/benchmarks.md."""
-    from train import DOCS
-
-    current = DOCS.read_text()
-    block = f"### {label}\n\n{text}\n"
-    if SECTION not in current:
-        current = current.rstrip("\n") + f"\n\n{SECTION}\n\n{block}"
-    else:
-        head, _, rest = current.partition(SECTION)
-        next_section = rest.find("\n## ")
-        body, tail = (rest, "") if next_section < 0 else (rest[:next_section], rest[next_section:])
-        marker = f"### {label}\n"
-        if marker in body:
-            before, _, after = body.partition(marker)
-            following = after.find("\n### ")
-            body = before + block + ("\n" + after[following + 1 :] if following >= 0 else "")
-        else:
-            body = body.rstrip("\n") + "\n\n" + block
-        current = head + SECTION + body + tail
-    DOCS.write_text(current.rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -324,7 +285,7 @@ def main() -> None:
     print(text)
     if args.write_docs:
         device = "GPU" if torch.cuda.is_available() else "CPU"
-        write_docs(text, f"{'DPT-Large-sized' if args.full_size else 'Tiny'} depth model, {device}")
+        write_docs(SECTION, f"{'DPT-Large-sized' if args.full_size else 'Tiny'} depth model, {device}", text)
 
 
 if __name__ == "__main__":

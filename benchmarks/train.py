@@ -18,12 +18,7 @@ Not a test: numbers go to docs/benchmarks.md ("Training").
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import platform
 import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_models: components built in code
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-DOCS = ROOT / "docs" / "benchmarks.md"
+from timing import (  # noqa: E402  (after the path set-up)
+    describe_machine,
+    logged_seconds,
+    median_step_seconds,
+    print_result,
+    run_child,
+    write_docs,
+)
+
 SECTION = "## Training"
 
 
@@ -83,7 +86,7 @@ def write_data(folder: Path, count: int, size: int) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_child(args: argparse.Namespace) -> None:
+def child_mode(args: argparse.Namespace) -> None:
     from t2i_adapter.training import TrainConfig, train
 
     cached = args.child == "cached"
@@ -110,16 +113,8 @@ def run_child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     out = train(config)
     total = time.perf_counter() - started
-    with open(out / "metrics.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    # Per-step durations after the warmup (the `seconds` column counts from the loop's start). The
-    # median step: on a shared machine it is the one least disturbed by other work.
-    seconds = [float(row["seconds"]) for row in rows]
-    durations = [
-        later - earlier
-        for earlier, later in zip(seconds[args.warmup - 1 : -1], seconds[args.warmup :], strict=True)
-    ]
-    step_seconds = statistics.median(durations)
+    seconds = logged_seconds(out)
+    step_seconds = median_step_seconds(seconds, args.warmup)
     result = {
         "mode": args.label or args.child,
         "samples_per_second": args.batch_size / step_seconds,
@@ -128,7 +123,7 @@ def run_child(args: argparse.Namespace) -> None:
     }
     if torch.cuda.is_available():
         result["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    print("RESULT " + json.dumps(result))
+    print_result(result)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,19 +156,7 @@ def run_mode(
         "--steps", str(args.steps), "--warmup", str(args.warmup), "--mixed-precision", args.mixed_precision,
         *extra,
     ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True)
-    for line in completed.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"{label} run failed:\n{completed.stderr[-3000:]}")
-
-
-def describe_machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    import os
-
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores (shared)"
+    return run_child(command, f"{label} run")
 
 
 def table(results: list[dict], args: argparse.Namespace) -> str:
@@ -200,28 +183,6 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
             row += f" {r['peak_gpu_gib']:.2f} |"
         lines.append(row)
     return "\n".join(lines)
-
-
-def write_docs(text: str, label: str) -> None:
-    """Put `text` under "## Training" / "### <label>" in docs/benchmarks.md, keeping other sections."""
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"### {label}\n\n{text}\n"
-    if SECTION not in current:
-        current = current.rstrip("\n") + f"\n\n{SECTION}\n\n" + _intro() + "\n" + block
-    else:
-        head, _, rest = current.partition(SECTION)
-        next_section = rest.find("\n## ")
-        body, tail = (rest, "") if next_section < 0 else (rest[:next_section], rest[next_section:])
-        marker = f"### {label}\n"
-        if marker in body:
-            before, _, after = body.partition(marker)
-            following = after.find("\n### ")
-            after = "" if following < 0 else after[following + 1 :]
-            body = before + block + ("\n" + after if after else "")
-        else:
-            body = body.rstrip("\n") + "\n\n" + block
-        current = head + SECTION + body + tail
-    DOCS.write_text(current.rstrip("\n") + "\n")
 
 
 def _intro() -> str:
@@ -265,7 +226,7 @@ def main() -> None:
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_child(args)
+        child_mode(args)
         return
     args.resolution = args.resolution or (512 if args.full_size else 64)
     args.batch_size = args.batch_size or (8 if args.full_size else 4)
@@ -285,7 +246,7 @@ def main() -> None:
         label = f"{model}, {device}, {args.resolution} px"
         label += ", gradient checkpointing off vs on" if args.checkpointing_cost else ""
         label += ", --compile" if args.compile and not args.checkpointing_cost else ""
-        write_docs(text, label)
+        write_docs(SECTION, label, text, intro=_intro())
 
 
 if __name__ == "__main__":

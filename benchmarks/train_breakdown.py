@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from timing import synchronize  # noqa: E402  (after the path set-up)
+
 
 def components(full_size: bool) -> dict:
     if full_size:
@@ -47,12 +49,10 @@ def timed(function, repeats: int) -> float:
     function()
     durations = []
     for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        synchronize()
         started = time.perf_counter()
         function()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        synchronize()
         durations.append(time.perf_counter() - started)
     return statistics.median(durations)
 
@@ -69,8 +69,7 @@ def checkpointing_cost(unet, step, repeats: int) -> None:
                 unet.disable_gradient_checkpointing()
             wall, cpu = time.perf_counter(), time.process_time()
             step()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            synchronize()
             if round_index:
                 runs[on].append((time.perf_counter() - wall, time.process_time() - cpu))
     medians = {on: [statistics.median(r[i] for r in runs[on]) for i in (0, 1)] for on in runs}

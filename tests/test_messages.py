@@ -9,15 +9,18 @@ status; `train` ends with the command that uses its adapter.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from types import SimpleNamespace
 
 import pytest
 import torch
+from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import LocalEntryNotFoundError
 from PIL import Image, ImageDraw
 
 from t2i_adapter import demo_weights, hub
+from t2i_adapter.errors import MissingWeightsError
 from t2i_adapter.interfaces.cli.main import main as cli
 from t2i_adapter.interfaces.cli.train import try_command
 from t2i_adapter.training import TrainConfig, loop
@@ -193,6 +196,59 @@ def test_an_unreachable_hub_file_is_one_error_line_without_retry_notes(
     assert len(err) == 1 and err[0].startswith("error: ") and f"'{name}'" in err[0]
     assert "could not be reached (offline)" in err[0] and "local_files_only" not in err[0]
     assert not [line for line in notes(caplog) if "Retrying" in line]
+
+
+def no_network(monkeypatch, failure: OSError) -> list[float]:
+    """Online mode (the tests run offline), but every host name lookup fails with `failure`;
+    huggingface_hub's waits between retries are recorded, not slept (the list returned)."""
+
+    def getaddrinfo(*args, **kwargs):
+        raise failure
+
+    waits: list[float] = []
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(time, "sleep", waits.append)
+    return waits
+
+
+@pytest.mark.parametrize(
+    "download",
+    [
+        lambda: hub.download_file("owner/not-cached", "adapter.safetensors", what="adapter"),
+        lambda: hub.download_snapshot("owner/not-cached", what="adapter"),
+    ],
+    ids=["file", "snapshot"],
+)
+def test_a_hub_without_network_fails_at_once_without_retries(monkeypatch, tmp_path, download):
+    """No address for the hub: one error at once, not after huggingface_hub's 5 retries (23 s)."""
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    waits = no_network(monkeypatch, socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    with pytest.raises(MissingWeightsError, match=r"could not be reached \(offline\)"):
+        download()
+    assert waits == []
+
+
+def test_a_slow_hub_still_gets_huggingface_hubs_retries(monkeypatch, tmp_path):
+    """A timeout may be a slow connection that works: huggingface_hub's retries stay."""
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    waits = no_network(monkeypatch, TimeoutError("timed out"))
+    with pytest.raises(MissingWeightsError, match="(offline)"):
+        hub.download_file("owner/not-cached", "adapter.safetensors", what="adapter")
+    assert len(waits) == 5
+
+
+def test_a_cached_hub_file_is_used_without_network(monkeypatch, tmp_path):
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--owner--cached"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "adapter.safetensors").write_bytes(b"weights")
+    waits = no_network(monkeypatch, socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    path = hub.download_file("owner/cached", "adapter.safetensors", what="adapter")
+    assert path.read_bytes() == b"weights" and waits == []
 
 
 def test_an_offline_hub_model_is_one_error_line(tmp_path, monkeypatch, capfd):

@@ -1,8 +1,13 @@
 """The rules that live in one place and are used everywhere: the first line of an error, the device
-choice, the step window (and, below, KEY=VALUE options and names of weights)."""
+choice, the step window (and, below, KEY=VALUE options, names of weights, lazy re-exports and
+hub time limits)."""
 
 from __future__ import annotations
 
+import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +54,7 @@ def test_a_named_device_that_is_absent_is_one_line(monkeypatch):
     monkeypatch.setattr(devices, "mps_available", lambda: False)
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("cpu:0") == torch.device("cpu:0")  # what accelerate names a CPU process's device
     for name, message in (("cuda", "no CUDA GPU"), ("cuda:1", "no CUDA GPU"), ("mps", "no Apple MPS")):
         with pytest.raises(T2IAdapterError, match=message) as info:
             resolve_device(name)
@@ -194,3 +200,45 @@ def test_every_loader_uses_the_one_decision(tmp_path, monkeypatch):
             with pytest.raises(InputFileError, match="no such file or folder"):
                 load(name)
     assert model_source("owner/sd-model") == "owner/sd-model"  # left to diffusers' own download
+
+
+# ---------------------------------------------------------------- lazy.lazy_exports (packages' names)
+
+LAZY_PACKAGES = [
+    "t2i_adapter",
+    "t2i_adapter.adapters",
+    "t2i_adapter.checkpoints",
+    "t2i_adapter.conditions",
+    "t2i_adapter.evaluation",
+]
+
+
+def test_importing_the_packages_and_the_cli_loads_no_heavy_library():
+    """The CLI's start-up (its help lists adapter kinds, layouts, conditions) needs none of them."""
+    heavy = ("torch", "diffusers", "transformers", "gradio")
+    code = (
+        "import sys, importlib\n"
+        f"for name in {LAZY_PACKAGES + ['t2i_adapter.interfaces.cli.main']!r}: importlib.import_module(name)\n"
+        "import t2i_adapter.adapters.kinds, t2i_adapter.checkpoints.layout, t2i_adapter.evaluation.grid\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    src = str(Path(importlib.import_module("t2i_adapter").__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_every_exported_name_imports_and_unknown_names_are_attribute_errors(package):
+    module = importlib.import_module(package)
+    assert module.__all__ and len(set(module.__all__)) == len(module.__all__)
+    for name in module.__all__:
+        getattr(module, name)
+        assert name in dir(module)
+        exec(f"from {package} import {name}", {})
+    with pytest.raises(AttributeError, match=f"^module '{package}' has no attribute 'no_such_name'$"):
+        module.no_such_name  # noqa: B018
+    assert not hasattr(module, "no_such_name")

@@ -10,29 +10,23 @@ The public API, imported lazily so `import t2i_adapter` stays fast:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from t2i_adapter.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "load_adapter": "t2i_adapter.checkpoints.load",
-    "save_adapter": "t2i_adapter.checkpoints.save",
-    "load_base_model": "t2i_adapter.generation.base_model",
-    "BaseModel": "t2i_adapter.generation.base_model",
-    "T2IAdapterPipeline": "t2i_adapter.generation.pipeline",
-    "generate": "t2i_adapter.generation.api",
-    "GenerationSettings": "t2i_adapter.generation.settings",
-    "AdapterSpec": "t2i_adapter.generation.settings",
-    "preprocess": "t2i_adapter.conditions.registry",
-    "available_conditions": "t2i_adapter.conditions.registry",
-    "T2IAdapterError": "t2i_adapter.errors",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 't2i_adapter' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "load_adapter": "t2i_adapter.checkpoints.load",
+        "save_adapter": "t2i_adapter.checkpoints.save",
+        "load_base_model": "t2i_adapter.generation.base_model",
+        "BaseModel": "t2i_adapter.generation.base_model",
+        "T2IAdapterPipeline": "t2i_adapter.generation.pipeline",
+        "generate": "t2i_adapter.generation.api",
+        "GenerationSettings": "t2i_adapter.generation.settings",
+        "AdapterSpec": "t2i_adapter.generation.settings",
+        "preprocess": "t2i_adapter.conditions.registry",
+        "available_conditions": "t2i_adapter.conditions.registry",
+        "T2IAdapterError": "t2i_adapter.errors",
+    },
+)

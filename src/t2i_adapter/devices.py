@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 DEVICE_NAMES = (AUTO, "cpu", "cuda", "cuda:N", "mps")
-_DEVICE_NAME = re.compile(r"(auto|cpu|cuda(:[0-9]{1,4})?|mps(:0)?)")
+_DEVICE_NAME = re.compile(r"(auto|cpu(:0)?|cuda(:[0-9]{1,4})?|mps(:0)?)")
 
 
 def check_device_name(device: str | None) -> None:

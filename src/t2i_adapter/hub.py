@@ -19,19 +19,32 @@ model and how to provide it, never a traceback. `quiet_hub()` keeps huggingface_
 notes ("Retrying in 1s [Retry 1/5]" five times, each naming the URL) off the user's terminal, and
 `hub_failure_reason` turns any hub failure into a few words (offline, no such repository, no such
 file) without the library's advice meant for Python callers (`local_files_only`, "the stacktrace
-above").
+above"). A file not in the cache is first asked for once, without retries: when the hub's host has
+no address or refuses the connection (no network, or a typo'd name while offline), the error comes
+at once instead of after huggingface_hub's five retries (1 + 2 + 4 + 8 + 8 = 23 s of waiting). A
+slow answer (a timeout) is left to huggingface_hub's retries and its timeouts (`HF_HUB_ETAG_TIMEOUT`,
+`HF_HUB_DOWNLOAD_TIMEOUT`), as it would be without this package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub import (
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    snapshot_download,
+    try_to_load_from_cache,
+)
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -168,10 +181,34 @@ def _missing(what: str, name: str, cause: Exception) -> MissingWeightsError:
     )
 
 
+def _unreachable(error: BaseException) -> bool:
+    """True when the hub's host has no address, refuses the connection or has no route: no network
+    here, not a slow one, so waiting and retrying does not help."""
+    for cause in _causes(error):
+        if isinstance(cause, (socket.gaierror, ConnectionRefusedError)):
+            return True
+        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return True
+    return False
+
+
+def _fail_fast_when_unreachable(repo_id: str, filename: str) -> None:
+    """One request for a file's metadata, no retries, before downloading a file not in the cache;
+    raises only when the hub cannot be reached at all (anything else is the download's to report)."""
+    if isinstance(try_to_load_from_cache(repo_id, filename), str):
+        return  # cached: huggingface_hub falls back to it at once when the hub is unreachable
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as error:
+        if _unreachable(error):
+            raise
+
+
 def download_file(repo_id: str, filename: str, *, what: str) -> Path:
     """One file of a hub repository, through the huggingface_hub cache."""
     try:
         with quiet_hub():
+            _fail_fast_when_unreachable(repo_id, filename)
             return Path(hf_hub_download(repo_id=repo_id, filename=filename))
     except Exception as error:  # network, auth, missing file, offline mode: all the same to the user
         raise _missing(what, f"{repo_id}/{filename}", error) from error

@@ -6,28 +6,22 @@ can be read without importing torch and diffusers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from t2i_adapter.lazy import lazy_exports
 
-_EXPORTS = {
-    "ADAPTER_KINDS": "t2i_adapter.adapters.kinds",
-    "SPATIAL_KINDS": "t2i_adapter.adapters.kinds",
-    "check_kind": "t2i_adapter.adapters.kinds",
-    "CONDITION_TASK_IDS": "t2i_adapter.adapters.fuser",
-    "CoAdapterFuser": "t2i_adapter.adapters.fuser",
-    "SpatialAdapterConfig": "t2i_adapter.adapters.spatial",
-    "build_spatial_adapter": "t2i_adapter.adapters.spatial",
-    "describe_spatial_adapter": "t2i_adapter.adapters.spatial",
-    "StyleAdapter": "t2i_adapter.adapters.style",
-    "new_adapter_for_unet": "t2i_adapter.adapters.factory",
-    "spatial_config_for_unet": "t2i_adapter.adapters.factory",
-    "unet_feature_channels": "t2i_adapter.adapters.factory",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "ADAPTER_KINDS": "t2i_adapter.adapters.kinds",
+        "SPATIAL_KINDS": "t2i_adapter.adapters.kinds",
+        "check_kind": "t2i_adapter.adapters.kinds",
+        "CONDITION_TASK_IDS": "t2i_adapter.adapters.fuser",
+        "CoAdapterFuser": "t2i_adapter.adapters.fuser",
+        "SpatialAdapterConfig": "t2i_adapter.adapters.spatial",
+        "build_spatial_adapter": "t2i_adapter.adapters.spatial",
+        "describe_spatial_adapter": "t2i_adapter.adapters.spatial",
+        "StyleAdapter": "t2i_adapter.adapters.style",
+        "new_adapter_for_unet": "t2i_adapter.adapters.factory",
+        "spatial_config_for_unet": "t2i_adapter.adapters.factory",
+        "unet_feature_channels": "t2i_adapter.adapters.factory",
+    },
+)

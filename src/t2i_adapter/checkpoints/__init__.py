@@ -6,27 +6,21 @@ help) can be read without importing torch and diffusers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from t2i_adapter.lazy import lazy_exports
 
-_EXPORTS = {
-    "DIFFUSERS": "t2i_adapter.checkpoints.layout",
-    "LAYOUTS": "t2i_adapter.checkpoints.layout",
-    "ORIGINAL": "t2i_adapter.checkpoints.layout",
-    "detect_adapter": "t2i_adapter.checkpoints.detect",
-    "detect_kind": "t2i_adapter.checkpoints.detect",
-    "detect_layout": "t2i_adapter.checkpoints.detect",
-    "load_adapter": "t2i_adapter.checkpoints.load",
-    "read_checkpoint": "t2i_adapter.checkpoints.read",
-    "convert_adapter": "t2i_adapter.checkpoints.save",
-    "original_state_dict": "t2i_adapter.checkpoints.save",
-    "save_adapter": "t2i_adapter.checkpoints.save",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "DIFFUSERS": "t2i_adapter.checkpoints.layout",
+        "LAYOUTS": "t2i_adapter.checkpoints.layout",
+        "ORIGINAL": "t2i_adapter.checkpoints.layout",
+        "detect_adapter": "t2i_adapter.checkpoints.detect",
+        "detect_kind": "t2i_adapter.checkpoints.detect",
+        "detect_layout": "t2i_adapter.checkpoints.detect",
+        "load_adapter": "t2i_adapter.checkpoints.load",
+        "read_checkpoint": "t2i_adapter.checkpoints.read",
+        "convert_adapter": "t2i_adapter.checkpoints.save",
+        "original_state_dict": "t2i_adapter.checkpoints.save",
+        "save_adapter": "t2i_adapter.checkpoints.save",
+    },
+)

@@ -156,6 +156,16 @@ def _folder_weights(folder: Path) -> Path:
     raise InputFileError(folder, f"folder holds several weight files ({names}); pass the one to use")
 
 
+def check_weights_file(path: Path) -> None:
+    """A weights file can be read and is not empty (a cut-off download, a `touch`ed name)."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise InputFileError(path, f"cannot read: {error.strerror or error}") from None
+    if size == 0:
+        raise InputFileError(path, "empty file")
+
+
 def read_checkpoint(path: Path) -> RawCheckpoint:
     """Read a checkpoint file or diffusers folder into bare tensors (+ config and metadata)."""
     path = Path(path)
@@ -168,12 +178,7 @@ def read_checkpoint(path: Path) -> RawCheckpoint:
         weights = _folder_weights(path)
     else:
         weights = path
-    try:
-        size = weights.stat().st_size
-    except OSError as error:
-        raise InputFileError(weights, f"cannot read: {error.strerror or error}") from None
-    if size == 0:
-        raise InputFileError(weights, "empty file")
+    check_weights_file(weights)
     if weights.suffix == SAFETENSORS_SUFFIX:
         tensors, metadata = _read_safetensors(weights)
         state_dict = tensors_only(tensors, weights)

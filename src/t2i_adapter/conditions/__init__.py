@@ -5,8 +5,6 @@ The tensor helpers are imported on first use so that the registry works without 
 
 from __future__ import annotations
 
-from typing import Any
-
 from t2i_adapter.conditions.registry import (
     ConditionSpec,
     available_conditions,
@@ -15,22 +13,23 @@ from t2i_adapter.conditions.registry import (
     preprocess,
     register_condition,
 )
+from t2i_adapter.lazy import lazy_exports
+
+# The tensor helpers need torch: the registry alone does not.
+__getattr__, __dir__, _tensor_names = lazy_exports(
+    __name__,
+    {
+        "condition_to_tensor": "t2i_adapter.conditions.tensor",
+        "resize_condition": "t2i_adapter.conditions.tensor",
+    },
+)
 
 __all__ = [
     "ConditionSpec",
     "available_conditions",
     "condition_specs",
-    "condition_to_tensor",
     "get_preprocessor",
     "preprocess",
     "register_condition",
-    "resize_condition",
+    *_tensor_names,
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("condition_to_tensor", "resize_condition"):
-        from t2i_adapter.conditions import tensor  # needs torch: the registry alone does not
-
-        return getattr(tensor, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

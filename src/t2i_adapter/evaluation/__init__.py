@@ -9,23 +9,17 @@ not load the runner and every re-extracting preprocessor with it.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from t2i_adapter.lazy import lazy_exports
 
-_EXPORTS = {
-    "BASELINE_LABEL": "t2i_adapter.evaluation.samples",
-    "EvalResult": "t2i_adapter.evaluation.runner",
-    "EvalSample": "t2i_adapter.evaluation.samples",
-    "EvalSettings": "t2i_adapter.evaluation.runner",
-    "Variant": "t2i_adapter.evaluation.samples",
-    "baseline": "t2i_adapter.evaluation.samples",
-    "run_evaluation": "t2i_adapter.evaluation.runner",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "BASELINE_LABEL": "t2i_adapter.evaluation.samples",
+        "EvalResult": "t2i_adapter.evaluation.runner",
+        "EvalSample": "t2i_adapter.evaluation.samples",
+        "EvalSettings": "t2i_adapter.evaluation.runner",
+        "Variant": "t2i_adapter.evaluation.samples",
+        "baseline": "t2i_adapter.evaluation.samples",
+        "run_evaluation": "t2i_adapter.evaluation.runner",
+    },
+)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from t2i_adapter.checkpoints.read import read_pickle
+from t2i_adapter.checkpoints.read import check_weights_file, read_pickle
 from t2i_adapter.errors import InputFileError, UnknownNameError
 
 logger = logging.getLogger(__name__)
@@ -124,12 +124,7 @@ def open_checkpoint_index(path: Path) -> Iterator[CheckpointIndex]:
     path = Path(path)
     if path.is_dir():
         raise InputFileError(path, "a folder, not a single-file checkpoint")
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise InputFileError(path, f"cannot read: {error.strerror or error}") from None
-    if size == 0:
-        raise InputFileError(path, "empty file")
+    check_weights_file(path)
     if path.suffix == ".safetensors":
         try:
             handle = safe_open(str(path), framework="pt", device="cpu")

@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from t2i_adapter.errors import InputFileError, T2IAdapterError
-from t2i_adapter.training.data.example import IMAGE_SUFFIXES, Record, condition_path_beside, load_file_record
-from t2i_adapter.training.data.source import IndexedSource, settle_conditions
+from t2i_adapter.training.data.example import IMAGE_SUFFIXES
+from t2i_adapter.training.data.source import IndexedSource, images_with_files_beside
 
 
 def _split_tagged(file: Path) -> tuple[str, str] | None:
@@ -50,23 +50,4 @@ def open_folder(path: Path, cond_type: str | None) -> IndexedSource:
             found = ", ".join(sorted(tags)) or "none"
             raise T2IAdapterError(f"{path}: pass --cond-type (condition tags found: {found})")
         cond_type = next(iter(tags))
-    records = [
-        Record(
-            where=str(image),
-            image=image,
-            condition=condition_path_beside(image, cond_type),
-            caption_file=image.with_suffix(".txt"),
-        )
-        for image in images
-    ]
-    records, computed = settle_conditions(
-        records, cond_type, path=str(path), has_condition=lambda r: r.condition.is_file()
-    )
-    return IndexedSource(
-        format="folder",
-        path=str(path),
-        records=records,
-        load_record=load_file_record,
-        cond_type=cond_type,
-        computes_condition=computed,
-    )
+    return images_with_files_beside("folder", path, [(str(image), image) for image in images], cond_type)

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from t2i_adapter.errors import InputFileError, T2IAdapterError
 from t2i_adapter.io.text import MANIFEST_MAX_BYTES, read_text
-from t2i_adapter.training.data.example import Record, condition_path_beside, load_file_record
-from t2i_adapter.training.data.source import IndexedSource, settle_conditions
+from t2i_adapter.training.data.source import IndexedSource, images_with_files_beside
 
 
 def _resolve(line: str, folder: Path) -> Path:
@@ -33,30 +32,11 @@ def open_meta_file(path: Path, cond_type: str | None) -> IndexedSource:
     if not cond_type:
         raise T2IAdapterError(f"{path}: a meta file needs --cond-type (the <stem>.<cond_type>.png files)")
     lines = read_text(path, max_bytes=MANIFEST_MAX_BYTES, what="the meta file").splitlines()
-    records = []
+    images = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        image = _resolve(line, path.parent)
-        records.append(
-            Record(
-                where=f"{path}:{number}",
-                image=image,
-                condition=condition_path_beside(image, cond_type),
-                caption_file=image.with_suffix(".txt"),
-            )
-        )
-    if not records:
+        if line and not line.startswith("#"):
+            images.append((f"{path}:{number}", _resolve(line, path.parent)))
+    if not images:
         raise InputFileError(path, "the meta file lists no images")
-    records, computed = settle_conditions(
-        records, cond_type, path=str(path), has_condition=lambda r: r.condition.is_file()
-    )
-    return IndexedSource(
-        format="meta",
-        path=str(path),
-        records=records,
-        load_record=load_file_record,
-        cond_type=cond_type,
-        computes_condition=computed,
-    )
+    return images_with_files_beside("meta", path, images, cond_type)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
 
 from t2i_adapter.conditions.registry import get_preprocessor
 from t2i_adapter.errors import InputFileError, T2IAdapterError, UnknownNameError
-from t2i_adapter.training.data.example import Example, Record
+from t2i_adapter.training.data.example import Example, Record, condition_path_beside, load_file_record
 
 
 def registered_preprocessor(cond_type: str | None):
@@ -93,6 +94,33 @@ def settle_conditions(
         # No condition file anywhere: the data check reports each missing `<stem>.<cond_type>` file.
         return records, False
     raise T2IAdapterError(f"{path}: the dataset has no condition maps; pass --cond-type")
+
+
+def images_with_files_beside(
+    format: str, path: Path, images: list[tuple[str, Path]], cond_type: str
+) -> IndexedSource:
+    """A source of image files whose condition (`<stem>.<cond_type>.*`) and caption (`<stem>.txt`)
+    files sit beside them (a folder, a meta file); `images` are (where, image file) pairs."""
+    records = [
+        Record(
+            where=where,
+            image=image,
+            condition=condition_path_beside(image, cond_type),
+            caption_file=image.with_suffix(".txt"),
+        )
+        for where, image in images
+    ]
+    records, computed = settle_conditions(
+        records, cond_type, path=str(path), has_condition=lambda r: r.condition.is_file()
+    )
+    return IndexedSource(
+        format=format,
+        path=str(path),
+        records=records,
+        load_record=load_file_record,
+        cond_type=cond_type,
+        computes_condition=computed,
+    )
 
 
 def infer_condition_channels(source: IndexedSource, configured: int | None) -> int:

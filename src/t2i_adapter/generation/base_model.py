@@ -78,12 +78,6 @@ class BaseModel:
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
 
-    @property
-    def vae_encoder_dtype(self) -> torch.dtype:
-        """What the VAE's encoder is stored in: the model's dtype, or fp32 once a generation has
-        upcast it in place (SDXL's fp16 VAE, `T2IAdapterPipeline.encode`); encode pictures in it."""
-        return next(self.vae.encoder.parameters()).dtype
-
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if m is not None]
 

@@ -59,6 +59,7 @@ from t2i_adapter.generation.schedulers import make_scheduler, set_steps
 from t2i_adapter.generation.settings import MAX_OUTPUT_PIXELS, MAX_SIDE
 from t2i_adapter.generation.sizes import required_multiple, resolve_size
 from t2i_adapter.generation.units import AdapterUnit, StepConditioning, UnitOutput, warn_idle_units
+from t2i_adapter.generation.vae import cast_half, encode_posterior, half_dtypes, half_modules, ready_half
 
 logger = logging.getLogger(__name__)
 INPAINT_UNET_CHANNELS = 9  # latents + mask + masked picture's latents (SD/SDXL inpainting models)
@@ -181,7 +182,7 @@ class T2IAdapterPipeline:
         vae = self.base.vae
         if not compiling.vae_compile_pays(self.execution_device) or getattr(vae, "use_tiling", False):
             return False
-        stored, run = self._half_dtypes(vae, "decoder")
+        stored, run = half_dtypes(vae, "decoder", is_sdxl=self.base.is_sdxl)
         return stored == run
 
     def _offload_all(self) -> None:
@@ -629,26 +630,10 @@ class T2IAdapterPipeline:
             return self.style_encoder
         return load_clip_vision(self.clip_vision, device=device, dtype=dtype)
 
-    def _half_dtypes(self, vae: Any, half: str) -> tuple[torch.dtype, torch.dtype]:
-        """(stored, run): the dtype `half` (`encoder` or `decoder`) of the VAE is in, the one it runs in."""
-        stored = _half_dtype(vae, half)
-        force_upcast = vae.config.get("force_upcast")
-        return stored, vae_compute_dtype(stored, is_sdxl=self.base.is_sdxl, force_upcast=force_upcast)
-
-    def _vae_dtype(self, vae: Any, half: str) -> torch.dtype:
-        """The dtype `half` of the VAE runs in (`vae_compute_dtype`). A half that must run above
-        its stored dtype (SDXL's fp16 VAE) is cast in place on first use and kept so: no copy
-        and no move per call, and the same pixels as a transient fp32 copy. It holds its fp32
-        size from then on (SDXL: ~+70 MB encoder, ~+100 MB decoder), less than an fp32 copy beside
-        the fp16 one; a half never run stays as stored (no img2img: the encoder stays fp16)."""
-        stored, run = self._half_dtypes(vae, half)
-        if run != stored:
-            _cast_half(vae, half, run)
-        return run
-
     def _decode_latents(self, vae: Any, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images in [-1, 1], in the dtype `_vae_dtype` picks; NaN/inf -> fp32 once."""
-        dtype = self._vae_dtype(vae, "decoder")
+        """Scaled latents -> images in [-1, 1], in the dtype the VAE rule picks (`vae.ready_half`:
+        SDXL's fp16 decoder upcast once in place and kept); NaN/inf -> fp32 once."""
+        dtype = ready_half(vae, "decoder", is_sdxl=self.base.is_sdxl)
         if self._compiled_decode is not None:  # only compiled for a decoder run in its own dtype
             image = self._compiled_decode(latents.to(dtype))
         else:
@@ -660,8 +645,8 @@ class T2IAdapterPipeline:
             logger.warning("the VAE decode overflowed in %s (NaN/inf): decoded again in float32", dtype)
         # A transient fp32 copy of the decoder (the encoder is shared, not copied): the VAE in
         # use is never moved, so a concurrent caller is not affected.
-        shared = {id(module): module for module in _half_modules(vae, "encoder")}
-        fp32_vae = _cast_half(copy.deepcopy(vae, shared), "decoder", torch.float32)
+        shared = {id(module): module for module in half_modules(vae, "encoder")}
+        fp32_vae = cast_half(copy.deepcopy(vae, shared), "decoder", torch.float32)
         return fp32_vae.decode(latents.to(torch.float32), return_dict=False)[0]
 
     def decode(self, latents: torch.Tensor, output_type: str = "pil"):
@@ -679,48 +664,15 @@ class T2IAdapterPipeline:
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pictures (N, 3, H, W) in [-1, 1] -> scaled latents (the distribution's mode: no
         randomness drawn, so a seed's noise is the same as text-to-image's). The encoder runs in
-        the dtype `_vae_dtype` picks: SDXL's fp16 VAE upcasts its encoder once and keeps it so."""
+        the dtype the VAE rule picks (`vae.encode_posterior`): SDXL's fp16 VAE upcasts its encoder
+        once and keeps it so."""
         vae = self.base.vae
-        dtype = self._vae_dtype(vae, "encoder")
-        latents = vae.encode(pixels.to(device=self.execution_device, dtype=dtype)).latent_dist.mode()
+        posterior = encode_posterior(vae, pixels.to(self.execution_device), is_sdxl=self.base.is_sdxl)
+        latents = posterior.mode()
         shift = getattr(vae.config, "shift_factor", None)
         if shift:
             latents = latents - shift
         return (latents * vae.config.scaling_factor).to(self.base.dtype)
-
-
-def vae_compute_dtype(vae_dtype: torch.dtype, *, is_sdxl: bool, force_upcast: bool | None) -> torch.dtype:
-    """The dtype to run a VAE half (encoder or decoder) in: its own, except SDXL's fp16 VAE,
-    known to overflow: fp32.
-
-    diffusers' `force_upcast` defaults to true for every VAE, so alone it says nothing (SD1.5's
-    VAE is fine in fp16); like diffusers, only the SDXL family upcasts. bf16 has fp32's range.
-    Any other overflow is caught after the decode (NaN/inf) and that decode is redone in fp32.
-    """
-    if vae_dtype == torch.float16 and is_sdxl and force_upcast:
-        return torch.float32
-    return vae_dtype
-
-
-# each half of the VAE with its 1x1 convolution: encoder -> quant_conv, post_quant_conv -> decoder
-VAE_HALVES = {"encoder": ("encoder", "quant_conv"), "decoder": ("decoder", "post_quant_conv")}
-
-
-def _half_modules(vae: Any, half: str) -> list[torch.nn.Module]:
-    modules = (getattr(vae, name, None) for name in VAE_HALVES[half])
-    return [module for module in modules if module is not None]
-
-
-def _half_dtype(vae: Any, half: str) -> torch.dtype:
-    """The dtype `half` of `vae` is stored in (its main module's first parameter)."""
-    return next(_half_modules(vae, half)[0].parameters()).dtype
-
-
-def _cast_half(vae: Any, half: str, dtype: torch.dtype) -> Any:
-    """Cast `half` (`encoder` or `decoder`, with its 1x1 convolution) of `vae` to `dtype` in place."""
-    for module in _half_modules(vae, half):
-        module.to(dtype)
-    return vae
 
 
 def _condition_size(condition: Image.Image | torch.Tensor) -> tuple[int, int]:

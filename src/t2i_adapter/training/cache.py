@@ -31,11 +31,12 @@ from t2i_adapter.generation.prompts import encode_prompt
 from t2i_adapter.training.data.batches import TrainingSample
 from t2i_adapter.training.data.order import mix_seed
 from t2i_adapter.training.data.source import IndexedSource
+from t2i_adapter.training.objective import encode_latents
 
 CHUNK_SIZE = 256
 INDEX_FILE = "index.json"
 EMPTY_FILE = "empty.safetensors"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: SDXL's fp16 VAE encodes in fp32 (version 1 cached its fp16 NaN/inf)
 
 
 def cache_fingerprint(source: IndexedSource, config, model_name: str) -> str:
@@ -58,11 +59,14 @@ def cache_fingerprint(source: IndexedSource, config, model_name: str) -> str:
 
 
 @torch.no_grad()
-def encode_batch(base, pixels: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
-    """VAE posterior mean/std and text embeddings of one batch (what the uncached loop computes)."""
-    posterior = base.vae.encode(pixels.to(base.vae.device, base.vae_encoder_dtype)).latent_dist
+def encode_batch(
+    base, pixels: torch.Tensor, captions: list[str], wheres: list[str | None] | None = None
+) -> dict[str, torch.Tensor]:
+    """VAE posterior mean/std and text embeddings of one batch (what the uncached loop computes:
+    `objective.encode_latents`, which names `wheres` if the VAE gives NaN/inf)."""
+    mean, std = encode_latents(base, pixels, wheres)
     prompts = encode_prompt(base, captions, do_cfg=False)
-    encoded = {"latent_mean": posterior.mean, "latent_std": posterior.std, "embeds": prompts.embeds}
+    encoded = {"latent_mean": mean, "latent_std": std, "embeds": prompts.embeds}
     if prompts.pooled is not None:
         encoded["pooled"] = prompts.pooled
     return encoded
@@ -102,7 +106,7 @@ def build_cache(
                 prepare(source.load(i), rng=random.Random(mix_seed(seed, 0, i))) for i in batch_indices
             ]
             pixels = torch.stack([p.pixels for p in prepared])  # (B, 3, R, R)
-            encoded = encode_batch(base, pixels, [p.caption for p in prepared])
+            encoded = encode_batch(base, pixels, [p.caption for p in prepared], [p.where for p in prepared])
             encoded["conditions"] = torch.stack(
                 [(p.condition * 255).round().to(torch.uint8) for p in prepared]
             )

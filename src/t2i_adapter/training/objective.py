@@ -19,8 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from t2i_adapter.errors import ModelMismatchError
+from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
 from t2i_adapter.generation.prompts import encode_prompt
+from t2i_adapter.generation.vae import encode_posterior
 from t2i_adapter.training.data.batches import TrainingBatch
 from t2i_adapter.training.data.order import mix_seed
 
@@ -92,6 +93,50 @@ def scale_latents(mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor, vae_
 
 
 # ---------------------------------------------------------------------------------------------
+# Pictures -> the VAE posterior (the loss, the latent cache and `data prepare --model`)
+# ---------------------------------------------------------------------------------------------
+
+NAMED_SAMPLES = 3  # how many of a batch's files an error names
+
+
+class NonFiniteLatentsError(T2IAdapterError):
+    """The VAE encoded pictures to NaN/inf latents (a half-precision overflow)."""
+
+
+@torch.no_grad()
+def encode_latents(
+    base: Any, pixels: torch.Tensor, wheres: list[str | None] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std (B, 4, R/8, R/8) of the VAE posterior of pixels (B, 3, R, R) in [-1, 1], cast
+    to the UNet's dtype. The encoder runs in the dtype generation's rule picks (`generation.vae`:
+    SDXL's fp16 VAE in fp32, upcast once in place); non-finite latents stop with
+    `NonFiniteLatentsError` naming `wheres` (the samples' files) rather than train on NaN."""
+    vae = base.vae
+    posterior = encode_posterior(vae, pixels.to(vae.device), is_sdxl=base.is_sdxl)
+    mean, std = posterior.mean.to(base.dtype), posterior.std.to(base.dtype)
+    if not bool(torch.isfinite(mean).all() & torch.isfinite(std).all()):  # one device sync
+        raise NonFiniteLatentsError(_non_finite_message(posterior.mean.dtype, base.dtype, wheres))
+    return mean, std
+
+
+def _non_finite_message(
+    encoded_in: torch.dtype, cast_to: torch.dtype, wheres: list[str | None] | None
+) -> str:
+    named = [where for where in wheres or [] if where]
+    samples = ", ".join(named[:NAMED_SAMPLES]) if named else "a batch"
+    if len(named) > NAMED_SAMPLES:
+        samples += f" and {len(named) - NAMED_SAMPLES} more"
+    dtypes = str(encoded_in).removeprefix("torch.")
+    if cast_to != encoded_in:
+        dtypes += f", cast to {str(cast_to).removeprefix('torch.')}"
+    return (
+        f"the VAE encoded {samples} to NaN/inf latents ({dtypes}): encode in bf16 or fp32 (train "
+        "--mixed-precision bf16 or no; data prepare --dtype bfloat16 or float32), or use a VAE made "
+        "for fp16 (madebyollin/sdxl-vae-fp16-fix) as the model's vae folder"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # The loss of one micro-batch
 # ---------------------------------------------------------------------------------------------
 
@@ -119,10 +164,8 @@ def _latent_posterior(batch: TrainingBatch, frozen: FrozenParts) -> tuple[torch.
     dtype = frozen.weight_dtype
     if batch.latent_mean is not None:
         return batch.latent_mean.to(dtype), batch.latent_std.to(dtype)
-    base = frozen.base
-    with torch.no_grad():
-        posterior = base.vae.encode(batch.pixels.to(base.vae_encoder_dtype)).latent_dist
-    return posterior.mean.to(dtype), posterior.std.to(dtype)
+    mean, std = encode_latents(frozen.base, batch.pixels, batch.wheres)
+    return mean.to(dtype), std.to(dtype)
 
 
 def _text_conditioning(batch: TrainingBatch, frozen: FrozenParts, dropped: torch.Tensor):

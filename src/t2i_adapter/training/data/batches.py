@@ -43,6 +43,7 @@ class TrainingSample:
     latent_std: torch.Tensor | None = None  # (4, R/8, R/8) VAE posterior std; only when cached
     embeds: torch.Tensor | None = None  # (77, D) caption embeddings; only when cached
     pooled: torch.Tensor | None = None  # (P,) SDXL pooled caption embedding; only when cached (SDXL)
+    where: str | None = None  # where the sample came from ("photos/a.png"), for error messages
 
 
 @dataclass
@@ -62,6 +63,7 @@ class TrainingBatch:
     latent_std: torch.Tensor | None = None  # (B, 4, R/8, R/8)
     embeds: torch.Tensor | None = None  # (B, 77, D)
     pooled: torch.Tensor | None = None  # (B, P)
+    wheres: list[str | None] | None = None  # (B,) where each sample came from, when known
 
     def to(self, device: torch.device | str) -> TrainingBatch:
         """The same batch with every tensor on `device` (dtypes kept: the loss casts to the models')."""
@@ -89,6 +91,7 @@ def collate(samples: list[TrainingSample]) -> TrainingBatch:
         latent_std=_stacked(samples, "latent_std"),
         embeds=_stacked(samples, "embeds"),
         pooled=_stacked(samples, "pooled"),
+        wheres=[sample.where for sample in samples],
     )
 
 
@@ -122,6 +125,7 @@ def prepared_to_item(prepared: PreparedExample, position: int, resolution: int) 
         time_ids=torch.tensor([*prepared.original_size, *prepared.crop_top_left, resolution, resolution]),
         pixels=prepared.pixels,
         caption=prepared.caption,
+        where=prepared.where or None,
     )
 
 

@@ -34,6 +34,7 @@ class PreparedExample:
     caption: str
     original_size: tuple[int, int]  # (height, width) before resizing: SDXL micro-conditioning
     crop_top_left: tuple[int, int]  # (top, left) in the resized image
+    where: str = ""  # the example's `where` ("photos/a.png", "data.jsonl:3"), for error messages
 
 
 def resize_and_crop(
@@ -116,4 +117,5 @@ def prepare_example(
         caption=example.caption,
         original_size=original_size,
         crop_top_left=crop,
+        where=example.where,
     )

@@ -114,7 +114,9 @@ class LatentEncoder:
             for example in examples
         ]
         pixels = torch.stack([p.pixels for p in prepared])  # (B, 3, R, R)
-        encoded = encode_batch(self.base, pixels, [p.caption for p in prepared])
+        encoded = encode_batch(
+            self.base, pixels, [p.caption for p in prepared], [example.where for example in examples]
+        )
         members = []
         for row, item in enumerate(prepared):
             tensors = {name: _own(value[row]) for name, value in encoded.items()}

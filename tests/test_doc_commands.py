@@ -10,13 +10,16 @@ demo model and adapters and long settings become tiny ones through `SUBSTITUTION
 needs a GPU, hub weights that have no demo stand-in, several processes, or minutes (a benchmark, a
 web server) is only parsed, its options checked against the parser (`PARSED_ONLY`, with the
 reason); what cannot even be parsed (an outline with `...`, a placeholder, a download) is listed in
-`SKIPPED` with the reason. A documented command that neither runs nor is listed fails.
+`SKIPPED` with the reason. A documented command that neither runs nor is listed fails. Beside the
+commands: every `--option` the documents name, prose included, is an option of some parser, and
+every `t2i_adapter.*` name and source file they name exists.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pkgutil
 import re
 import runpy
 import shlex
@@ -36,6 +39,7 @@ from ldm_layout import save_single_file
 from t2i_adapter import demo_weights
 from t2i_adapter.checkpoints.save import save_adapter
 from t2i_adapter.generation.base_model import load_base_model
+from t2i_adapter.interfaces.cli.main import build_parser
 from t2i_adapter.interfaces.cli.main import main as cli
 from test_data_formats import TAG, write_folder, write_meta
 from test_loras import kohya_lora
@@ -146,7 +150,7 @@ def shell_lines(block: str) -> list[tuple[int, str]]:
     console prompts dropped, `\\` lines joined."""
     commands, parts = [], []
     for offset, line in enumerate(block.splitlines()):
-        parts.append(line.strip().removesuffix("\\"))
+        parts.append(line.strip().removesuffix("\\").strip())
         if line.rstrip().endswith("\\"):
             continue
         command = re.sub(r"(^|\s)#.*$", "", " ".join(parts)).strip().removeprefix("$ ")
@@ -414,3 +418,54 @@ def test_every_table_row_is_used_by_the_documents_of_today():
     assert not unused_reasons, f"SKIPPED or PARSED_ONLY rows no documented command needs: {unused_reasons}"
     unused = {pattern for pattern, _ in SUBSTITUTIONS} - used
     assert not unused, f"SUBSTITUTIONS rows no documented command needs: {unused}"
+
+
+def known_options() -> set[str]:
+    """Every option of `t2i-adapter` and its subcommands, of `accelerate launch`, and those the
+    benchmarks scripts add."""
+    from accelerate.commands.launch import launch_command_parser
+
+    options = set()
+
+    def walk(parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            options.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                for subparser in action.choices.values():
+                    walk(subparser)
+
+    walk(build_parser())
+    walk(launch_command_parser())
+    for script in (ROOT / "benchmarks").glob("*.py"):
+        options.update(re.findall(r"add_argument\(\s*\"(--[\w-]+)\"", script.read_text(encoding="utf-8")))
+    return options
+
+
+def test_every_option_the_documents_name_exists():
+    """Options named in prose (`--eval-steps`, a table of flags) are checked too, against every parser."""
+    known = known_options() | {"--flag", "--no-flag"}  # "boolean keys take --flag / --no-flag"
+    unknown = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        commands = [substitute(s.text, set()) for s in doc_snippets(doc) if not reason_in(SKIPPED, s.text)]
+        for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", "\n".join([prose, *commands])):
+            if option not in known:
+                unknown.append(f"{doc.name}: {option}")
+    assert not unknown, f"options no parser has: {sorted(set(unknown))}"
+
+
+def test_every_module_name_and_source_file_the_documents_name_exists():
+    """`t2i_adapter.x.y` names resolve and `pkg/file.py` paths exist (in the checkout or the package)."""
+    missing = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for name in sorted(set(re.findall(r"\bt2i_adapter(?:\.\w+)+", text))):
+            try:
+                pkgutil.resolve_name(name)
+            except (ImportError, AttributeError):
+                missing.append(f"{doc.name}: {name}")
+        for path in sorted(set(re.findall(r"`((?:\w+/)+\w+\.py)`", text))):
+            if not ((ROOT / path).exists() or (ROOT / "src" / "t2i_adapter" / path).exists()):
+                missing.append(f"{doc.name}: {path}")
+    assert not missing, f"names and files that do not exist: {missing}"

@@ -2,8 +2,10 @@
 
 One server (tiny SD model folder + tiny adapter, 64x64, 2 steps) and one browser page serve all
 tests, in order: generate from an upload, refuse bad uploads and still generate, draw a sketch,
-load parameters back from a PNG made here. With T2I_UPDATE_SCREENSHOTS=1 a last test runs the
-packaged demo model in the page and refreshes docs/webui.png (slow on a busy CPU, so opt-in).
+load parameters back from a PNG made here. A second server on the packaged demo model, in another
+tab, runs inpainting, the hires fields, the LoRA table and the mask brush; tests there that do not
+build on the one before start from a reloaded page (`fresh_page`). With T2I_UPDATE_SCREENSHOTS=1 a
+last test runs the demo model in a page of its own and refreshes docs/webui.png (slow, so opt-in).
 """
 
 from __future__ import annotations

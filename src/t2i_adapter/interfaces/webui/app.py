@@ -411,13 +411,13 @@ def _scheduler(defaults: dict[str, Any]) -> tuple[gr.Dropdown, gr.Textbox]:
             allow_custom_value=True,
             visible=bool(schedulers),
             elem_id="t2i-scheduler",
-            scale=3,
+            scale=2,
         )
         # A text box, not gr.Number: a number box shows and sends 0 when empty, and 0 is an eta.
         eta = gr.Textbox(
             value=handlers.eta_text(defaults["eta"]),
-            label="Eta: DDIM's eta, TCD's gamma (0 to 1)",
-            placeholder="empty: the scheduler's own",
+            label="Eta: DDIM's eta, TCD's gamma",
+            placeholder="0 to 1; empty: the scheduler's own",
             elem_id="t2i-eta",
             scale=2,
         )

@@ -820,3 +820,72 @@ def test_the_hires_fields_upscale_a_demo_generation_and_its_png_restores_them(tm
     assert Image.open(output.paths[0]).size == (128, 128)  # 64x64, upscaled by 2
     fields = handlers.parameters_from_png(str(output.paths[0]), tmp_path / "out").fields
     assert (fields["hires_scale"], fields["hires_strength"], fields["hires_steps"]) == (2, 0.4, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eta: the scheduler's step noise, empty for the scheduler's own
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_eta_box_reaches_the_settings_and_an_empty_one_leaves_the_schedulers_own():
+    def eta(value):
+        return handlers.build_settings(_page(eta=value), model="m", condition_paths=[]).eta
+
+    assert eta("") is None and eta("  ") is None and eta(None) is None  # as before the box: same images
+    assert eta("0") == 0.0 and eta(" 0.3 ") == 0.3
+    with pytest.raises(T2IAdapterError, match=r"^eta must be a number from 0\.0 to 1\.0, not 2\.0$"):
+        eta("2")
+    with pytest.raises(T2IAdapterError, match=r"^eta 'much' is not a number \(empty: the scheduler's own\)$"):
+        eta("much")
+
+
+def test_the_eta_of_a_png_is_restored_and_a_png_without_one_empties_the_box(tmp_path):
+    from t2i_adapter.interfaces.webui import build_app
+
+    app = build_app(model="demo", cache=object(), output_dir=tmp_path / "out")
+    [load] = [fn for fn in app.fns.values() if fn.name == "load_parameters"]
+    position = [block._id for block in load.outputs].index(_component(app, "t2i-eta")._id)
+    assert _component(app, "t2i-eta").value == ""  # the page starts with the scheduler's own
+
+    assert (
+        handlers.parameters_from_png(str(_png_with(tmp_path, eta=0.123456789)), tmp_path).fields["eta"]
+        == "0.123456789"
+    )
+    assert load.fn(str(_png_with(tmp_path, eta=0.0)))[position] == "0.0"  # 0 is an eta, not empty
+    assert load.fn(str(_png_with(tmp_path)))[position] == ""  # emptied, not "left as it was"
+
+
+def test_eta_changes_a_demo_ddim_image_and_a_scheduler_without_eta_refuses_it_in_one_line(tmp_path):
+    import numpy as np
+
+    from t2i_adapter.demo_weights import demo_weights_available
+    from t2i_adapter.generation.api import ModelCache
+    from t2i_adapter.io.png import read_png_parameters
+
+    if not demo_weights_available():
+        pytest.skip("the demo weights are not built")
+    cache = ModelCache()
+
+    def run(**changes):
+        page = _page(prompt="", steps=3, **changes)
+        output = handlers.run_generation(
+            page, model="demo", cache=cache, output_dir=tmp_path, limits=Limits()
+        )
+        return output.paths[0]
+
+    plain, noisy = run(eta=""), run(eta="1")
+    assert read_png_parameters(plain)["eta"] is None and read_png_parameters(noisy)["eta"] == 1.0
+    difference = np.abs(np.asarray(Image.open(plain), int) - np.asarray(Image.open(noisy), int))
+    assert difference.mean() > 1
+    with pytest.raises(T2IAdapterError, match="^eta applies to .*not EulerDiscreteScheduler$"):
+        run(scheduler="euler", eta="0.5")
+
+
+def test_the_mask_brush_starts_at_12_pixels_of_the_picture(tmp_path):
+    from t2i_adapter.interfaces.webui import build_app
+    from t2i_adapter.interfaces.webui.app import MASK_BRUSH_SIZE
+
+    editor = _component(build_app(model="demo", cache=object(), output_dir=tmp_path), "t2i-init-editor")
+    # As before the size control was documented: the editor's own slider starts here.
+    assert MASK_BRUSH_SIZE == 12 and editor.brush.default_size == MASK_BRUSH_SIZE
+    assert editor.get_config()["brush"]["default_size"] == 12  # what the browser is sent

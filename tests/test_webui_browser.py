@@ -2,8 +2,10 @@
 
 One server (tiny SD model folder + tiny adapter, 64x64, 2 steps) and one browser page serve all
 tests, in order: generate from an upload, refuse bad uploads and still generate, draw a sketch,
-load parameters back from a PNG made here. With T2I_UPDATE_SCREENSHOTS=1 a last test runs the
-packaged demo model in the page and refreshes docs/webui.png (slow on a busy CPU, so opt-in).
+load parameters back from a PNG made here. A second server on the packaged demo model, in another
+tab, runs inpainting, the hires fields, the LoRA table and the mask brush; tests there that do not
+build on the one before start from a reloaded page (`fresh_page`). With T2I_UPDATE_SCREENSHOTS=1 a
+last test runs the demo model in a page of its own and refreshes docs/webui.png (slow, so opt-in).
 """
 
 from __future__ import annotations
@@ -153,14 +155,18 @@ def set_number(page, elem_id: str, value) -> None:
 
 
 def gallery_pngs(page, previous: set[str] = frozenset()) -> dict[str, bytes]:
-    """Wait for gallery images other than `previous`, and download each one as the browser serves it."""
+    """Wait for gallery images other than `previous`, and download each one as the browser serves it;
+    an error shown instead fails at once with its text (rather than waiting out the timeout)."""
     page.wait_for_function(
         """(previous) => {
             const srcs = [...document.querySelectorAll('#t2i-gallery img')].map(img => img.src);
-            return srcs.length > 0 && srcs.some(src => !previous.includes(src));
+            const fresh = srcs.length > 0 && srcs.some(src => !previous.includes(src));
+            return fresh || document.querySelector('.toast-body') !== null;
         }""",
         arg=list(previous),
     )
+    if page.locator(".toast-body").count():
+        pytest.fail(f"the page showed an error instead of images: {error_toasts(page)}")
     sources = page.eval_on_selector_all("#t2i-gallery img", "imgs => [...new Set(imgs.map(img => img.src))]")
     return {src: page.request.get(src).body() for src in sources}
 
@@ -518,6 +524,186 @@ def test_an_uploaded_mask_file_wins_over_the_strokes_and_keeps_the_pixels_outsid
     out = np.asarray(output.convert("RGB")).astype(int)
     assert (~seam).mean() > 0.3 and (out[~seam] == init[~seam]).all()
     assert (np.abs(out - init).sum(axis=2) > 0)[np.asarray(mask) > 0].mean() > 0.5
+
+
+def fresh_page(page) -> None:
+    """Start a test from the page as a new visitor sees it: txt2img, no pictures, no mask, closed
+    sections, default fields. The inpaint tests before leave unit 1 holding a file (its upload
+    area is gone: a click on it waits out the timeout) and the page in inpaint mode with a mask
+    (which refuses a hires pass), so a later test that sets only its own fields needs this."""
+    page.reload()
+    page.wait_for_selector("#t2i-generate")
+    assert page.locator("#t2i-mode input[value=txt2img]").is_checked()
+
+
+def open_section(page, elem_id: str) -> None:
+    """Open an accordion if it is closed (a click on an open one would close it)."""
+    label = page.locator(f"#{elem_id} button.label-wrap").first
+    if "open" not in (label.get_attribute("class") or "").split():
+        label.click()
+    page.wait_for_function(
+        "(id) => document.querySelector(`#${id} button.label-wrap`).classList.contains('open')", arg=elem_id
+    )
+
+
+def demo_scene(page, world, seed: int = 5):
+    """The demo's scene `seed`: its sketch uploaded for unit 1 (demo:sketch) and its caption as the prompt."""
+    from t2i_adapter.demo.world import make_scene
+
+    scene = make_scene(seed)
+    scene.condition("sketch").save(world / f"scene-{seed}-sketch.png")
+    upload(page, "t2i-unit-1-upload", world / f"scene-{seed}-sketch.png")
+    page.wait_for_selector("#t2i-unit-1-condition img")
+    page.locator("#t2i-prompt textarea").fill(scene.caption)
+    return scene
+
+
+def generated_png(page, save_as: Path | None = None) -> Image.Image:
+    """Click Generate and return the one new image (its parameters loaded), saved as `save_as` too."""
+    previous = set(page.eval_on_selector_all("#t2i-gallery img", "imgs => imgs.map(img => img.src)"))
+    page.click("#t2i-generate")
+    [data] = gallery_pngs(page, previous).values()
+    if save_as is not None:
+        save_as.write_bytes(data)
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def number_value(page, elem_id: str) -> float:
+    return float(page.locator(f"#{elem_id} input[type=number]").first.input_value())
+
+
+def test_the_hires_fields_upscale_in_the_page_and_a_png_dropped_back_restores_them(demo_page, world):
+    from t2i_adapter.io.png import read_png_parameters
+
+    page, _ = demo_page
+    fresh_page(page)
+    open_section(page, "t2i-hires")
+    demo_scene(page, world)
+    set_number(page, "t2i-steps", 4)
+    set_number(page, "t2i-seed", 11)
+    set_number(page, "t2i-hires-scale", 2)
+    set_number(page, "t2i-hires-strength", 0.4)
+    set_number(page, "t2i-hires-steps", 2)
+    choose(page, "t2i-hires-upscaler", "bicubic")
+    image = generated_png(page, save_as=world / "hires-here.png")
+
+    assert image.size == (128, 128)  # the demo's 64x64, upscaled by 2
+    assert "1 image 128x128, seed 11" in page.inner_text("#t2i-status")
+    parameters = read_png_parameters(image)
+    hires = [parameters[f"hires_{name}"] for name in ("scale", "strength", "steps", "upscaler")]
+    assert hires == [2, 0.4, 2, "bicubic"]
+    assert parameters["eta"] is None  # the empty eta box: the scheduler's own, as before it existed
+
+    set_number(page, "t2i-hires-scale", 1)
+    set_number(page, "t2i-hires-strength", 0.7)
+    set_number(page, "t2i-hires-steps", 0)
+    choose(page, "t2i-hires-upscaler", "latent")
+    upload(page, "t2i-load-png", world / "hires-here.png")
+    page.wait_for_function("() => document.querySelector('#t2i-hires-upscaler input').value === 'bicubic'")
+    restored = [number_value(page, f"t2i-hires-{name}") for name in ("scale", "strength", "steps")]
+    assert restored == [2, 0.4, 2]
+
+
+def edit_cell(page, elem_id: str, row: int, column: int, text: str) -> None:
+    """Type `text` into a table cell (double-click opens its editor; Enter commits it)."""
+    page.locator(f"#{elem_id} [data-testid=cell-{row}-{column}]").dblclick()
+    editor = page.locator(f"#{elem_id} textarea[aria-label='Edit cell']")
+    editor.fill(text)
+    editor.press("Enter")
+    page.wait_for_function(  # the cell's text, not its menu button's
+        "([id, cell, text]) => document.querySelector(`#${id} [data-testid=${cell}] span`).innerText.trim() === text",
+        arg=[elem_id, f"cell-{row}-{column}", text],
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_lora(world) -> Path:
+    """A kohya LoRA for the demo model's UNet (random deltas: it visibly changes the picture)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from t2i_adapter.generation.api import ModelCache
+    from test_loras import kohya_lora
+
+    base = ModelCache().base_model("demo", dtype=torch.float32, device="cpu")
+    path = world / "demo-style.safetensors"
+    save_file(kohya_lora(base, 7, text=False), str(path))
+    return path
+
+
+def test_a_lora_in_the_table_changes_the_image_and_is_recorded_and_a_bad_path_is_one_line(
+    demo_page, world, demo_lora
+):
+    import numpy as np
+
+    from t2i_adapter.io.png import read_png_parameters
+
+    page, _ = demo_page
+    fresh_page(page)
+    open_section(page, "t2i-loras-section")
+    demo_scene(page, world)
+    set_number(page, "t2i-steps", 4)
+    set_number(page, "t2i-seed", 21)
+    plain = generated_png(page)
+    edit_cell(page, "t2i-loras", 0, 0, str(demo_lora))
+    edit_cell(page, "t2i-loras", 0, 1, "0.8")
+    styled = generated_png(page)
+
+    assert read_png_parameters(plain)["loras"] == []
+    assert read_png_parameters(styled)["loras"] == [{"path": str(demo_lora), "scale": 0.8}]
+    difference = np.abs(np.asarray(plain.convert("RGB"), int) - np.asarray(styled.convert("RGB"), int))
+    assert difference.mean() > 2  # out of 255: the same seed, another picture
+
+    missing = world / "no-such-lora.safetensors"
+    edit_cell(page, "t2i-loras", 0, 0, str(missing))
+    page.click("#t2i-generate")
+    wait_for_error(page, "no-such-lora.safetensors: no such file")
+    message = error_toasts(page)  # the toast's title, its close button, then the message
+    assert "Traceback" not in message
+    assert message.strip().splitlines()[-1] == f"{missing}: no such file or folder (LoRA)"
+    close_toasts(page)
+    page.wait_for_selector(".toast-body", state="detached")
+
+
+def mask_coverage(image: Image.Image) -> float:
+    """The fraction of the picture a generated inpaint PNG's recorded mask repaints."""
+    import numpy as np
+
+    from t2i_adapter.io.png import read_png_parameters
+
+    return float((np.asarray(Image.open(read_png_parameters(image)["mask"]).convert("L")) > 127).mean())
+
+
+def test_the_mask_brush_starts_at_12_pixels_and_its_size_slider_narrows_the_stroke(demo_page, world):
+    from t2i_adapter.demo.world import make_scene
+
+    page, _ = demo_page
+    make_scene(5).image().save(world / "brush-init.png")
+
+    def painted_with(size: str | None) -> float:
+        fresh_page(page)  # no strokes, and an init upload area to click
+        demo_scene(page, world)
+        set_number(page, "t2i-steps", 2)
+        page.locator("#t2i-mode").get_by_label("inpaint").check()
+        upload(page, "t2i-init-upload", world / "brush-init.png")
+        page.wait_for_selector("#t2i-init-editor canvas")
+        page.wait_for_timeout(1000)  # the picture is drawn into the editor
+        page.locator("#t2i-init-editor button[aria-label=Brush]").first.click()
+        page.locator("#t2i-init-editor button[aria-label='Brush Size']").click()
+        slider = page.locator("#t2i-init-editor input[type=range]")
+        if size is None:
+            assert slider.input_value() == "12"  # MASK_BRUSH_SIZE, as before
+        else:
+            slider.fill(size)
+        page.locator("#t2i-init-editor button[aria-label='Brush Size']").click()  # close the popover
+        paint_stroke(page, "t2i-init-editor", (0.48, 0.4), (0.52, 0.55))
+        return mask_coverage(generated_png(page))
+
+    default = painted_with(None)
+    narrow = painted_with("3")
+    assert 0 < narrow < default / 2
 
 
 @pytest.mark.slow

@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_MB = 20
 DEFAULT_SIZE = 512
 SIZE_STEP = 8
+# The mask brush's starting size in the init picture's pixels; the editor's own "Brush Size"
+# slider (under the brush tool) changes it. Gradio's "auto" sizes it to the 800 px canvas: one
+# dab covered 3/4 of a 64 px picture.
+MASK_BRUSH_SIZE = 12
 IMAGE_FILE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"]
 
 # System fonts only: the default theme would fetch IBM Plex from Google Fonts, and this page
@@ -389,19 +393,35 @@ def _inputs(
             label="Images",
             elem_id="t2i-num-images",
         )
-    schedulers = available_schedulers()
-    scheduler = gr.Dropdown(
-        schedulers,
-        value=defaults["scheduler"] if defaults["scheduler"] in schedulers else None,
-        label="Scheduler",
-        allow_custom_value=True,
-        visible=bool(schedulers),
-        elem_id="t2i-scheduler",
-    )
+    scheduler, eta = _scheduler(defaults)
     fields = {"prompt": prompt, "negative_prompt": negative, "steps": steps, "guidance_scale": guidance}
-    fields.update(seed=seed, width=width, height=height, num_images=num_images, scheduler=scheduler)
+    fields.update(seed=seed, width=width, height=height, num_images=num_images, scheduler=scheduler, eta=eta)
     fields.update(image_fields, **_hires())
     return fields, units
+
+
+def _scheduler(defaults: dict[str, Any]) -> tuple[gr.Dropdown, gr.Textbox]:
+    """The scheduler and its step noise (eta): an empty eta box leaves the scheduler's own."""
+    schedulers = available_schedulers()
+    with gr.Row():
+        scheduler = gr.Dropdown(
+            schedulers,
+            value=defaults["scheduler"] if defaults["scheduler"] in schedulers else None,
+            label="Scheduler",
+            allow_custom_value=True,
+            visible=bool(schedulers),
+            elem_id="t2i-scheduler",
+            scale=2,
+        )
+        # A text box, not gr.Number: a number box shows and sends 0 when empty, and 0 is an eta.
+        eta = gr.Textbox(
+            value=handlers.eta_text(defaults["eta"]),
+            label="Eta: DDIM's eta, TCD's gamma",
+            placeholder="0 to 1; empty: the scheduler's own",
+            elem_id="t2i-eta",
+            scale=2,
+        )
+    return scheduler, eta
 
 
 def _outputs() -> Outputs:
@@ -566,8 +586,10 @@ def _init_picture(defaults: dict[str, Any], limits: Limits) -> dict[str, Any]:
                 sources=[],
                 layers=False,
                 transforms=[],
-                brush=gr.Brush(colors=["#ffffff", "#000000"], default_size=12, color_mode="fixed"),
-                label="Inpaint mask: paint over what to repaint (either colour)",
+                brush=gr.Brush(
+                    colors=["#ffffff", "#000000"], default_size=MASK_BRUSH_SIZE, color_mode="fixed"
+                ),
+                label="Inpaint mask: paint over what to repaint (either colour; brush size under the brush)",
                 elem_id="t2i-init-editor",
             ),
             limits,
@@ -625,7 +647,7 @@ def _init_picture(defaults: dict[str, Any], limits: Limits) -> dict[str, Any]:
 
 def _loras() -> dict[str, Any]:
     """The LoRA table: one row per LoRA (file, folder or hub id) with its scale."""
-    with gr.Accordion("LoRAs", open=False):
+    with gr.Accordion("LoRAs", open=False, elem_id="t2i-loras-section"):
         loras = gr.Dataframe(
             value=[["", 1.0]],
             headers=["LoRA (file, folder or hub id)", "Scale"],
@@ -640,7 +662,7 @@ def _loras() -> dict[str, Any]:
 
 def _hires() -> dict[str, Any]:
     """Hires fix: a second img2img pass at `scale` times the size (1: off)."""
-    with gr.Accordion("Hires fix", open=False), gr.Row():
+    with gr.Accordion("Hires fix", open=False, elem_id="t2i-hires"), gr.Row():
         scale = gr.Slider(
             *FIELD_RANGES["hires_scale"],
             value=1.0,

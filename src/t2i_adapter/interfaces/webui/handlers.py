@@ -72,7 +72,8 @@ class UnitInput:
 @dataclass
 class PageInput:
     """What the page holds for one Generate click: `GenerationSettings` fields as its components
-    give them (an empty seed box is None: a fresh seed; no scheduler: the default) and the units."""
+    give them (an empty seed box is None: a fresh seed; no scheduler: the default; an empty eta box
+    is None: the scheduler's own) and the units."""
 
     prompt: str | None
     negative_prompt: str | None
@@ -83,6 +84,7 @@ class PageInput:
     height: float
     num_images: float
     scheduler: str | None = None
+    eta: str | float | None = None  # DDIM's eta, TCD's gamma, as typed; empty: the scheduler's own
     units: list[UnitInput] = field(default_factory=list)
     mode: str = MODE_TXT2IMG
     init_upload: str | None = None  # the init picture's file (img2img and inpaint)
@@ -310,6 +312,22 @@ def parse_loras(rows: Any) -> list[LoraSpec]:
     return specs
 
 
+def parse_eta(text: str | float | None) -> float | None:
+    """The eta box: empty is None (the scheduler's own eta), else a number (`GenerationSettings`
+    checks its range)."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        raise T2IAdapterError(f"eta '{text}' is not a number (empty: the scheduler's own)") from None
+
+
+def eta_text(eta: float | None) -> str:
+    """What the eta box shows for a recorded eta: empty for none."""
+    return "" if eta is None else str(float(eta))  # repr: exactly the recorded number
+
+
 def _image_fields(page: PageInput, init_path: str | None, mask_path: str | None) -> dict[str, Any]:
     """The `GenerationSettings` fields of the page's mode and hires pass (none for a plain txt2img)."""
     values: dict[str, Any] = {}
@@ -387,6 +405,9 @@ def build_settings(
         replace(spec, cond=path) for spec, path in zip(check_units(page.units), condition_paths, strict=True)
     ]
     extra = {"scheduler": page.scheduler} if page.scheduler else {}
+    eta = parse_eta(page.eta)
+    if eta is not None:
+        extra["eta"] = eta
     return GenerationSettings(
         model=model,
         prompt=page.prompt or "",
@@ -606,6 +627,7 @@ def page_fields(settings: GenerationSettings, outputs: Path) -> tuple[dict[str, 
         "prompt": settings.prompt,
         "negative_prompt": settings.negative_prompt,
         "scheduler": settings.scheduler,
+        "eta": eta_text(getattr(settings, "eta", None)),  # no eta empties the box
         "mode": recorded_mode(settings),
         "loras": [[spec.path, spec.scale] for spec in settings.loras] or [["", 1.0]],
     }

@@ -3,6 +3,8 @@ layers), switched without recompiling, the original weights restored exactly, QK
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -185,3 +187,37 @@ def test_a_layer_that_cannot_be_fused_stays_a_peft_layer(files, stub_compile, co
     with FusedLoras.of(pipe.base.unet).plain():
         assert pipe.base.unet.get_submodule(name) is kept
         assert pipe.base.unet.get_submodule(name.replace("to_q", "to_k")).__class__ is torch.nn.Linear
+
+
+@pytest.mark.slow  # Inductor's C++ code generation for the tiny UNet: 1-3 minutes on 2 cores
+@pytest.mark.skipif(
+    compiling.compile_unsupported(torch.device("cpu")) is not None,
+    reason=f"torch.compile cannot run here: {compiling.compile_unsupported(torch.device('cpu'))}",
+)
+def test_inductor_reads_the_weights_fused_after_it_compiled(files, condition):
+    """The compiled code takes the weights as inputs (no constants baked in): LoRAs fused after
+    compiling change its output, and match eager, with no second graph."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    eager, compiled = T2IAdapterPipeline(tiny_sd_base_model()), compiled_pipeline()
+    plain = sample(compiled, [], condition)
+    graphs = counters["stats"]["unique_graphs"]
+    specs = lora_sets(files)[1]
+    images = sample(compiled, specs, condition)
+    assert counters["stats"]["unique_graphs"] == graphs
+    torch._dynamo.reset()
+    assert np.abs(images - sample(eager, specs, condition)).max() <= 1e-4  # Inductor's float reordering
+    assert np.abs(images - plain).max() > 1e-2
+
+
+def test_inductor_freezing_is_said_to_ignore_later_loras(stub_compile, monkeypatch, caplog):
+    from torch._inductor import config
+
+    for freezing in (False, True):
+        monkeypatch.setattr(config, "freezing", freezing)
+        with caplog.at_level(logging.WARNING, logger="t2i_adapter"):
+            compiling.CompiledUNet(torch.nn.Linear(2, 2), torch.device("cpu"))
+    assert [record.getMessage() for record in caplog.records] == [
+        "--compile: Inductor freezing is on: LoRAs chosen after compiling will not apply"
+    ]

@@ -64,6 +64,8 @@ class CompiledUNet:
         self.device = device
         self.mode = compile_mode(device)
         self.module = torch.compile(unet, mode=self.mode, backend=BACKEND)
+        if BACKEND == "inductor" and _inductor_freezes():
+            logger.warning("--compile: Inductor freezing is on: LoRAs chosen after compiling will not apply")
         self.shapes: dict[tuple, float] = {}  # input shapes seen -> seconds of their first call
         self.pending_seconds = 0.0  # compile time not yet reported (`take_compile_seconds`)
 
@@ -99,6 +101,14 @@ def compile_vae_decode(vae: Any) -> Any:
         return vae.decode(latents, return_dict=False)[0]
 
     return torch.compile(decode, backend=BACKEND)
+
+
+def _inductor_freezes() -> bool:
+    """Inductor's `freezing` (TORCHINDUCTOR_FREEZING=1) bakes the weights in as constants, so weights
+    changed after compiling (`lora_fusion` merging LoRAs in place) would be ignored."""
+    from torch._inductor import config
+
+    return bool(config.freezing)
 
 
 def _shape_key(sample: torch.Tensor, kwargs: dict[str, Any]) -> tuple:

@@ -9,6 +9,8 @@ the peft wrappers are swapped out for their base layers: the graph sees the plai
 the LoRAs, and takes the (mutated) weights as inputs, so a change of LoRAs or scales recompiles
 nothing. Fused QKV projections (`to_qkv`, `to_kv`) are copies of `to_q`/`to_k`/`to_v`: they are
 refreshed after every change, so the fusion stays on with LoRAs.
+This needs Inductor's `freezing` off (its default): freezing bakes the weights in as constants
+(`compiling` warns when it is on).
 
 Restoring never subtracts a delta (`(W0 + d) - d` is not `W0` in floating point): the original of
 every layer is copied to the CPU the first time it is fused and copied back, so any number of

@@ -10,7 +10,8 @@ loading it twice; different models load in parallel. Base models are the big one
 preprocessor models: `conditions.style.load_clip_vision` keeps them, once per process. LoRAs
 live inside the base model they were loaded into (as peft adapters), so they are cached with it
 and go when it goes; a generation holds its pipeline while its LoRAs are chosen and it samples,
-so two generations never mix LoRAs.
+so two generations never mix LoRAs (a compiled pipeline's LoRAs are fused into its own UNet's
+weights, `lora_fusion`: the next generation re-fuses or restores them).
 """
 
 from __future__ import annotations

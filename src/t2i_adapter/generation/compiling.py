@@ -1,10 +1,11 @@
 """`--compile`: the UNet (and on CUDA the VAE decode) through `torch.compile`, kept with the pipeline.
 
 On CUDA: mode "reduce-overhead" (CUDA graphs), channels-last weights and fused QKV projections
-(diffusers' `fuse_qkv_projections`); elsewhere the default mode. Where compile cannot work (MPS,
-a CPU without a C++ compiler, no Triton on CUDA) `compile_unsupported` says why and the pipeline
-runs eagerly after one warning line. `CompiledUNet` times the first call of each new input shape
-(that call compiles) so the progress line and the timings can show it.
+(diffusers' `fuse_qkv_projections`); elsewhere the default mode. LoRAs are fused into its weights
+(`lora_fusion`), so choosing other LoRAs or scales does not recompile it. Where compile cannot
+work (MPS, a CPU without a C++ compiler, no Triton on CUDA) `compile_unsupported` says why and
+the pipeline runs eagerly after one warning line. `CompiledUNet` times the first call of each new
+input shape (that call compiles) so the progress line and the timings can show it.
 """
 
 from __future__ import annotations
@@ -34,29 +35,16 @@ def compile_mode(device: torch.device) -> str | None:
 
 
 def prepare_unet(unet: Any, device: torch.device) -> None:
-    """On CUDA: channels-last weights and fused QKV projections, where this diffusers offers them."""
+    """On CUDA: channels-last weights and fused QKV projections, where this diffusers offers them
+    (LoRAs keep them: `lora_fusion` merges into `to_q`/`to_k`/`to_v` and recopies the fused ones)."""
     if device.type != "cuda":
         return
     unet.to(memory_format=torch.channels_last)
-    if hasattr(unet, "fuse_qkv_projections") and not has_lora(unet):
+    if hasattr(unet, "fuse_qkv_projections"):
         try:
             unet.fuse_qkv_projections()
         except ValueError as error:  # added KV projections (some UNets) cannot be fused
             logger.info("QKV projections left unfused: %s", error)
-
-
-def has_lora(module: Any) -> bool:
-    """Whether peft adapters (LoRAs) are loaded into `module`: a fused QKV would bypass them."""
-    return bool(getattr(module, "peft_config", None))
-
-
-def unfuse_for_loras(unet: Any) -> None:
-    """LoRAs act on to_q/to_k/to_v; a fused projection would skip them, so undo the fusion."""
-    if not has_lora(unet) or getattr(unet, "original_attn_processors", None) is None:
-        return
-    if any("Fused" in type(processor).__name__ for processor in unet.attn_processors.values()):
-        logger.info("LoRAs loaded into a UNet with fused QKV projections: unfusing them")
-        unet.unfuse_qkv_projections()
 
 
 def vae_compile_pays(device: torch.device) -> bool:
@@ -76,6 +64,8 @@ class CompiledUNet:
         self.device = device
         self.mode = compile_mode(device)
         self.module = torch.compile(unet, mode=self.mode, backend=BACKEND)
+        if BACKEND == "inductor" and _inductor_freezes():
+            logger.warning("--compile: Inductor freezing is on: LoRAs chosen after compiling will not apply")
         self.shapes: dict[tuple, float] = {}  # input shapes seen -> seconds of their first call
         self.pending_seconds = 0.0  # compile time not yet reported (`take_compile_seconds`)
 
@@ -111,6 +101,14 @@ def compile_vae_decode(vae: Any) -> Any:
         return vae.decode(latents, return_dict=False)[0]
 
     return torch.compile(decode, backend=BACKEND)
+
+
+def _inductor_freezes() -> bool:
+    """Inductor's `freezing` (TORCHINDUCTOR_FREEZING=1) bakes the weights in as constants, so weights
+    changed after compiling (`lora_fusion` merging LoRAs in place) would be ignored."""
+    from torch._inductor import config
+
+    return bool(config.freezing)
 
 
 def _shape_key(sample: torch.Tensor, kwargs: dict[str, Any]) -> tuple:

@@ -13,10 +13,11 @@ This one class does all of that over the same diffusers UNet, VAE, text encoders
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from t2i_adapter.conditions.clip_vision import StyleImageEncoder, load_clip_visi
 from t2i_adapter.conditions.style import DEFAULT_CLIP_VISION
 from t2i_adapter.conditions.tensor import condition_to_tensor
 from t2i_adapter.errors import ModelMismatchError, T2IAdapterError
-from t2i_adapter.generation import compiling
+from t2i_adapter.generation import compiling, lora_fusion
 from t2i_adapter.generation.base_model import BaseModel
 from t2i_adapter.generation.checks import (
     check_feature_shapes,
@@ -170,7 +171,8 @@ class T2IAdapterPipeline:
         if reason is not None:
             logger.warning("--compile: %s; running eagerly", reason)
             return False
-        compiling.prepare_unet(self.base.unet, self.execution_device)
+        with lora_fusion.FusedLoras.of(self.base.unet).plain():  # QKV fused from the plain layers
+            compiling.prepare_unet(self.base.unet, self.execution_device)
         self.compiled_unet = compiling.CompiledUNet(self.base.unet, self.execution_device)
         if self._decode_compile_pays():
             self._compiled_decode = compiling.compile_vae_decode(self.base.vae)
@@ -329,18 +331,19 @@ class T2IAdapterPipeline:
         latents, first, inpaint = self._start_latents(
             conditioning.batch_size, width, height, scheduler, steps, request.generator, start
         )
-        latents = denoise(
-            self._denoiser(conditioning, width, height),
-            scheduler,
-            latents,
-            conditioning,
-            guidance_scale=request.guidance_scale,
-            generator=request.generator,
-            eta=request.eta,
-            callback=self._reporting_compile(_overall_progress(request)),
-            start=first,
-            inpaint=inpaint,
-        )
+        with self._denoiser(conditioning, width, height) as unet:
+            latents = denoise(
+                unet,
+                scheduler,
+                latents,
+                conditioning,
+                guidance_scale=request.guidance_scale,
+                generator=request.generator,
+                eta=request.eta,
+                callback=self._reporting_compile(_overall_progress(request)),
+                start=first,
+                inpaint=inpaint,
+            )
         request.steps_done += len(scheduler.timesteps) - first
         return latents, conditions
 
@@ -505,19 +508,27 @@ class T2IAdapterPipeline:
             fill_idle=self.compiled_unet is not None,  # one graph for every step
         )
 
-    def _denoiser(self, conditioning: StepConditioning, width: int, height: int) -> Any:
-        """The UNet to sample with: the compiled one (`fill_idle`: idle steps get zero residuals, one
-        graph) or the module itself. A size or batch the compiled UNet has not seen yet is said
-        once: it recompiles."""
+    @contextlib.contextmanager
+    def _denoiser(self, conditioning: StepConditioning, width: int, height: int) -> Iterator[Any]:
+        """The UNet to sample with. Eager: the module itself, LoRAs as peft layers (unfused). Compiled
+        (`fill_idle`: idle steps get zero residuals, one graph): the compiled one, with the chosen
+        LoRAs fused into its weights and the peft layers out of its way (`lora_fusion`), so other
+        LoRAs or scales recompile nothing. A size or batch it has not seen yet is said once: it
+        recompiles."""
+        unet = self.base.unet
         if self.compiled_unet is None:
-            return self.base.unet
-        compiling.unfuse_for_loras(self.base.unet)
+            lora_fusion.restore_originals(unet)  # a compiled pipeline over the same UNet may have fused
+            yield unet
+            return
         size = (width, height, conditioning.batch_size)
         if size not in self._compiled_sizes:
             if self._compiled_sizes:
                 logger.warning("new shape %dx%d (batch %d): recompiling the UNet", *size)
             self._compiled_sizes.add(size)
-        return self.compiled_unet
+        fused = lora_fusion.FusedLoras.of(unet)
+        fused.sync()
+        with fused.plain():
+            yield self.compiled_unet
 
     def _reporting_compile(
         self, callback: Callable[[dict[str, Any]], None] | None

@@ -233,6 +233,7 @@ def generate(
         clip_vision=settings.clip_vision,
         model_config=settings.model_config,
         prediction_type=settings.prediction_type,
+        vae=settings.vae,
         compile=settings.compile,
     )
     adapter_device = str(pipeline.execution_device)

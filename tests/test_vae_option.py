@@ -210,19 +210,35 @@ def test_png_records_the_vae_and_from_png_makes_the_same_picture(files, tmp_path
 def test_vaes_of_other_latents_are_refused_naming_the_file(files, tmp_path):
     flux_like = other_vae(latent_channels=16)
     flux_like.save_pretrained(tmp_path / "flux-vae")
-    sdxl_config = other_vae(scaling_factor=0.13025)
-    sdxl_config.save_pretrained(tmp_path / "sdxl-vae")
+    other_vae(scaling_factor=0.13025).save_pretrained(tmp_path / "sdxl-vae")
+    three = {"block_out_channels": (8, 8, 8), "down_block_types": ("DownEncoderBlock2D",) * 3}
+    other_vae(**three, up_block_types=("UpDecoderBlock2D",) * 3).save_pretrained(tmp_path / "4x-vae")
     file = save_ldm_file(flux_like, tmp_path / "flux-vae.safetensors", prefix="")
     for vae, problem in (
-        (tmp_path / "flux-vae", "16 latent channels (the model's VAE: 4)"),
-        (file, "16 latent channels (the model's VAE: 4)"),
+        (tmp_path / "flux-vae", "latent channels 16 (the model's VAE: 4)"),
+        (file, "latent channels 16 (the model's VAE: 4)"),
         (tmp_path / "sdxl-vae", "scaling factor 0.13025 (the model's VAE: 0.18215)"),
+        (tmp_path / "4x-vae", "downscale factor 4 (the model's VAE: 8)"),
     ):
         with pytest.raises(ModelMismatchError) as caught:
             load_base_model(str(files["model"]), vae=str(vae))
         message = str(caught.value)
         assert message.startswith(f"{vae}: this VAE does not fit base model") and problem in message
         assert "\n" not in message
+
+
+def test_a_config_without_a_scaling_factor_has_diffusers_default(files, tmp_path):
+    """stabilityai/sd-vae-ft-mse's config names no scaling factor: diffusers' 0.18215, SD1.x's."""
+    other_vae().save_pretrained(tmp_path / "old-config")
+    config = json.loads((tmp_path / "old-config" / "config.json").read_text())
+    del config["scaling_factor"]
+    (tmp_path / "old-config" / "config.json").write_text(json.dumps(config))
+    assert (
+        load_base_model(str(files["model"]), vae=str(tmp_path / "old-config")).vae.config.scaling_factor
+        == 0.18215
+    )
+    with pytest.raises(ModelMismatchError, match="scaling factor 0.18215 \\(the model's VAE: 0.466"):
+        load_base_model("demo", vae=str(tmp_path / "old-config"))
 
 
 class Payload:

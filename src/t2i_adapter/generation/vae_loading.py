@@ -16,6 +16,7 @@ factor: an SD3/Flux 16-channel VAE, an SDXL VAE config on SD1.5) is refused in o
 
 from __future__ import annotations
 
+import inspect
 import math
 import tempfile
 import warnings
@@ -40,6 +41,7 @@ VAE_CLASS = "AutoencoderKL"
 CONFIG_FILE = "config.json"
 # the VAE's own weights (a training checkpoint may also hold its discriminator, `loss.*`)
 VAE_PARTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+LATENT_KEYS = ("latent_channels", "block_out_channels", "scaling_factor", "shift_factor")
 SCALING_TOLERANCE = 1e-3  # relative: configs write 0.18215 and 0.182150001 alike
 
 
@@ -70,24 +72,31 @@ def load_vae(source: str | Path, *, like: Any, dtype: torch.dtype, name: str, mo
 # ---------------------------------------------------------------------------------------------
 
 
-def _downscale(block_out_channels) -> int:
-    return 2 ** (len(block_out_channels) - 1)
+def latent_format(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a VAE's latents are: channels, downscale factor, scaling and shift factors (diffusers'
+    defaults where a config is silent: `stabilityai/sd-vae-ft-mse`'s names no scaling factor)."""
+    from diffusers import AutoencoderKL  # seconds to import: only when a model is loaded
+
+    defaults = inspect.signature(AutoencoderKL.__init__).parameters
+    value = {key: config.get(key, defaults[key].default) for key in LATENT_KEYS}
+    return {
+        "latent channels": value["latent_channels"],
+        "downscale factor": 2 ** (len(value["block_out_channels"]) - 1),
+        "scaling factor": value["scaling_factor"],
+        "shift factor": value["shift_factor"],
+    }
 
 
 def check_vae_fits(
     found: Mapping[str, Any], expected: Mapping[str, Any], where: str, model_name: str
 ) -> None:
-    """`found` (a VAE config, or what a single file's shapes say) against the base model's VAE
-    config: latent channels, downscale factor and (configs only) scaling and shift factors."""
-    wrong = []
-    for key, label in (("latent_channels", "latent channels"), ("downscale", "downscale factor")):
-        want = expected.get(key) if key != "downscale" else _downscale(expected["block_out_channels"])
-        if key in found and found[key] != want:
-            wrong.append(f"{found[key]} {label} (the model's VAE: {want})")
-    for key, label in (("scaling_factor", "scaling factor"), ("shift_factor", "shift factor")):
-        have, want = found.get(key, "absent"), expected.get(key)
-        if have != "absent" and not _same_factor(have, want):
-            wrong.append(f"{label} {have} (the model's VAE: {want})")
+    """`found` (`latent_format` of a VAE config, or what a single file's shapes say) against the
+    base model's VAE (`expected`, its `latent_format`): every property `found` names must agree."""
+    wrong = [
+        f"{label} {have} (the model's VAE: {expected[label]})"
+        for label, have in found.items()
+        if not _same(have, expected[label])
+    ]
     if wrong:
         raise ModelMismatchError(
             f"{where}: this VAE does not fit base model '{model_name}': {', '.join(wrong)}; "
@@ -95,10 +104,11 @@ def check_vae_fits(
         )
 
 
-def _same_factor(have: Any, want: Any) -> bool:
-    if have is None or want is None:
-        return have is None and want is None
-    return math.isclose(float(have), float(want), rel_tol=SCALING_TOLERANCE)
+def _same(have: Any, want: Any) -> bool:
+    if isinstance(have, float) or isinstance(want, float):
+        both = have is not None and want is not None
+        return both and math.isclose(float(have), float(want), rel_tol=SCALING_TOLERANCE)
+    return have == want
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +151,7 @@ def _pretrained_vae(source: str | Path, *, like: Any, dtype: torch.dtype, name: 
         kind = config.get("_class_name", VAE_CLASS)
         if kind != VAE_CLASS:
             raise ModelMismatchError(f"{where}: a {kind}, not a VAE ({VAE_CLASS})")
-        check_vae_fits(config, like.config, where, model_name)
+        check_vae_fits(latent_format(config), latent_format(like.config), where, model_name)
         try:
             return AutoencoderKL.from_pretrained(where, torch_dtype=dtype, **subfolder)
         except Exception as error:
@@ -177,7 +187,7 @@ def _file_shape(weights: Mapping[str, torch.Tensor]) -> dict[str, int]:
     decoder_in = weights["decoder.conv_in.weight"]  # (channels, latent channels, 3, 3)
     block = "encoder.down_blocks." if _diffusers_layout(weights) else "encoder.down."
     blocks = {key[len(block) :].split(".")[0] for key in weights if key.startswith(block)}
-    return {"latent_channels": decoder_in.shape[1], "downscale": 2 ** (len(blocks) - 1)}
+    return {"latent channels": decoder_in.shape[1], "downscale factor": 2 ** (len(blocks) - 1)}
 
 
 def _diffusers_layout(weights: Mapping[str, torch.Tensor]) -> bool:
@@ -220,7 +230,7 @@ def _single_file_vae(path: Path, *, like: Any, dtype: torch.dtype, model_name: s
     from diffusers import AutoencoderKL
 
     weights = _read_weights(path)
-    check_vae_fits(_file_shape(weights), like.config, str(path), model_name)
+    check_vae_fits(_file_shape(weights), latent_format(like.config), str(path), model_name)
     weights = _diffusers_names(weights, like.config, path)
     with tempfile.TemporaryDirectory() as config_folder:
         like.to_json_file(str(Path(config_folder) / CONFIG_FILE))

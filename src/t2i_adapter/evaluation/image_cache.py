@@ -49,6 +49,9 @@ def picture_key(settings: GenerationSettings, conditions: list[Image.Image]) -> 
     """The hash naming the pictures these settings make from these condition maps."""
     data = {key: value for key, value in settings.to_dict().items() if key not in _NOT_IN_KEY}
     data["model"] = weights_identity(settings.model)
+    vae = data.pop("vae", None)  # absent, not null, without --vae: the keys made before it stay valid
+    if vae is not None:
+        data["vae"] = weights_identity(vae)
     for spec in data["adapters"]:
         spec["adapter"] = weights_identity(spec["adapter"])
     data["key_version"] = KEY_VERSION

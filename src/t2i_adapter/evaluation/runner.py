@@ -61,6 +61,7 @@ class EvalSettings:
     scheduler: str = "ddim"
     eta: float | None = None  # the scheduler's step noise (DDIM's eta, TCD's gamma); None: its own
     loras: list[LoraSpec] = field(default_factory=list)  # on the base model, for every variant
+    vae: str | None = None  # another VAE in place of the base model's, for every variant
     resolution: int | None = None  # None: the base model's native resolution
     dtype: str = "float32"
     device: str | None = None
@@ -166,6 +167,7 @@ def _generation_settings(settings: EvalSettings, variant: Variant, prompt: str, 
         scheduler=settings.scheduler,
         eta=settings.eta,
         loras=[LoraSpec(lora.path, lora.scale) for lora in settings.loras],
+        vae=settings.vae,
         dtype=settings.dtype,
         device=settings.device,
     )
@@ -217,8 +219,9 @@ def run_evaluation(
         if slot >= 0
     }
     cache = cache or ModelCache(max_adapters=max(1, len(settings.cond_types)))
+    device = str(resolve_device(settings.device))
     base = cache.pipeline(
-        settings.model, dtype=TORCH_DTYPES[settings.dtype], device=resolve_device(settings.device)
+        settings.model, dtype=TORCH_DTYPES[settings.dtype], device=device, vae=settings.vae
     ).base
     size = settings.resolution or base.native_resolution
     samples = [

@@ -24,6 +24,7 @@ from t2i_adapter.generation.loras import lora_file
 from t2i_adapter.generation.schedulers import check_scheduler_name
 from t2i_adapter.generation.settings import AdapterSpec, GenerationSettings
 from t2i_adapter.generation.units import AdapterUnit
+from t2i_adapter.hub import locate
 from t2i_adapter.io.images import load_image
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -215,6 +216,8 @@ def generate(
     options = _check_names(settings)
     for lora in settings.loras:
         lora_file(lora)  # a missing LoRA fails now, not after the base model has loaded
+    if settings.vae:
+        locate(settings.vae, what="VAE")  # so does a missing VAE file (nothing is downloaded here)
     images = _condition_images(settings, condition_images)
     _note_small_conditions(settings, images)
     img2img = _img2img(settings, init_image, mask_image)
@@ -233,6 +236,7 @@ def generate(
         clip_vision=settings.clip_vision,
         model_config=settings.model_config,
         prediction_type=settings.prediction_type,
+        vae=settings.vae,
         compile=settings.compile,
     )
     adapter_device = str(pipeline.execution_device)

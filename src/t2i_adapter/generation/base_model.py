@@ -25,6 +25,7 @@ from t2i_adapter.errors import (
     first_line,
 )
 from t2i_adapter.generation.single_file import PREDICTION_TYPES, SINGLE_FILE_SUFFIXES, load_single_file
+from t2i_adapter.generation.vae_loading import load_vae, vae_source
 from t2i_adapter.hub import HUB_REPO, PICKLE_SUFFIXES, fetch, hub_failure_reason, locate, quiet_hub
 
 # what diffusers and transformers raise for a model's files they cannot read
@@ -179,12 +180,15 @@ def load_base_model(
     device: torch.device | str = "cpu",
     model_config: str | None = None,
     prediction_type: str | None = None,
+    vae: str | None = None,
 ) -> BaseModel:
     """Load a Stable Diffusion model (hub id, diffusers folder, single file, or `demo`), frozen, in eval mode.
 
     `model_config` (single files only) replaces the shipped configs chosen by architecture;
-    `prediction_type` overrides what the model's scheduler (or the single file's detection) says.
+    `prediction_type` overrides what the model's scheduler (or the single file's detection) says;
+    `vae` (a VAE folder, file or hub id: `vae_loading.py`) replaces the model's VAE.
     """
+    own_vae = vae_source(vae) if vae else None  # a missing VAE file fails before the model loads
     source = model_source(name_or_path)
     try:
         with quiet_loading(), quiet_hub():
@@ -196,6 +200,11 @@ def load_base_model(
         if failure is None:
             raise
         raise failure from None
+    if own_vae is not None:
+        with quiet_loading(), quiet_hub():
+            components["vae"] = load_vae(
+                own_vae, like=components["vae"], dtype=dtype, name=vae, model_name=name_or_path
+            )
     model = BaseModel(
         unet=components["unet"],
         vae=components["vae"],

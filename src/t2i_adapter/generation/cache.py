@@ -74,9 +74,11 @@ class ModelCache:
         model_config: str | None = None,
         prediction_type: str | None = None,
         compile: bool = False,
+        vae: str | None = None,
     ) -> T2IAdapterPipeline:
         """The pipeline over base model `model`, with the memory options applied once; `compile`: its
-        UNet compiled (`T2IAdapterPipeline.enable_compile`), kept here so later generations reuse it."""
+        UNet compiled (`T2IAdapterPipeline.enable_compile`), kept here so later generations reuse it;
+        `vae`: another VAE in place of the model's (a pipeline of its own)."""
         key = _pipeline_key(
             model,
             dtype,
@@ -87,6 +89,7 @@ class ModelCache:
             model_config,
             prediction_type,
             compile,
+            vae,
         )
 
         def load() -> T2IAdapterPipeline:
@@ -96,6 +99,7 @@ class ModelCache:
                 device="cpu" if cpu_offload else device,
                 model_config=model_config,
                 prediction_type=prediction_type,
+                vae=vae,
             )
             pipeline = T2IAdapterPipeline(base)
             if attention_slicing:
@@ -135,12 +139,21 @@ class ModelCache:
         )
 
     def use_loaded(
-        self, model: str, pipeline: T2IAdapterPipeline, adapters: dict[str, torch.nn.Module], *, dtype, device
+        self,
+        model: str,
+        pipeline: T2IAdapterPipeline,
+        adapters: dict[str, torch.nn.Module],
+        *,
+        dtype,
+        device,
+        vae: str | None = None,
     ) -> None:
-        """Serve `model` and the `adapters` (name -> module) from memory instead of loading them:
-        the trainer evaluates its frozen base model and the adapter it is training this way."""
+        """Serve `model` (with `vae` in place of its own, if given) and the `adapters` (name -> module)
+        from memory instead of loading them: the trainer evaluates its frozen base model and the
+        adapter it is training this way."""
         with self._lock:
-            self._pipelines[_pipeline_key(model, dtype, device)] = pipeline
+            key = _pipeline_key(model, dtype, device, *_DEFAULT_OPTIONS[:-1], vae)
+            self._pipelines[key] = pipeline
             for name, adapter in adapters.items():
                 self._adapters[_adapter_key(name, dtype, str(pipeline.execution_device))] = adapter
 
@@ -151,10 +164,14 @@ class ModelCache:
             self._pipeline_locks.clear()
 
 
+# attention slicing, VAE tiling, CPU offload, model config, prediction type, compile, VAE
+_DEFAULT_OPTIONS = (False, False, False, None, None, False, None)
+
+
 def _pipeline_key(model: str, dtype, device, *options: Any) -> Hashable:
-    """Name, dtype, device, then the memory options, single-file choices and compile (all off by default)."""
-    defaults = (False, False, False, None, None, False)
-    return ("pipeline", model, str(dtype), str(device), *options, *defaults[len(options) :])
+    """Name, dtype, device, then the memory options, single-file choices, compile and VAE (all off
+    or the model's own by default)."""
+    return ("pipeline", model, str(dtype), str(device), *options, *_DEFAULT_OPTIONS[len(options) :])
 
 
 def _adapter_key(name: str, dtype, device) -> Hashable:

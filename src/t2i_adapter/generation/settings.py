@@ -294,6 +294,13 @@ class GenerationSettings:
         metavar="PATH_OR_HUB_ID[:SCALE]",
         group="what to generate",
     )
+    vae: str | None = _option(
+        None,
+        "another VAE instead of the model's: a diffusers VAE folder, a hub id (stabilityai/sd-vae-ft-mse) "
+        "or a .safetensors/.ckpt/.pt file",
+        metavar="PATH_OR_HUB_ID",
+        group="what to generate",
+    )
     # Single-file checkpoints: a diffusers config folder instead of the shipped one for the
     # detected architecture, and the noise prediction when detection cannot tell (SD2.x).
     model_config: str | None = _option(
@@ -423,6 +430,8 @@ class GenerationSettings:
         if self.dtype not in DTYPES:
             raise UnknownNameError("dtype", self.dtype, [*DTYPES, *DTYPE_ALIASES])
         check_fields(self)
+        if self.vae is not None and not self.vae.strip():
+            self.vae = None  # an empty name (a cleared form field, a jobs line's "") is the model's own
         check_device_name(self.device)
         self._check_picture_fields()
         # A side left out follows the condition's aspect within max_resolution: counted as 1 here.

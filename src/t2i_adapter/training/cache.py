@@ -11,7 +11,7 @@ centre crop and no flip, cached and uncached runs see the same pixels.
 Files (in `cache_dir`, default `<output_dir>/cache`): `chunk-00000.safetensors`, ... with up to
 `CHUNK_SIZE` samples each, `empty.safetensors` (the empty caption's embeddings, for caption
 dropout) and `index.json` (written last: a cache without it is incomplete and rebuilt). A cache
-whose fingerprint (model, records, resolution, crop settings, condition) differs is rebuilt.
+whose fingerprint (model and VAE, records, resolution, crop settings, condition) differs is rebuilt.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def cache_fingerprint(source: IndexedSource, config, model_name: str) -> str:
         "channels": source.condition_channels,
         "mixed_precision": config.mixed_precision,
     }
+    if config.vae:  # absent without --vae, so caches made before the option stay valid
+        parts["vae"] = config.vae
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

@@ -48,6 +48,11 @@ class TrainConfig:
 
     # --- what to train on --------------------------------------------------------------------
     model: str = _option("", "base model: hub id, diffusers folder, single file, or 'demo'")
+    vae: str | None = _option(
+        None,
+        "another VAE instead of the model's (a diffusers VAE folder, hub id, or .safetensors/.ckpt/.pt "
+        "file): it encodes the training pictures and decodes validation images",
+    )
     data: str = _option(
         "", "dataset: meta file, folder, JSONL manifest, .tar shards, or a datasets folder / hf:<name>"
     )

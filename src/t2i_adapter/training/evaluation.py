@@ -139,6 +139,7 @@ class TrainingEvaluator:
         variant = Variant(f"step {step}", (f"training adapter at step {step}",), step=step)
         return EvalSettings(
             model=config.model,
+            vae=config.vae,
             cond_types=[self.cond_type],
             variants=[baseline(), variant],
             metrics=list(config.eval_metrics) or None,
@@ -163,6 +164,7 @@ class TrainingEvaluator:
             {settings.variants[1].adapters[0]: adapter},
             dtype=dtype,
             device=settings.device,
+            vae=settings.vae,
         )
         was_training = adapter.training
         adapter.eval()

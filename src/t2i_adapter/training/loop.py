@@ -235,7 +235,7 @@ def open_data(config: TrainConfig, accelerator: Accelerator) -> IndexedSource | 
 
 def check_prepared_settings(config: TrainConfig, index: dict[str, Any]) -> None:
     """A prepared folder must have been made for this training: its condition, and for cached latents
-    the same model, resolution and centre crop without flips."""
+    the same model, VAE, resolution and centre crop without flips."""
     made = index["settings"]
     wanted = config.cond_type
     if wanted and made.get("cond_type") and registered_name(wanted) != registered_name(made["cond_type"]):
@@ -250,10 +250,12 @@ def check_prepared_settings(config: TrainConfig, index: dict[str, Any]) -> None:
             f"{config.data}: prepared without --model, so it holds no latents; prepare again with "
             "--model, or train without --cache-latents"
         )
-    for name, have in (("model", made["model"]), ("resolution", made["resolution"])):
-        if not same_setting(have, getattr(config, name)):
+    for name in ("model", "vae", "resolution"):
+        have, given = made.get(name), getattr(config, name)
+        if not same_setting(have, given):
+            shown = [value if value is not None else "(the model's own)" for value in (have, given)]
             raise T2IAdapterError(
-                f"{config.data}: its latents were made with --{name} {have}, not {getattr(config, name)}; "
+                f"{config.data}: its latents were made with --{name} {shown[0]}, not {shown[1]}; "
                 "train with the same, or prepare again"
             )
     if not config.center_crop or config.random_flip:
@@ -281,7 +283,7 @@ def registered_name(cond_type: str) -> str:
 def load_frozen_model(config: TrainConfig, device: torch.device) -> FrozenParts:
     """The base model in the training precision, on this process's device."""
     weight_dtype = WEIGHT_DTYPES[config.mixed_precision]
-    base = load_base_model(config.model, dtype=weight_dtype, device=device)
+    base = load_base_model(config.model, dtype=weight_dtype, device=device, vae=config.vae)
     return FrozenParts(base=base, vae_config=base.vae.config, is_sdxl=base.is_sdxl, weight_dtype=weight_dtype)
 
 

@@ -84,6 +84,11 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument(
         "--model", help="base model: also store VAE latents and text embeddings (for --cache-latents)"
     )
+    prepare.add_argument(
+        "--vae",
+        metavar="PATH_OR_HUB_ID",
+        help="with --model: another VAE instead of the model's for the latents (train with the same --vae)",
+    )
     prepare.add_argument("--resolution", type=int, default=512, help="latents' training size (with --model)")
     prepare.add_argument(
         "--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="encoders' dtype"
@@ -149,6 +154,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         cond_type=args.cond_type,
         cond_options=_condition_options(args),
         model=args.model,
+        vae=args.vae,
         resolution=args.resolution,
         dtype=args.dtype,
         batch_size=args.batch_size,

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from t2i_adapter.errors import T2IAdapterError
-from t2i_adapter.interfaces.cli.generate import ForLastAdapter, condition_options, lora_flag
+from t2i_adapter.interfaces.cli.generate import ForLastAdapter, condition_options, local_absolute, lora_flag
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -132,6 +132,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a LoRA on the base model for every variant and its scale (1.0); repeat for several",
     )
     sampling.add_argument(
+        "--vae",
+        metavar="PATH_OR_HUB_ID",
+        help="another VAE instead of the base model's, for every variant (folder, hub id or file)",
+    )
+    sampling.add_argument(
         "--resolution", type=int, default=None, help="square size (default: the model's native)"
     )
     sampling.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
@@ -212,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         eta=args.eta,
         loras=[lora_flag(text) for text in args.lora],
+        vae=local_absolute(args.vae) if args.vae else None,
         resolution=args.resolution,
         dtype=args.dtype,
         device=args.device,

@@ -263,15 +263,23 @@ def recorded_adapters(args: argparse.Namespace, specs: list[AdapterSpec]) -> lis
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The `GenerationSettings` fields given as flags (not per-adapter ones), as settings values.
 
-    Local paths (LoRA files, a config folder, the init picture and mask) are recorded absolute, so
-    the PNG re-runs from any folder."""
+    Local paths (LoRA files, a VAE, a config folder, the init picture and mask) are recorded
+    absolute, so the PNG re-runs from any folder."""
     given = {name: getattr(args, name) for name in SETTINGS_FLAGS if getattr(args, name) is not None}
     if "loras" in given:
         given["loras"] = [lora_flag(text) for text in given["loras"]]
     for name in ("model_config", "init_image", "mask"):
         if given.get(name):
             given[name] = str(Path(given[name]).expanduser().absolute())
+    if given.get("vae"):
+        given["vae"] = local_absolute(given["vae"])
     return given
+
+
+def local_absolute(name: str) -> str:
+    """An existing local path made absolute (a recorded run reruns from any folder); a hub id as it is."""
+    path = Path(name).expanduser()
+    return str(path.absolute()) if path.exists() else name
 
 
 def lora_flag(text: str) -> LoraSpec:

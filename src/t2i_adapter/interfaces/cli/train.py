@@ -61,7 +61,8 @@ def try_command(config: TrainConfig, output_dir) -> str:
     from t2i_adapter.conditions.registry import available_conditions
 
     cond_type = config.cond_type if config.cond_type in available_conditions() else "none"
+    vae = ["--vae", config.vae] if config.vae else []
     return shlex.join(
-        ["t2i-adapter", "generate", "--model", config.model, "--adapter", str(output_dir)]
+        ["t2i-adapter", "generate", "--model", config.model, *vae, "--adapter", str(output_dir)]
         + ["--cond", "CONDITION.png", "--cond-type", cond_type, "--prompt", "PROMPT", "--out", "out.png"]
     )

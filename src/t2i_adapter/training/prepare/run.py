@@ -199,7 +199,7 @@ def make_share(
     if settings.model and (state.is_main_process or None in finished.values()):
         dtype = TORCH_DTYPES[settings.dtype]
         latents = LatentEncoder(
-            settings.model, resolution=settings.resolution, dtype=dtype, device=state.device
+            settings.model, vae=settings.vae, resolution=settings.resolution, dtype=dtype, device=state.device
         )
         if state.is_main_process:
             with atomic_write(out / EMPTY_CAPTION_FILE) as handle:

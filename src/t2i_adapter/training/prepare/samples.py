@@ -96,8 +96,10 @@ def _dataset_condition(example: Example) -> Image.Image:
 class LatentEncoder:
     """VAE posteriors and text embeddings at `resolution` (centre crop), as `--cache-latents` computes them."""
 
-    def __init__(self, model: str, *, resolution: int, dtype: torch.dtype, device: str):
-        self.base = load_base_model(model, dtype=dtype, device=device)
+    def __init__(
+        self, model: str, *, resolution: int, dtype: torch.dtype, device: str, vae: str | None = None
+    ):
+        self.base = load_base_model(model, dtype=dtype, device=device, vae=vae)
         self.resolution = resolution
 
     def encode(self, examples: list[Example]) -> list[bytes]:

@@ -26,6 +26,7 @@ class PrepareSettings:
     cond_type: str | None = None
     cond_options: dict[str, Any] = field(default_factory=dict)  # the preprocessor's options
     model: str | None = None  # with a base model: VAE posteriors and text embeddings too
+    vae: str | None = None  # another VAE in place of the model's, for the posteriors
     resolution: int = 512
     dtype: str = "float32"
     batch_size: int = 8
@@ -52,8 +53,12 @@ class PrepareSettings:
         if not self.source.startswith(HUB_PREFIX) and "{" not in self.source:
             self.source = str(Path(self.source).expanduser().absolute())
         self.out = str(Path(self.out).expanduser().absolute())
-        if self.model and Path(self.model).expanduser().exists():  # a local model, however it was spelled
-            self.model = str(Path(self.model).expanduser().resolve())
+        if self.vae and not self.model:
+            raise T2IAdapterError("--vae needs --model: the VAE encodes latents, which only --model stores")
+        for name in ("model", "vae"):  # a local model or VAE, however it was spelled
+            value = getattr(self, name)
+            if value and Path(value).expanduser().exists():
+                setattr(self, name, str(Path(value).expanduser().resolve()))
         return self
 
     def recorded(self) -> dict[str, Any]:
@@ -62,7 +67,7 @@ class PrepareSettings:
         for name in NOT_RECORDED:
             values.pop(name)
         if not self.model:  # latents settings mean nothing without a model
-            values.update(resolution=None, dtype=None)
+            values.update(resolution=None, dtype=None, vae=None)
         return values
 
 

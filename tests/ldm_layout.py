@@ -192,3 +192,20 @@ def save_single_file(components: Mapping, path: str | Path) -> Path:
     else:
         torch.save({"state_dict": state, "global_step": 1}, path)
     return path
+
+
+def save_ldm_vae(vae, path: str | Path, *, prefix: str = "first_stage_model.") -> Path:
+    """`vae` alone as A1111/ComfyUI VAE files are: original key layout (under a checkpoint's
+    `prefix`, or none), in a `.safetensors` or a `{"state_dict": ...}` `.ckpt`."""
+    path = Path(path)
+    state = {
+        key: value.detach().contiguous() for key, value in vae_to_ldm(vae.state_dict(), vae.config).items()
+    }
+    state = _prefixed(prefix, state)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    return path

@@ -35,7 +35,7 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
-from ldm_layout import save_single_file
+from ldm_layout import save_ldm_vae, save_single_file
 from t2i_adapter import demo_weights
 from t2i_adapter.checkpoints.save import save_adapter
 from t2i_adapter.generation.base_model import load_base_model
@@ -43,7 +43,7 @@ from t2i_adapter.interfaces.cli.main import build_parser
 from t2i_adapter.interfaces.cli.main import main as cli
 from test_data_formats import TAG, write_folder, write_meta
 from test_loras import kohya_lora
-from tiny_models import save_tiny_clip, save_tiny_dpt, save_tiny_inception, tiny_adapter
+from tiny_models import perturbed_vae, save_tiny_clip, save_tiny_dpt, save_tiny_inception, tiny_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -71,6 +71,10 @@ SUBSTITUTIONS = [
         "dreamshaper_8.safetensors --model-config dreamshaper_8-configs/",
     ),
     (r"~/loras/watercolor\.safetensors", "watercolor.safetensors"),
+    # the fine-tuned MSE VAE (a diffusers repo, and its original-layout file in another repo) -> the
+    # demo's VAE with other weights, as a folder and as that one file
+    (r"stabilityai/sd-vae-ft-mse(?![-/\w])", "sd-vae-ft-mse"),
+    (r"stabilityai/sd-vae-ft-mse-original/(vae-ft-mse-840000-ema-pruned\.safetensors)", r"\1"),
     # evaluation sets on the hub -> a folder of the same format
     (r"hf:limingcv/MultiGen-20M_\w+_eval:validation", "my_eval/"),
     # the picture metrics' networks (CLIP from the hub, NVIDIA's Inception file) -> tiny ones
@@ -229,7 +233,7 @@ def write_meta_tagged(root: Path, tag: str) -> None:
 
 
 def write_inputs(root: Path) -> None:
-    """The files the documents' commands name, made tiny: pictures, datasets, models, a jobs file."""
+    """The files the documents' commands name, made tiny: pictures, datasets, models, a VAE, a jobs file."""
     write_pictures(root)
     write_folder(root / "my_data", count=4)
     write_folder(root / "my_eval", count=2)
@@ -253,6 +257,9 @@ def write_inputs(root: Path) -> None:
         ignore=shutil.ignore_patterns("*.safetensors"),
     )
     save_file(kohya_lora(demo, seed=1), str(root / "watercolor.safetensors"))
+    vae = perturbed_vae(demo.vae)
+    vae.save_pretrained(root / "sd-vae-ft-mse")
+    save_ldm_vae(vae, root / "vae-ft-mse-840000-ema-pruned.safetensors", prefix="")
     save_tiny_dpt(root / "tiny-dpt")
     save_tiny_clip(root / "tiny-clip")
     save_tiny_inception(root / "tiny-inception.pt")
@@ -355,6 +362,19 @@ def test_every_documented_command_runs_on_the_demo_world(
         assert (tmp_path / path).exists(), f"{doc.name}: nothing wrote {path}"
     if doc == README:
         assert np.asarray(Image.open(tmp_path / "sweep" / "cabin-7.png")).std() > 0
+
+
+@pytest.mark.skipif(not demo_weights.demo_weights_available(), reason="demo weights not built")
+def test_the_vae_stand_ins_are_one_other_vae_that_fits_the_demo_model(inputs):
+    """`--vae` in the documents really swaps the VAE: folder and file hold the same other weights."""
+    own = load_base_model("demo").vae.state_dict()
+    folder = load_base_model("demo", vae=str(inputs / "sd-vae-ft-mse")).vae.state_dict()
+    file = load_base_model(
+        "demo", vae=str(inputs / "vae-ft-mse-840000-ema-pruned.safetensors")
+    ).vae.state_dict()
+    assert set(folder) == set(file) == set(own)
+    assert all(torch.equal(folder[key], file[key]) for key in own)
+    assert not any(torch.equal(folder[key], own[key]) for key in own)
 
 
 def test_a_parse_only_command_still_fails_on_a_bad_option(monkeypatch, capsys):

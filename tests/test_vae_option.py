@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from ldm_layout import vae_to_ldm
+from ldm_layout import save_ldm_vae, vae_to_ldm
 from t2i_adapter.errors import InputFileError, MissingWeightsError, ModelMismatchError, T2IAdapterError
 from t2i_adapter.generation.api import ModelCache, generate
 from t2i_adapter.generation.base_model import load_base_model
@@ -45,18 +45,6 @@ def other_vae(seed: int = 5, **config):
     return vae.eval()
 
 
-def save_ldm_file(vae, path: Path, *, prefix: str = "first_stage_model.") -> Path:
-    """`vae` as A1111/ComfyUI VAE files are: original key layout, in a .safetensors or a .ckpt."""
-    state = {
-        prefix + key: value.contiguous() for key, value in vae_to_ldm(vae.state_dict(), vae.config).items()
-    }
-    if path.suffix == ".safetensors":
-        save_file(state, str(path))
-    else:
-        torch.save({"state_dict": state}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     """The tiny SD model, another VAE as a folder and as single files, a model folder whose vae/
@@ -76,8 +64,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "root": root,
         "model": model,
         "vae-folder": root / "vae-folder",
-        "vae.safetensors": save_ldm_file(vae, root / "vae.safetensors"),
-        "vae.ckpt": save_ldm_file(vae, root / "vae.ckpt", prefix=""),
+        "vae.safetensors": save_ldm_vae(vae, root / "vae.safetensors"),
+        "vae.ckpt": save_ldm_vae(vae, root / "vae.ckpt", prefix=""),
         "by-hand": by_hand,
         "adapter": root / "adapter",
         "cond": root / "cond.png",
@@ -175,7 +163,7 @@ def test_an_fp16_fix_vae_on_sdxl_decodes_in_fp16_where_the_models_own_is_upcast(
         seen = _decoder_dtypes(base.vae)
         image = T2IAdapterPipeline(base).decode(latents.half(), output_type="pt")
         assert seen == [runs_in] and torch.isfinite(image).all()
-    file = save_ldm_file(fix, tmp_path / "fp16-fix.safetensors")
+    file = save_ldm_vae(fix, tmp_path / "fp16-fix.safetensors")
     base = load_base_model(str(model), dtype=torch.float16, vae=str(file))
     assert base.vae.config.force_upcast
     seen = _decoder_dtypes(base.vae)
@@ -213,7 +201,7 @@ def test_vaes_of_other_latents_are_refused_naming_the_file(files, tmp_path):
     other_vae(scaling_factor=0.13025).save_pretrained(tmp_path / "sdxl-vae")
     three = {"block_out_channels": (8, 8, 8), "down_block_types": ("DownEncoderBlock2D",) * 3}
     other_vae(**three, up_block_types=("UpDecoderBlock2D",) * 3).save_pretrained(tmp_path / "4x-vae")
-    file = save_ldm_file(flux_like, tmp_path / "flux-vae.safetensors", prefix="")
+    file = save_ldm_vae(flux_like, tmp_path / "flux-vae.safetensors", prefix="")
     for vae, problem in (
         (tmp_path / "flux-vae", "latent channels 16 (the model's VAE: 4)"),
         (file, "latent channels 16 (the model's VAE: 4)"),

@@ -889,3 +889,95 @@ def test_the_mask_brush_starts_at_12_pixels_of_the_picture(tmp_path):
     # As before the size control was documented: the editor's own slider starts here.
     assert MASK_BRUSH_SIZE == 12 and editor.brush.default_size == MASK_BRUSH_SIZE
     assert editor.get_config()["brush"]["default_size"] == 12  # what the browser is sent
+
+
+# ---------------------------------------------------------------------------------------------
+# The VAE box: another VAE for the server's model (serve --vae fills it in)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_vae(tmp_path_factory) -> Path:
+    """Another VAE for the demo model, as a folder: its own with other weights."""
+    from t2i_adapter.demo_weights import demo_weights_available
+    from t2i_adapter.generation.base_model import load_base_model
+    from tiny_models import perturbed_vae
+
+    if not demo_weights_available():
+        pytest.skip("the demo weights are not built")
+    folder = tmp_path_factory.mktemp("vae") / "demo-vae"
+    perturbed_vae(load_base_model("demo").vae).save_pretrained(folder)
+    return folder
+
+
+def test_the_vae_box_changes_the_image_is_recorded_and_a_png_dropped_back_restores_it(tmp_path, demo_vae):
+    import numpy as np
+
+    from t2i_adapter.generation.api import ModelCache
+    from t2i_adapter.interfaces.webui import build_app
+    from t2i_adapter.io.png import read_png_parameters
+
+    cache = ModelCache()
+
+    def run(vae: str) -> Path:
+        page = _page(prompt="", steps=3, vae=vae)
+        return handlers.run_generation(
+            page, model="demo", cache=cache, output_dir=tmp_path / "out", limits=Limits()
+        ).paths[0]
+
+    own, other = run("  "), run(str(demo_vae))
+    assert read_png_parameters(own)["vae"] is None  # an empty box: the model's own
+    assert read_png_parameters(other)["vae"] == str(demo_vae)
+    difference = np.abs(np.asarray(Image.open(own), int) - np.asarray(Image.open(other), int))
+    assert difference.mean() > 1  # the same seed and latents, decoded by another VAE
+
+    app = build_app(model="demo", cache=object(), output_dir=tmp_path / "out", vae="server-vae")
+    assert _component(app, "t2i-vae").value == "server-vae"  # serve --vae
+    assert _component(build_app(model="demo", cache=object(), output_dir=tmp_path), "t2i-vae").value == ""
+    [load] = [fn for fn in app.fns.values() if fn.name == "load_parameters"]
+    position = [block._id for block in load.outputs].index(_component(app, "t2i-vae")._id)
+    assert load.fn(str(other))[position] == str(demo_vae)
+    assert load.fn(str(own))[position] == ""  # emptied: that PNG was made with the model's own
+
+
+def test_a_bad_vae_is_one_line_in_the_page(tmp_path):
+    import gradio as gr
+
+    from t2i_adapter.generation.api import ModelCache
+    from t2i_adapter.interfaces.webui.app import user_errors
+
+    notes = tmp_path / "notes.safetensors"
+    notes.write_text("my favourite prompts\n")
+    run = user_errors(handlers.run_generation)
+    common = {"model": "demo", "cache": ModelCache(), "output_dir": tmp_path / "out", "limits": Limits()}
+    for vae, message in (
+        (tmp_path / "no-such-vae", f"{tmp_path / 'no-such-vae'}: no such file or folder (VAE)"),
+        (notes, f"{notes}: not a complete safetensors file"),
+    ):
+        with pytest.raises(gr.Error) as caught:
+            run(_page(prompt="", vae=str(vae)), **common)
+        assert caught.value.message.startswith(message), caught.value.message
+        assert "\n" not in caught.value.message and "Traceback" not in caught.value.message
+
+
+def test_serve_vae_starts_the_page_with_it_and_a_missing_one_is_one_line(monkeypatch, tmp_path, capsys):
+    from t2i_adapter.interfaces import webui
+    from t2i_adapter.interfaces.cli.main import main
+
+    class App:
+        def block_thread(self):
+            pass
+
+    built = []
+    monkeypatch.setattr(webui, "build_app", lambda **kwargs: built.append(kwargs["vae"]) or App())
+    monkeypatch.setattr(webui, "launch_app", lambda app, **kwargs: (None, "http://127.0.0.1:7860/", None))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-vae").mkdir()
+    for args in (["--vae", "my-vae"], ["--vae", "stabilityai/sd-vae-ft-mse"], [], ["--vae", " "]):
+        assert main(["serve", *args]) == 0
+    # a local VAE is recorded absolute (the page's PNGs rerun anywhere); a hub id loads on first use
+    assert built == [str(tmp_path / "my-vae"), "stabilityai/sd-vae-ft-mse", None, None]
+    capsys.readouterr()
+    assert main(["serve", "--vae", "./missing-vae"]) == 2
+    assert capsys.readouterr().err.strip() == "error: ./missing-vae: no such file or folder (VAE)"
+    assert len(built) == 4  # no page for a VAE that is not there

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from test_webui import bomb_png, drawing
+from test_webui import bomb_png, demo_vae, drawing  # noqa: F401 (demo_vae: a fixture)
 
 pytest.importorskip("gradio")
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -704,6 +704,44 @@ def test_the_mask_brush_starts_at_12_pixels_and_its_size_slider_narrows_the_stro
     default = painted_with(None)
     narrow = painted_with("3")
     assert 0 < narrow < default / 2
+
+
+def test_a_vae_typed_in_the_model_section_changes_the_image_and_a_missing_one_is_one_line(
+    demo_page,
+    world,
+    demo_vae,  # noqa: F811 (the fixture)
+):
+    import numpy as np
+
+    from t2i_adapter.io.png import read_png_parameters
+
+    page, _ = demo_page
+    fresh_page(page)
+    demo_scene(page, world)
+    set_number(page, "t2i-steps", 4)
+    set_number(page, "t2i-seed", 31)
+    plain = generated_png(page)
+    page.locator("#t2i-vae textarea").fill(str(demo_vae))
+    other = generated_png(page, save_as=world / "vae-here.png")
+
+    assert read_png_parameters(plain)["vae"] is None
+    assert read_png_parameters(other)["vae"] == str(demo_vae)
+    difference = np.abs(np.asarray(plain.convert("RGB"), int) - np.asarray(other.convert("RGB"), int))
+    assert difference.mean() > 1  # the same seed, decoded by another VAE
+
+    missing = world / "no-such-vae"
+    page.locator("#t2i-vae textarea").fill(str(missing))
+    page.click("#t2i-generate")
+    wait_for_error(page, "no-such-vae: no such file")
+    message = error_toasts(page)
+    assert "Traceback" not in message
+    assert message.strip().splitlines()[-1] == f"{missing}: no such file or folder (VAE)"
+    close_toasts(page)
+    page.wait_for_selector(".toast-body", state="detached")
+    upload(page, "t2i-load-png", world / "vae-here.png")
+    page.wait_for_function(
+        "(vae) => document.querySelector('#t2i-vae textarea').value === vae", arg=str(demo_vae)
+    )
 
 
 @pytest.mark.slow

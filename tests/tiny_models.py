@@ -95,6 +95,23 @@ def tiny_vae():
     )
 
 
+def perturbed_vae(vae, *, seed: int = 5, scale: float = 0.05):
+    """Another VAE for the model whose VAE is `vae` (a fine-tuned VAE's stand-in): its config, its
+    weights with Gaussian noise of `scale` times each tensor's mean magnitude added, so it still
+    decodes pictures, other ones; in float32."""
+    from diffusers import AutoencoderKL
+
+    generator = torch.Generator().manual_seed(seed)
+    other = AutoencoderKL.from_config(vae.config)
+    state = {
+        key: value.float()
+        + scale * value.abs().float().mean() * torch.randn(value.shape, generator=generator)
+        for key, value in vae.state_dict().items()
+    }
+    other.load_state_dict(state)
+    return other.eval()
+
+
 def tiny_scheduler():
     from diffusers import DDIMScheduler
 

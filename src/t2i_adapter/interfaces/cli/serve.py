@@ -25,6 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="base model: 'demo', a diffusers folder, a checkpoint file or a hub id",
     )
     parser.add_argument(
+        "--vae",
+        default=None,
+        metavar="PATH_OR_HUB_ID",
+        help="another VAE for the model, the page's starting value of its VAE box: a diffusers VAE folder, "
+        "a hub id or a .safetensors/.ckpt/.pt file (default: the model's own)",
+    )
+    parser.add_argument(
         "--adapter",
         action="append",
         default=None,
@@ -77,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         default_size=args.size,
         default_steps=args.steps,
         compile=args.compile,
+        vae=_vae(args.vae),
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: anyone who can reach this address can use the page")
@@ -85,3 +93,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"web UI: {url} (Ctrl+C stops it)", flush=True)
     app.block_thread()
     return 0
+
+
+def _vae(name: str | None) -> str | None:
+    """`--vae`: a local path made absolute (the page's PNGs rerun from any folder), a missing one
+    refused now in one line; a hub id as it is (it loads on the first generation, like the model)."""
+    if not name or not name.strip():
+        return None
+    from t2i_adapter.hub import locate
+    from t2i_adapter.interfaces.cli.generate import local_absolute
+
+    locate(name, what="VAE")
+    return local_absolute(name.strip())

@@ -172,8 +172,10 @@ def build_app(
     default_size: int | None = None,
     default_steps: int | None = None,
     compile: bool = False,
+    vae: str | None = None,
 ) -> gr.Blocks:
-    """The web page for generating with `model`; models are loaded through `cache` (one per server)."""
+    """The web page for generating with `model` (and `vae`, the VAE box's starting value: empty,
+    the model's own); models are loaded through `cache` (one per server)."""
     if cache is None:
         from t2i_adapter.generation.api import ModelCache
 
@@ -183,6 +185,7 @@ def build_app(
     limits = Limits(max_bytes=int(max_upload_mb * 1024 * 1024))
     adapter_choices = list(dict.fromkeys(adapters if adapters is not None else _default_adapters(model)))
     defaults = _page_defaults(model, default_size, default_steps)
+    defaults["vae"] = vae or ""
 
     with gr.Blocks(title="T2I-Adapter", analytics_enabled=False) as app:
         gr.Markdown(
@@ -350,9 +353,10 @@ def launch_app(
 def _inputs(
     defaults: dict[str, Any], adapter_choices: list[str], conditions: list[str], limits: Limits
 ) -> tuple[dict[str, Any], list[UnitComponents]]:
-    """The left-hand column: prompts, mode and init picture, the adapter units' tabs, LoRAs,
-    sampling, size and hires pass; returns the components of `PageInput`'s fields by name, and
-    the units."""
+    """The left-hand column: the model section, prompts, mode and init picture, the adapter units'
+    tabs, LoRAs, sampling, size and hires pass; returns the components of `PageInput`'s fields by
+    name, and the units."""
+    model_fields = _model_section(defaults)
     prompt = gr.Textbox(label="Prompt", lines=2, elem_id="t2i-prompt")
     negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="t2i-negative")
     image_fields = _init_picture(defaults, limits)
@@ -396,8 +400,20 @@ def _inputs(
     scheduler, eta = _scheduler(defaults)
     fields = {"prompt": prompt, "negative_prompt": negative, "steps": steps, "guidance_scale": guidance}
     fields.update(seed=seed, width=width, height=height, num_images=num_images, scheduler=scheduler, eta=eta)
-    fields.update(image_fields, **_hires())
+    fields.update(image_fields, **_hires(), **model_fields)
     return fields, units
+
+
+def _model_section(defaults: dict[str, Any]) -> dict[str, Any]:
+    """Another VAE for the server's model (`--vae`; `serve --vae` fills it in): empty, the model's own."""
+    with gr.Accordion("Model", open=True, elem_id="t2i-model-section"):
+        vae = gr.Textbox(
+            value=defaults["vae"],
+            label="VAE (folder, file or hub id; empty: the model's own)",
+            placeholder="e.g. stabilityai/sd-vae-ft-mse or vae-ft-mse-840000-ema-pruned.safetensors",
+            elem_id="t2i-vae",
+        )
+    return {"vae": vae}
 
 
 def _scheduler(defaults: dict[str, Any]) -> tuple[gr.Dropdown, gr.Textbox]:

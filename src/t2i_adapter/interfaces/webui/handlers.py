@@ -99,6 +99,7 @@ class PageInput:
     hires_strength: float = 0.5
     hires_steps: float = 0
     hires_upscaler: str = "latent"
+    vae: str | None = None  # another VAE (folder, file or hub id) as typed; empty: the model's own
 
 
 @dataclass
@@ -420,6 +421,7 @@ def build_settings(
         width=int(page.width),
         height=int(page.height),
         loras=parse_loras(page.loras),
+        vae=page.vae or None,  # an empty box: the model's own
         **_image_fields(page, init_path, mask_path),
         compile=compile,
         **extra,
@@ -630,6 +632,7 @@ def page_fields(settings: GenerationSettings, outputs: Path) -> tuple[dict[str, 
         "eta": eta_text(getattr(settings, "eta", None)),  # no eta empties the box
         "mode": recorded_mode(settings),
         "loras": [[spec.path, spec.scale] for spec in settings.loras] or [["", 1.0]],
+        "vae": settings.vae or "",  # a PNG made with the model's own VAE empties the box
     }
     numbers = {name: getattr(settings, name, None) for name in FIELD_RANGES}
     numbers.update(hires_scale=hires or 1.0, hires_steps=getattr(settings, "hires_steps", None) or 0)

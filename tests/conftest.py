@@ -7,3 +7,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist, each worker gets its share of the cores (2 workers on 2 cores: 1 thread
+# each), it and the processes its tests start: OpenMP threads spinning against the other
+# worker's made single tests 30x slower (the demo-world evaluate test: 4 s alone, 128 s in the
+# suite). Set before torch is imported; a value you set yourself wins.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+    os.environ.setdefault("MKL_NUM_THREADS", str(_share))

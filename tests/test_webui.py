@@ -958,6 +958,7 @@ def test_a_bad_vae_is_one_line_in_the_page(tmp_path):
             run(_page(prompt="", vae=str(vae)), **common)
         assert caught.value.message.startswith(message), caught.value.message
         assert "\n" not in caught.value.message and "Traceback" not in caught.value.message
+    assert not (tmp_path / "out").exists()  # a refused generation leaves no run folder behind
 
 
 def test_serve_vae_starts_the_page_with_it_and_a_missing_one_is_one_line(monkeypatch, tmp_path, capsys):

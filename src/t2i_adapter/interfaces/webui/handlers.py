@@ -463,6 +463,12 @@ def run_generation(
         for number, unit in enumerate(page.units, start=1)
         if unit.enabled
     ]
+    callback = _progress_callback(progress) if progress is not None else None
+    # Only given when used, so a txt2img run calls generate() as before.
+    images = {"init_image": init, "mask_image": mask} if init is not None else {}
+    started = time.monotonic()
+    result = generate(settings, condition_images=pictures or None, cache=cache, progress=callback, **images)
+    # The run folder is made only now: a refused generation (a bad LoRA or VAE) leaves nothing.
     run_dir.mkdir(parents=True, exist_ok=True)
     for picture, path in [
         *zip(pictures, condition_paths, strict=True),
@@ -470,11 +476,6 @@ def run_generation(
     ]:
         if picture is not None:
             save_png(picture, path)
-    callback = _progress_callback(progress) if progress is not None else None
-    # Only given when used, so a txt2img run calls generate() as before.
-    images = {"init_image": init, "mask_image": mask} if init is not None else {}
-    started = time.monotonic()
-    result = generate(settings, condition_images=pictures or None, cache=cache, progress=callback, **images)
     output = _saved_outputs(result.settings or settings, result.images, run_dir, time.monotonic() - started)
     output.status = "; ".join([output.status, *notes])
     return output

@@ -35,21 +35,6 @@ INDUCTOR_TOLERANCE = 1e-4
 
 
 @pytest.fixture
-def graphs(monkeypatch):
-    """Swap Inductor for a backend that counts the graphs TorchDynamo hands it and runs them as traced."""
-    compiled = []
-
-    def counting(graph_module, example_inputs):
-        compiled.append(graph_module)
-        return graph_module.forward
-
-    torch._dynamo.reset()
-    monkeypatch.setattr(compiling, "BACKEND", counting)
-    yield compiled
-    torch._dynamo.reset()
-
-
-@pytest.fixture
 def stub_compile(monkeypatch):
     """`torch.compile` as the identity: the pipeline's compile path (wrapper, timings, cache, log
     lines) without tracing; returns the options each call got."""

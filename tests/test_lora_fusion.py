@@ -50,21 +50,6 @@ def lora_sets(files) -> list[list[LoraSpec]]:
 
 
 @pytest.fixture
-def graphs(monkeypatch):
-    """A backend that counts the graphs TorchDynamo hands it and runs them as traced (no C++)."""
-    compiled = []
-
-    def counting(graph_module, example_inputs):
-        compiled.append(graph_module)
-        return graph_module.forward
-
-    torch._dynamo.reset()
-    monkeypatch.setattr(compiling, "BACKEND", counting)
-    yield compiled
-    torch._dynamo.reset()
-
-
-@pytest.fixture
 def stub_compile(monkeypatch):
     """`torch.compile` as the identity: the compiled path (fusion included) without tracing."""
     monkeypatch.setattr(compiling.torch, "compile", lambda module, **options: module)

@@ -38,7 +38,7 @@ from t2i_adapter.training import checkpointing
 from t2i_adapter.training.cache import LatentCache, build_cache, cache_fingerprint
 from t2i_adapter.training.check import DataReport, check_dataset, require_usable
 from t2i_adapter.training.config import TrainConfig
-from t2i_adapter.training.data import IndexedSource, StreamSource, open_dataset
+from t2i_adapter.training.data import IndexedSource, StreamSource, open_dataset_with
 from t2i_adapter.training.data.batches import (
     PositionDataset,
     StreamBatches,
@@ -214,14 +214,10 @@ def open_data(config: TrainConfig, accelerator: Accelerator) -> IndexedSource | 
         check_prepared_settings(config, prepared)
         if config.cache_latents:
             return open_prepared(config.data, prepared, config.condition_channels)
-    source = open_dataset(
+    source = open_dataset_with(
         config.data,
-        data_format=config.data_format,
-        cond_type=config.cond_type,
+        config,
         condition_channels=config.condition_channels,
-        image_column=config.image_column,
-        condition_column=config.condition_column,
-        caption_column=config.caption_column,
         rank=accelerator.process_index,
         world_size=accelerator.num_processes,
     )

@@ -111,16 +111,9 @@ def _register_prepare(commands: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from t2i_adapter.training.check import check_dataset, load_tokenizer
-    from t2i_adapter.training.data import open_dataset
+    from t2i_adapter.training.data import open_dataset_with
 
-    source = open_dataset(
-        args.path,
-        data_format=args.data_format,
-        cond_type=args.cond_type,
-        image_column=args.image_column,
-        condition_column=args.condition_column,
-        caption_column=args.caption_column,
-    )
+    source = open_dataset_with(args.path, args)
     tokenizer = load_tokenizer(args.model) if args.model else None
     report = check_dataset(
         source, tokenizer=tokenizer, resolution=args.resolution, limit=args.limit, progress=not args.json

@@ -1,8 +1,10 @@
-"""`open_dataset(path, ...)`: pick the format from the path (or `data_format`) and open it."""
+"""`open_dataset(path, ...)`: pick the format from the path (or `data_format`) and open it;
+`open_dataset_with(path, options)`: the same, with the format and column names read from settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from t2i_adapter.errors import InputFileError, UnknownNameError
 from t2i_adapter.training.data.folder import open_folder
@@ -69,3 +71,14 @@ def open_dataset(
         raise UnknownNameError("dataset format", kind, FORMATS)
     source.condition_channels = infer_condition_channels(source, condition_channels)
     return source
+
+
+# The settings that say how to read a dataset, by the same names in TrainConfig, the prepare
+# settings and the `data check` arguments.
+READING_OPTIONS = ("data_format", "cond_type", "image_column", "condition_column", "caption_column")
+
+
+def open_dataset_with(location: str | Path, options: Any, **extra: Any) -> IndexedSource | StreamSource:
+    """`open_dataset(location, ...)` with `READING_OPTIONS` read from `options` (any object that
+    has them as attributes); `extra` passes the rest (`rank`, `world_size`, ...)."""
+    return open_dataset(location, **{name: getattr(options, name) for name in READING_OPTIONS}, **extra)

@@ -18,7 +18,7 @@ from accelerate.utils import gather_object
 
 from t2i_adapter.errors import T2IAdapterError
 from t2i_adapter.io.atomic import atomic_write
-from t2i_adapter.training.data import open_dataset
+from t2i_adapter.training.data import open_dataset_with
 from t2i_adapter.training.data.prepared import (
     EMPTY_CAPTION_FILE,
     FORMAT_VERSION,
@@ -176,14 +176,7 @@ def prepare_dataset(settings: PrepareSettings) -> PrepareSummary:
 
 def open_source(settings: PrepareSettings, device: str) -> tuple[Any, ConditionMaker]:
     """The dataset, and where its conditions come from (options recorded as the preprocessor takes them)."""
-    source = open_dataset(
-        settings.source,
-        data_format=settings.data_format,
-        cond_type=settings.cond_type,
-        image_column=settings.image_column,
-        condition_column=settings.condition_column,
-        caption_column=settings.caption_column,
-    )
+    source = open_dataset_with(settings.source, settings)
     conditions = condition_maker(source, settings, device)
     settings.cond_options = conditions.options  # `384`, not `"384"`: a resume compares these
     return source, conditions

@@ -19,7 +19,7 @@ ROOT = Path(t2i_adapter.__file__).parent
 
 # Lowest first. Names are the first part after `t2i_adapter.` (a folder or a top-level module).
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "devices", "hub", "demo_weights", "io", "lazy"),
+    ("errors", "devices", "hub", "demo_weights", "io", "lazy", "logs"),
     ("adapters",),
     ("checkpoints",),
     ("conditions",),

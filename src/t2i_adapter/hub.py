@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from huggingface_hub.errors import (
 
 from t2i_adapter.demo_weights import DEMO_NAME, demo_adapter_path, demo_model_path, is_demo_name
 from t2i_adapter.errors import InputFileError, MissingWeightsError, T2IAdapterError, first_line
+from t2i_adapter.logs import quiet_logger
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -162,16 +162,9 @@ def hub_failure_reason(error: BaseException) -> str:
     return first_line(error)
 
 
-@contextlib.contextmanager
-def quiet_hub() -> Iterator[None]:
+def quiet_hub() -> contextlib.AbstractContextManager[None]:
     """huggingface_hub's retry notes off the terminal while it downloads (the failure says it once)."""
-    hub_logger = logging.getLogger("huggingface_hub")
-    level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hub_logger.setLevel(level)
+    return quiet_logger("huggingface_hub")
 
 
 def _missing(what: str, name: str, cause: Exception) -> MissingWeightsError:

@@ -14,7 +14,6 @@ plain tensors it can extend, negative half first.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import torch
 
 from t2i_adapter.errors import ModelMismatchError
 from t2i_adapter.generation.base_model import BaseModel
+from t2i_adapter.logs import quiet_logger
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def _tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
     ids = tokenizer(
         prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
     ).input_ids
-    with _quiet_tokenizer():  # transformers would add its own "longer than ... indexing errors" line
+    with quiet_logger(
+        "transformers.tokenization_utils_base"
+    ):  # transformers would add its own "longer than ... indexing errors" line
         untruncated = tokenizer(prompts, padding="longest", return_tensors="pt").input_ids
     if untruncated.shape[-1] > ids.shape[-1]:
         for prompt, row in zip(prompts, untruncated, strict=True):
@@ -91,17 +93,6 @@ def _tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
                     "..." if len(dropped.strip()) > 40 else "",
                 )
     return ids
-
-
-@contextlib.contextmanager
-def _quiet_tokenizer():
-    tokenizer_logger = logging.getLogger("transformers.tokenization_utils_base")
-    level = tokenizer_logger.level
-    tokenizer_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        tokenizer_logger.setLevel(level)
 
 
 def _encode_sd(base: BaseModel, prompts: list[str]) -> torch.Tensor:
